@@ -1,0 +1,70 @@
+"""Shared fixtures: the real default voice loaded once, and the real server on a loopback port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from voxserve.config import Settings
+from voxserve.synthesis.synthesizer import Synthesizer
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("voxserve-data")
+
+
+@pytest.fixture(scope="session")
+def settings(data_dir: Path) -> Settings:
+    return Settings(data_dir=data_dir)
+
+
+@pytest.fixture(scope="session")
+def piper_synthesizer(settings: Settings) -> Synthesizer:
+    """The real embedded voice, shared by the session (loading it takes a second)."""
+    return Synthesizer(settings)
+
+
+@pytest.fixture(scope="session")
+def server_url(data_dir: Path):
+    """``voxserve serve`` in its own process, as a user runs it."""
+    port = free_port()
+    environment = {
+        key: value for key, value in os.environ.items() if not key.startswith("VOXSERVE_")
+    }
+    environment.update(VOXSERVE_DATA_DIR=str(data_dir), VOXSERVE_LOG_LEVEL="warning")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "voxserve", "serve", "--port", str(port)],
+        env=environment,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited with {process.returncode}")
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not start within 60 s")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

@@ -1,0 +1,79 @@
+"""A configurable engine for synthesizer and transport contract tests: no model, exact output."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import numpy as np
+
+from voxserve.audio.frames import AudioChunk
+from voxserve.engines.base import Capabilities, Engine, SynthesisOptions, Voice
+
+
+class FakeEngine(Engine):
+    """Speaks a 220 Hz tone, ``seconds_per_char`` long per character, in ``chunks`` pieces.
+
+    ``delay`` seconds pass before each piece; text containing ``fail_on`` raises; text containing
+    ``silent_on`` yields nothing. Every call is recorded in ``calls``.
+    """
+
+    name = "fake"
+
+    def __init__(
+        self,
+        *,
+        sample_rate: int = 16000,
+        seconds_per_char: float = 0.01,
+        chunks: int = 1,
+        delay: float = 0.0,
+        fail_on: str | None = None,
+        silent_on: str | None = None,
+        max_input_chars: int = 200,
+    ):
+        super().__init__()
+        self.sample_rate = sample_rate
+        self.seconds_per_char = seconds_per_char
+        self.chunks = chunks
+        self.delay = delay
+        self.fail_on = fail_on
+        self.silent_on = silent_on
+        self.max_input_chars = max_input_chars
+        self.calls: list[str] = []
+        self.finished: list[str] = []
+        self.loads = 0
+        self._lock = threading.Lock()
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            sample_rate=self.sample_rate,
+            languages=("en",),
+            max_input_chars=self.max_input_chars,
+            speed_range=(0.5, 2.0),
+            streaming=self.chunks > 1,
+        )
+
+    def voices(self) -> list[Voice]:
+        return [Voice("tone", self.name, "tone", "en"), Voice("low", self.name, "low tone", "en")]
+
+    def load(self) -> None:
+        time.sleep(0.05)
+        self.loads += 1
+
+    def synthesize(self, text: str, options: SynthesisOptions) -> Iterator[AudioChunk]:
+        with self._lock:
+            self.calls.append(text)
+        if self.fail_on and self.fail_on in text:
+            raise RuntimeError("fake engine failure")
+        if self.silent_on and self.silent_on in text:
+            return
+        total = int(len(text) * self.seconds_per_char / options.speed * self.sample_rate)
+        frequency = 110.0 if options.voice == "low" else 220.0
+        tone = 0.5 * np.sin(2 * np.pi * frequency * np.arange(total) / self.sample_rate)
+        for piece in np.array_split(tone.astype(np.float32), self.chunks):
+            time.sleep(self.delay)
+            yield AudioChunk(piece, self.sample_rate)
+        with self._lock:
+            self.finished.append(text)

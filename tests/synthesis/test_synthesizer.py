@@ -1,0 +1,159 @@
+"""Synthesizer contracts, on the fake engine: order, pipelining, pauses, cancellation, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import numpy as np
+import pytest
+
+from tests.fakes import FakeEngine
+from voxserve.config import Settings
+from voxserve.engines.registry import EngineRegistry
+from voxserve.errors import EngineError, InvalidRequestError
+from voxserve.request import SpeechRequest
+from voxserve.synthesis.synthesizer import Progress, Synthesizer
+
+THREE_SENTENCES = "First one here. Second one follows. Third one ends it."
+
+
+def make_synthesizer(engine: FakeEngine, **settings) -> Synthesizer:
+    settings = Settings(default_engine="fake", default_voice="tone", **settings)
+    registry = EngineRegistry(settings)
+    registry.register(engine)
+    return Synthesizer(settings, registry)
+
+
+async def collect(synthesizer: Synthesizer, request: SpeechRequest, progress=None) -> np.ndarray:
+    chunks = [chunk async for chunk in synthesizer.stream(request, progress)]
+    return np.concatenate([chunk.samples for chunk in chunks])
+
+
+async def test_segments_come_out_in_order_with_pauses_between_sentences():
+    engine = FakeEngine(seconds_per_char=0.01, delay=0.0)
+    synthesizer = make_synthesizer(engine, sentence_pause=0.3, first_fragment_small=False)
+    audio = await collect(synthesizer, SpeechRequest(input=THREE_SENTENCES))
+    assert engine.calls == ["First one here.", "Second one follows.", "Third one ends it."]
+    spoken = sum(len(text) for text in engine.calls) * 0.01
+    assert len(audio) / 16000 == pytest.approx(spoken + 2 * 0.3, abs=0.01)
+
+
+async def test_first_clause_is_synthesized_on_its_own():
+    engine = FakeEngine()
+    synthesizer = make_synthesizer(engine)
+    await collect(synthesizer, SpeechRequest(input="Sure thing, that is a fine idea. Let us go."))
+    assert engine.calls == ["Sure thing,", "that is a fine idea.", "Let us go."]
+
+
+async def test_output_is_resampled_to_the_requested_rate():
+    synthesizer = make_synthesizer(FakeEngine(sample_rate=16000))
+    chunks = [
+        c async for c in synthesizer.stream(SpeechRequest(input="Hello there.", sample_rate=24000))
+    ]
+    assert {chunk.sample_rate for chunk in chunks} == {24000}
+    total = sum(len(chunk.samples) for chunk in chunks)
+    assert total / 24000 == pytest.approx(len("Hello there.") * 0.01, abs=0.005)
+
+
+async def test_segment_edges_are_faded_so_joins_do_not_click():
+    engine = FakeEngine(seconds_per_char=0.02)
+    synthesizer = make_synthesizer(engine, sentence_pause=0.0, first_fragment_small=False)
+    audio = await collect(synthesizer, SpeechRequest(input="One two three. Four five six."))
+    first_length = int(len("One two three.") * 0.02 * 16000)
+    assert abs(audio[0]) < 1e-3
+    # Around the join, both the tail of the first and the head of the second are near silent.
+    assert np.max(np.abs(audio[first_length - 2 : first_length + 2])) < 0.05
+
+
+async def test_next_segment_is_synthesized_while_the_consumer_is_busy():
+    engine = FakeEngine(delay=0.02)
+    synthesizer = make_synthesizer(engine, lookahead=2, first_fragment_small=False)
+    text = " ".join(f"Sentence number {n}." for n in range(8))
+    stream = synthesizer.stream(SpeechRequest(input=text))
+    async with contextlib.aclosing(stream):
+        await anext(stream)
+        await asyncio.sleep(0.3)  # a slow client: look-ahead fills, then stops
+        assert len(engine.calls) == 1 + 2  # the one consumed, plus the look-ahead, no more
+
+
+async def test_a_consumer_that_stops_stops_the_work_and_leaks_no_task():
+    engine = FakeEngine(delay=0.02)
+    synthesizer = make_synthesizer(engine)
+    baseline = len(asyncio.all_tasks())
+    text = " ".join(f"Sentence number {n}." for n in range(50))
+    stream = synthesizer.stream(SpeechRequest(input=text))
+    await anext(stream)
+    await stream.aclose()
+    calls_at_close = len(engine.calls)
+    await asyncio.sleep(0.3)
+    assert len(engine.calls) <= calls_at_close + 1
+    assert synthesizer.stats.active == 0
+    assert len(asyncio.all_tasks()) == baseline
+
+
+async def test_an_engine_failure_fails_that_request_only():
+    engine = FakeEngine(fail_on="boom")
+    synthesizer = make_synthesizer(engine)
+    with pytest.raises(EngineError, match="fake engine failure"):
+        await collect(synthesizer, SpeechRequest(input="Fine. Then boom. Never reached."))
+    assert "Never reached." not in engine.calls
+    audio = await collect(synthesizer, SpeechRequest(input="Still working."))
+    assert len(audio) > 0
+
+
+async def test_an_engine_that_returns_no_audio_is_an_error():
+    synthesizer = make_synthesizer(FakeEngine(silent_on="quiet"))
+    with pytest.raises(EngineError) as caught:
+        await collect(synthesizer, SpeechRequest(input="Be quiet."))
+    assert caught.value.code == "no_audio"
+
+
+async def test_progress_reports_every_segment():
+    synthesizer = make_synthesizer(FakeEngine(), first_fragment_small=False)
+    seen: list[Progress] = []
+    await collect(synthesizer, SpeechRequest(input=THREE_SENTENCES), seen.append)
+    assert [p.segments_done for p in seen] == [1, 2, 3]
+    assert all(p.segments_total == 3 for p in seen)
+    assert seen[-1].audio_seconds > seen[0].audio_seconds > 0
+
+
+async def test_streaming_engines_chunks_pass_through_as_they_come():
+    engine = FakeEngine(chunks=4)
+    synthesizer = make_synthesizer(engine, first_fragment_small=False)
+    chunks = [c async for c in synthesizer.stream(SpeechRequest(input="A single sentence here."))]
+    assert len(chunks) == 4
+
+
+async def test_the_engine_loads_once_for_concurrent_requests():
+    engine = FakeEngine()
+    synthesizer = make_synthesizer(engine)
+    requests = [collect(synthesizer, SpeechRequest(input=f"Request {n}.")) for n in range(5)]
+    await asyncio.gather(*requests)
+    assert engine.loads == 1
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"input": "Hi.", "speed": 3.0}, "speed"),  # the fake engine does 0.5-2.0
+        ({"input": "x" * 5000}, "input"),
+        ({"input": "Hi.", "voice": "nobody"}, "voice"),
+        ({"input": "Hi.", "model": "no-such-engine"}, "model"),
+        ({"input": "Hi.", "language": "de-DE"}, "language"),
+        ({"input": "🎉🎉"}, "input"),
+    ],
+)
+def test_requests_the_engine_cannot_honour_are_rejected_naming_the_field(fields, param):
+    synthesizer = make_synthesizer(FakeEngine())
+    with pytest.raises(InvalidRequestError) as caught:
+        synthesizer.prepare(SpeechRequest(**fields))
+    assert caught.value.param == param
+    assert caught.value.status_code == 400
+
+
+def test_openai_voice_names_and_model_names_resolve_to_the_defaults():
+    synthesizer = make_synthesizer(FakeEngine())
+    synthesizer.settings.voice_aliases["alloy"] = "low"
+    prepared = synthesizer.prepare(SpeechRequest(input="Hi.", voice="alloy", model="tts-1"))
+    assert (prepared.engine.name, prepared.voice.id) == ("fake", "low")

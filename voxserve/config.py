@@ -1,0 +1,156 @@
+"""The one home of configuration: defaults < TOML file < VOXSERVE_* environment < CLI flags.
+
+Nested keys use a double underscore in the environment: ``VOXSERVE_ENGINES__PIPER__THREADS=2``
+sets ``[engines.piper] threads = 2``. Values that look like JSON objects or lists are parsed
+as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "VOXSERVE_"
+DEFAULT_CONFIG_FILE = Path("~/.config/voxserve/config.toml")
+
+OPENAI_VOICE_NAMES = (
+    "alloy",
+    "ash",
+    "ballad",
+    "coral",
+    "echo",
+    "fable",
+    "nova",
+    "onyx",
+    "sage",
+    "shimmer",
+    "verse",
+    "marin",
+    "cedar",
+)
+
+
+class Settings(BaseModel):
+    """Every setting voxserve has, with its default."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(8880, ge=0, le=65535)
+    log_level: str = "info"
+    data_dir: Path = Path("~/.local/share/voxserve")
+    """Voice profiles, extra voices and job outputs live here."""
+
+    default_engine: str = "piper"
+    default_voice: str = "joe"
+    voice_aliases: dict[str, str] = Field(
+        default_factory=lambda: dict.fromkeys(OPENAI_VOICE_NAMES, "joe")
+    )
+    """OpenAI voice names (and any other alias) -> a voxserve voice."""
+
+    max_input_chars: int = Field(4096, ge=1)
+    sentence_pause: float = Field(0.2, ge=0, le=5)
+    """Seconds of silence between sentences."""
+    clause_pause: float = Field(0.05, ge=0, le=5)
+    """Seconds of silence where a long sentence was cut at a clause to fit an engine."""
+    first_fragment_small: bool = True
+    """Synthesize the first clause on its own so audio starts sooner."""
+    lookahead: int = Field(2, ge=1, le=16)
+    """Segments synthesized ahead of the one being encoded and sent."""
+    preload: bool = True
+    """Load the default engine when the server starts rather than on the first request."""
+
+    engines: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Per-engine tables, e.g. ``[engines.piper] threads = 2``."""
+
+    @field_validator("voice_aliases", mode="before")
+    @classmethod
+    def _keep_default_aliases(cls, value: Any) -> Any:
+        # A user adding one alias should not lose the OpenAI names.
+        if isinstance(value, Mapping):
+            return {**dict.fromkeys(OPENAI_VOICE_NAMES, "joe"), **value}
+        return value
+
+    def engine_settings(self, name: str) -> dict[str, Any]:
+        return dict(self.engines.get(name, {}))
+
+    @property
+    def data_path(self) -> Path:
+        return self.data_dir.expanduser()
+
+
+class ConfigError(ValueError):
+    """The configuration file or environment holds something invalid."""
+
+
+def load_settings(
+    config_file: str | os.PathLike | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build the settings from every layer, later layers winning."""
+    environ = os.environ if environ is None else environ
+    merged: dict[str, Any] = {}
+    _deep_merge(merged, _read_toml(config_file, environ))
+    _deep_merge(merged, _read_environment(environ))
+    _deep_merge(
+        merged, {key: value for key, value in (overrides or {}).items() if value is not None}
+    )
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}"
+            for item in error.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from error
+
+
+def _read_toml(config_file: str | os.PathLike | None, environ: Mapping[str, str]) -> dict:
+    explicit = config_file or environ.get(ENV_PREFIX + "CONFIG")
+    path = Path(explicit or DEFAULT_CONFIG_FILE).expanduser()
+    if not path.exists():
+        if explicit:
+            raise ConfigError(f"config file not found: {path}")
+        return {}
+    try:
+        with path.open("rb") as file:
+            return tomllib.load(file)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {path} is not valid TOML: {error}") from error
+
+
+def _read_environment(environ: Mapping[str, str]) -> dict:
+    layer: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        keys = name[len(ENV_PREFIX) :].lower().split("__")
+        target = layer
+        for key in keys[:-1]:
+            target = target.setdefault(key, {})
+        target[keys[-1]] = _parse_env_value(raw)
+    return layer
+
+
+def _parse_env_value(raw: str) -> Any:
+    if raw[:1] in "{[":
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            pass
+    return raw
+
+
+def _deep_merge(into: dict, layer: Mapping) -> None:
+    for key, value in layer.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _deep_merge(into[key], value)
+        else:
+            into[key] = dict(value) if isinstance(value, Mapping) else value

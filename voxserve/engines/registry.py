@@ -1,0 +1,132 @@
+"""Engines by name: which exist, which are installed, and one lazily loaded instance of each."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from voxserve.engines.base import Engine, Voice
+from voxserve.errors import EngineUnavailableError, InvalidRequestError
+
+if TYPE_CHECKING:
+    from voxserve.config import Settings
+
+# name -> "module:Class"; imported only when used so heavy extras cost nothing until then.
+ENGINE_CLASSES: dict[str, str] = {
+    "piper": "voxserve.engines.piper:PiperEngine",
+}
+
+# OpenAI's model names, served by the default engine.
+OPENAI_MODEL_NAMES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+
+
+def engine_class(name: str) -> type[Engine]:
+    try:
+        module_name, class_name = ENGINE_CLASSES[name].split(":")
+    except KeyError:
+        raise InvalidRequestError(
+            f"unknown model {name!r}: use an engine ({', '.join(sorted(ENGINE_CLASSES))}) or "
+            f"{', '.join(OPENAI_MODEL_NAMES)} for the default engine",
+            param="model",
+            code="model_not_found",
+        ) from None
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+@dataclass(frozen=True)
+class ResolvedVoice:
+    engine: Engine
+    voice: Voice
+
+
+class EngineRegistry:
+    """One instance per engine, created on first use, loaded once (concurrent callers wait)."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._engines: dict[str, Engine] = {}
+        self._loaded: set[str] = set()
+        self._load_locks: dict[str, asyncio.Lock] = {}
+
+    def names(self) -> list[str]:
+        return sorted(set(ENGINE_CLASSES) | set(self._engines))
+
+    def register(self, engine: Engine) -> None:
+        """Serve an engine instance under its name (a plugin, or a test double)."""
+        self._engines[engine.name] = engine
+        self._loaded.discard(engine.name)
+
+    def get(self, name: str) -> Engine:
+        engine = self._engines.get(name)
+        if engine is None:
+            cls = engine_class(name)
+            if not cls.is_installed():
+                hint = f"pip install 'voxserve[{cls.extra}]'" if cls.extra else "reinstall voxserve"
+                raise EngineUnavailableError(
+                    f"engine {name!r} is not installed: {hint}",
+                    param="model",
+                    code="engine_not_installed",
+                )
+            engine = cls(self.settings.engine_settings(name), data_dir=self.settings.data_path)
+            self._engines[name] = engine
+        return engine
+
+    def is_installed(self, name: str) -> bool:
+        return name in self._engines or engine_class(name).is_installed()
+
+    def is_loaded(self, name: str) -> bool:
+        return name in self._loaded
+
+    async def ensure_loaded(self, name: str) -> Engine:
+        engine = self.get(name)
+        if name in self._loaded:
+            return engine
+        lock = self._load_locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            if name not in self._loaded:
+                await asyncio.to_thread(engine.load)
+                self._loaded.add(name)
+        return engine
+
+    def engine_for_model(self, model: str | None) -> Engine:
+        if model is None or model in OPENAI_MODEL_NAMES:
+            return self.get(self.settings.default_engine)
+        return self.get(model)
+
+    def resolve_voice(self, voice_id: str | None, model: str | None) -> ResolvedVoice:
+        """Find the engine and voice a request names; aliases (OpenAI names) resolve first."""
+        voice_id = voice_id or self.settings.default_voice
+        voice_id = self.settings.voice_aliases.get(voice_id.lower(), voice_id)
+        engine = self.engine_for_model(model)
+        for voice in engine.voices():
+            if voice.id == voice_id:
+                return ResolvedVoice(engine, voice)
+        if model is None:
+            # No engine named: any installed engine that has this voice will do.
+            for name in self.names():
+                if name == engine.name or not self.is_installed(name):
+                    continue
+                other = self.get(name)
+                for voice in other.voices():
+                    if voice.id == voice_id:
+                        return ResolvedVoice(other, voice)
+        known = ", ".join(voice.id for voice in engine.voices()) or "none"
+        raise InvalidRequestError(
+            f"unknown voice {voice_id!r} for engine {engine.name!r}; voices: {known}",
+            param="voice",
+            code="voice_not_found",
+        )
+
+    def all_voices(self) -> list[Voice]:
+        voices: list[Voice] = []
+        for name in self.names():
+            if self.is_installed(name):
+                voices.extend(self.get(name).voices())
+        return voices
+
+    def unload_all(self) -> None:
+        for name in list(self._loaded):
+            self._engines[name].unload()
+        self._loaded.clear()

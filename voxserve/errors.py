@@ -1,0 +1,55 @@
+"""Errors voxserve raises, and the one place that says what each means to a client.
+
+    VoxserveError                  base; carries message, param, code and an HTTP status
+    ├── InvalidRequestError        400: the request is wrong (bad field, engine can't honour it)
+    ├── NotFoundError              404: unknown voice, model or resource
+    ├── EngineUnavailableError     503: an engine's extra is not installed or its model is missing
+    └── EngineError                500: an engine failed while synthesizing
+
+Transports translate these (HTTP: OpenAI's error shape; WebSocket: a JSON error message);
+third-party errors are translated where they are caught, with ``raise ... from``.
+"""
+
+from __future__ import annotations
+
+
+class VoxserveError(Exception):
+    status_code = 500
+    error_type = "server_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+    def to_dict(self) -> dict:
+        """OpenAI's error body."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class InvalidRequestError(VoxserveError):
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class NotFoundError(VoxserveError):
+    status_code = 404
+    error_type = "invalid_request_error"
+
+
+class EngineUnavailableError(VoxserveError):
+    status_code = 503
+    error_type = "engine_unavailable"
+
+
+class EngineError(VoxserveError):
+    status_code = 500
+    error_type = "engine_error"

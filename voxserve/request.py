@@ -1,0 +1,46 @@
+"""The request every transport builds: OpenAI's speech API fields plus voxserve's extensions."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+AudioFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
+
+
+class SpeechRequest(BaseModel):
+    """Text to speak and how to speak it. The same fields as ``POST /v1/audio/speech``."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    input: str = Field(min_length=1)
+    """The text to speak."""
+    voice: str | None = None
+    """A voice id or alias; None means the configured default voice."""
+    model: str | None = None
+    """An engine name; OpenAI's model names (tts-1, tts-1-hd, gpt-4o-mini-tts) mean the default."""
+    response_format: AudioFormat = "mp3"
+    speed: float = Field(1.0, ge=0.25, le=4.0)
+    instructions: str | None = None
+    """Style instructions; used by engines that can, ignored by the rest."""
+    stream_format: Literal["audio", "sse"] = "audio"
+    stream: bool = True
+    """Stream audio while it is synthesized (False: one complete response)."""
+    sample_rate: int | None = Field(None, ge=8000, le=48000)
+    """Resample to this rate; None keeps the engine's native rate."""
+    language: str | None = None
+    normalize: bool = True
+    """Read numbers, dates, units, URLs... as words; drop markdown and emoji."""
+
+    @field_validator("input")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("input is empty or only whitespace")
+        return value
+
+    @field_validator("voice", "model", "language", "instructions", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value

@@ -1,0 +1,52 @@
+"""The one place errors become HTTP responses (OpenAI's error shape; never a traceback)."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+
+from voxserve.errors import InvalidRequestError, VoxserveError
+
+logger = logging.getLogger("voxserve.server")
+
+
+def error_response(error: VoxserveError) -> JSONResponse:
+    return JSONResponse(error.to_dict(), status_code=error.status_code)
+
+
+def validation_error(error: ValidationError | RequestValidationError) -> InvalidRequestError:
+    """The first problem pydantic found, naming the field."""
+    first = error.errors()[0]
+    location = [str(part) for part in first["loc"] if part not in ("body", "query", "path")]
+    param = ".".join(location) or None
+    message = first["msg"].removeprefix("Value error, ")
+    return InvalidRequestError(f"{param}: {message}" if param else message, param=param)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(VoxserveError)
+    async def _voxserve_error(_: Request, error: VoxserveError) -> JSONResponse:
+        if error.status_code >= 500:
+            logger.error("%s", error.message, exc_info=error.__cause__)
+        return error_response(error)
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_validation(_: Request, error: RequestValidationError) -> JSONResponse:
+        return error_response(validation_error(error))
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(_: Request, error: HTTPException) -> JSONResponse:
+        status = error.status_code
+        body = VoxserveError(str(error.detail), code=str(status)).to_dict()
+        body["error"]["type"] = "invalid_request_error" if status < 500 else "server_error"
+        return JSONResponse(body, status_code=status, headers=getattr(error, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, error: Exception) -> JSONResponse:
+        logger.exception("unexpected error")
+        return error_response(VoxserveError("internal server error", code="internal_error"))

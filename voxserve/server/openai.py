@@ -1,0 +1,162 @@
+"""OpenAI-compatible routes: speech, models, voices, health."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import ValidationError
+
+from voxserve import __version__
+from voxserve.audio import AUDIO_FORMATS, fix_wav_header
+from voxserve.engines.registry import OPENAI_MODEL_NAMES, engine_class
+from voxserve.errors import InvalidRequestError, VoxserveError
+from voxserve.request import SpeechRequest
+from voxserve.server.errors import validation_error
+from voxserve.synthesis.synthesizer import PreparedSpeech, Synthesizer
+
+logger = logging.getLogger("voxserve.server")
+router = APIRouter()
+
+
+def parse_speech_request(body: bytes) -> SpeechRequest:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InvalidRequestError(
+            f"request body is not valid UTF-8 (byte {error.start})", code="invalid_utf8"
+        ) from error
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InvalidRequestError(
+            f"request body is not valid JSON: {error.msg} at line {error.lineno} column "
+            f"{error.colno}",
+            code="invalid_json",
+        ) from error
+    if not isinstance(data, dict):
+        raise InvalidRequestError("request body must be a JSON object", code="invalid_json")
+    try:
+        return SpeechRequest.model_validate(data)
+    except ValidationError as error:
+        raise validation_error(error) from error
+
+
+def content_type(audio_format: str, sample_rate: int) -> str:
+    if audio_format == "pcm":
+        return f"audio/pcm;rate={sample_rate};channels=1;encoding=s16le"
+    return AUDIO_FORMATS[audio_format]
+
+
+@router.post("/v1/audio/speech")
+async def create_speech(request: Request) -> Response:
+    speech = parse_speech_request(await request.body())
+    synthesizer: Synthesizer = request.app.state.synthesizer
+    prepared = synthesizer.prepare(speech)
+    # Load before answering so a load failure is a proper error status, not a broken stream.
+    await synthesizer.registry.ensure_loaded(prepared.engine.name)
+    headers = {"X-Sample-Rate": str(prepared.sample_rate), "X-Engine": prepared.engine.name}
+    media_type = content_type(speech.response_format, prepared.sample_rate)
+    if speech.stream_format == "sse":
+        return StreamingResponse(
+            _sse_events(synthesizer, prepared), media_type="text/event-stream", headers=headers
+        )
+    if not speech.stream:
+        audio = b"".join([data async for data in synthesizer.stream_encoded(prepared)])
+        if speech.response_format == "wav":
+            audio = fix_wav_header(audio)
+        return Response(audio, media_type=media_type, headers=headers)
+    return StreamingResponse(
+        _audio_stream(synthesizer, prepared), media_type=media_type, headers=headers
+    )
+
+
+async def _audio_stream(synthesizer: Synthesizer, prepared: PreparedSpeech) -> AsyncIterator[bytes]:
+    async with contextlib.aclosing(synthesizer.stream_encoded(prepared)) as stream:
+        try:
+            async for data in stream:
+                yield data
+        except VoxserveError as error:
+            # Headers are gone already: end the stream early and say why in the log.
+            logger.error("speech stream failed: %s", error.message, exc_info=error.__cause__)
+
+
+async def _sse_events(synthesizer: Synthesizer, prepared: PreparedSpeech) -> AsyncIterator[bytes]:
+    """OpenAI's ``speech.audio.delta`` / ``speech.audio.done`` events, audio base64-encoded."""
+    async with contextlib.aclosing(synthesizer.stream_encoded(prepared)) as stream:
+        try:
+            async for data in stream:
+                event = {"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()}
+                yield _sse(event)
+        except VoxserveError as error:
+            yield _sse({"type": "error", **error.to_dict()})
+            return
+    characters = len(prepared.request.input)
+    usage = {"input_tokens": characters, "output_tokens": 0, "total_tokens": characters}
+    yield _sse({"type": "speech.audio.done", "usage": usage})
+
+
+def _sse(event: dict) -> bytes:
+    return f"data: {json.dumps(event)}\n\n".encode()
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> JSONResponse:
+    synthesizer: Synthesizer = request.app.state.synthesizer
+    registry = synthesizer.registry
+    models = []
+    for name in registry.names():
+        entry = {"id": name, "object": "model", "owned_by": "voxserve", "installed": False}
+        if registry.is_installed(name):
+            engine = registry.get(name)
+            entry.update(
+                installed=True,
+                loaded=registry.is_loaded(name),
+                capabilities=engine.capabilities.to_dict(),
+            )
+        else:
+            entry["extra"] = engine_class(name).extra
+        models.append(entry)
+    default = synthesizer.settings.default_engine
+    for alias in OPENAI_MODEL_NAMES:
+        models.append({"id": alias, "object": "model", "owned_by": "voxserve", "engine": default})
+    return JSONResponse({"object": "list", "data": models})
+
+
+@router.get("/v1/audio/voices")
+async def list_voices(request: Request) -> JSONResponse:
+    synthesizer: Synthesizer = request.app.state.synthesizer
+    voices = [
+        {
+            "id": v.id,
+            "name": v.name,
+            "engine": v.engine,
+            "language": v.language,
+            "description": v.description,
+        }
+        for v in synthesizer.registry.all_voices()
+    ]
+    aliases = synthesizer.settings.voice_aliases
+    return JSONResponse({"voices": voices, "aliases": aliases})
+
+
+@router.get("/health")
+async def health(request: Request) -> JSONResponse:
+    synthesizer: Synthesizer = request.app.state.synthesizer
+    stats = synthesizer.stats
+    return JSONResponse(
+        {
+            "status": "ok",
+            "version": __version__,
+            "loaded_engines": [
+                n for n in synthesizer.registry.names() if synthesizer.registry.is_loaded(n)
+            ],
+            "active_syntheses": stats.active,
+            "segments_synthesized": stats.segments,
+        }
+    )
