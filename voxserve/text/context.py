@@ -7,20 +7,16 @@ import re
 _SPACES = re.compile(r"[ \t]*")
 
 
-def sentence_ends_at(text: str, position: int) -> bool:
-    """Whether a sentence plausibly ends at ``position``: nothing but spaces follow before the end
-    of the text, a line break or a capital letter.
+def full_stop_if_sentence_ends(text: str, position: int) -> str:
+    """``"."`` if a sentence plausibly ends at ``position`` (only spaces follow before the end of
+    the text, a line break or a capital letter), else ``""``.
 
-    Used when an abbreviation's own period is dropped ("etc." -> "et cetera") to decide whether
-    that period was also the full stop.
+    Used where an abbreviation's own period is dropped ("etc." -> "et cetera"), to keep it when
+    it was also the full stop.
     """
     after = _SPACES.match(text, position).end()
-    return after == len(text) or text[after] == "\n" or (after > position and text[after].isupper())
-
-
-def full_stop_if_sentence_ends(text: str, position: int) -> str:
-    """``"."`` where :func:`sentence_ends_at` says so, else ``""``."""
-    return "." if sentence_ends_at(text, position) else ""
+    ends = after == len(text) or text[after] == "\n" or (after > position and text[after].isupper())
+    return "." if ends else ""
 
 
 def spaced(words: str, text: str, start: int, end: int) -> str:

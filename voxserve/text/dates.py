@@ -10,9 +10,11 @@ from voxserve.text.numbers import cardinal, ordinal, year
 MONTHS = (
     "January February March April May June July August September October November December"
 ).split()
-_MONTH_BY_SPELLING = {name: index for index, name in enumerate(MONTHS, start=1)} | {
-    name[:3]: index for index, name in enumerate(MONTHS, start=1)
-} | {"Sept": 9}
+_MONTH_BY_SPELLING = (
+    {name: index for index, name in enumerate(MONTHS, start=1)}
+    | {name[:3]: index for index, name in enumerate(MONTHS, start=1)}
+    | {"Sept": 9}
+)
 _MONTH = "|".join(sorted(_MONTH_BY_SPELLING, key=len, reverse=True))
 WEEKDAY_ABBREVIATIONS = {
     "Mon": "Monday", "Tue": "Tuesday", "Tues": "Tuesday", "Wed": "Wednesday",
@@ -21,8 +23,9 @@ WEEKDAY_ABBREVIATIONS = {
 }  # fmt: skip
 _WEEKDAY = "|".join(sorted(WEEKDAY_ABBREVIATIONS, key=len, reverse=True))
 
-# Patterns open with a look-ahead at their first character: it lets the regex engine skip to
-# the candidates instead of trying every position (several times faster on long texts).
+# Patterns that would open with a look-behind open with a look-ahead at their first character
+# instead: it lets the regex engine skip to the candidates rather than try every position
+# (several times faster on long texts).
 _ISO_DATE = re.compile(r"(?=\d)(?<![\d-])(\d{4})-(\d{2})-(\d{2})(?![\d-])")
 # 03/15/2024 is American; a first number above 12 can only be a day (15/03/2024), and dots
 # (15.03.2024) are the European order.

@@ -8,9 +8,11 @@ _EMAIL = re.compile(
     r"(?<![\w.+-])([A-Za-z0-9._%+-]+)@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})(?![\w-])"
 )
 _ADDRESS_CHARACTERS = r"[^\s<>\"'()\[\]]"
-_URL = re.compile(rf"\b(?:(?:https?|ftp)://|www\.){_ADDRESS_CHARACTERS}+")
+_URL = re.compile(rf"(?=[hfw])\b(?:(?:https?|ftp)://|www\.){_ADDRESS_CHARACTERS}+")
 # Bare domains only with a well-known top-level domain, so "end.Then" or "file.py" stay text.
-_TOP_LEVEL_DOMAIN = r"\.(?:com|org|net|edu|gov|io|ai|dev|app|co|uk|us|de|fr|info|me|tv|ly|gg|xyz|tech)"
+_TOP_LEVEL_DOMAIN = (
+    r"\.(?:com|org|net|edu|gov|io|ai|dev|app|co|uk|us|de|fr|info|me|tv|ly|gg|xyz|tech)"
+)
 _BARE_DOMAIN = re.compile(
     rf"(?<![\w@.-])[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*{_TOP_LEVEL_DOMAIN}(?![\w-])"
     rf"(?:[/?#:]{_ADDRESS_CHARACTERS}*)?"

@@ -24,8 +24,9 @@ _BLOCK_TAG = re.compile(
     re.IGNORECASE,
 )
 _INLINE_TAG = re.compile(r"</?[A-Za-z][\w-]*(?:\s[^<>]*)?/?>")
-_IMAGE = re.compile(r"!\[[^\]\n]*\]\([^)\n]*\)")
-_LINK = re.compile(r"\[([^\]\n]+)\](?:\([^)\n]*\)|\[[^\]\n]*\])")
+# Bracketed texts exclude "[" so a run of brackets cannot make the search quadratic.
+_IMAGE = re.compile(r"!\[[^\[\]\n]*\]\([^)\n]*\)")
+_LINK = re.compile(r"\[([^\[\]\n]+)\](?:\([^)\n]*\)|\[[^\]\n]*\])")
 # Emphasis markers touching a word on one side only; "snake_case" and "2 * 3" keep theirs.
 _EMPHASIS = re.compile(
     r"(?=[*_~])(?:(?<![^\s(\[\"'])(?:\*+|_+|~~)(?=[^\s*_~])"
@@ -63,7 +64,7 @@ def _drop_pictograph(match: re.Match[str]) -> str:
     return character
 
 
-def remove_pictographs(text: str) -> str:
+def _remove_pictographs(text: str) -> str:
     """Emoji (with their modifiers and joiners) and other pictographic symbols removed."""
     return _NON_ASCII.sub(_drop_pictograph, text) if not text.isascii() else text
 
@@ -110,6 +111,6 @@ def strip_markup(text: str) -> str:
     text = _IMAGE.sub("", text)
     text = _LINK.sub(r"\1", text)
     text = _EMPHASIS.sub("", text)
-    text = remove_pictographs(text)
+    text = _remove_pictographs(text)
     lines = (_speakable_line(line) for line in text.split("\n"))
     return "\n".join(line for line in lines if line is not None)

@@ -25,24 +25,23 @@ from voxserve.text.symbols import speak_symbols
 from voxserve.text.typography import unify_typography
 
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n\s*")
+_EMPTY_BRACKETS = re.compile(r"\(\s*\)|\[\s*\]")
 # Applied after whitespace is collapsed to single spaces.
 _SPACE_BEFORE_PUNCTUATION = re.compile(r" (?=[.,!?;:)\]])")
 _SPACE_AFTER_OPENING = re.compile(r"([(\[]) ")
-_EMPTY_BRACKETS = re.compile(r"\( ?\)|\[ ?\]")
 # What removals leave behind: ", ." -> ".".
 _DANGLING_PUNCTUATION = re.compile(r"[,;:]+(?=[.,!?;:])")
 
 
 def _tidy_paragraph(paragraph: str) -> str:
-    paragraph = " ".join(paragraph.split())
-    paragraph = _EMPTY_BRACKETS.sub("", paragraph)
+    paragraph = " ".join(_EMPTY_BRACKETS.sub("", paragraph).split())
     paragraph = _SPACE_BEFORE_PUNCTUATION.sub("", paragraph)
     paragraph = _SPACE_AFTER_OPENING.sub(r"\1", paragraph)
     # Punctuation cannot open a paragraph (a removed emoji or code span may leave some).
     return _DANGLING_PUNCTUATION.sub("", paragraph).lstrip(",;:.!? ").rstrip()
 
 
-def tidy_whitespace(text: str) -> str:
+def _tidy_whitespace(text: str) -> str:
     """Spaces collapsed within each paragraph; paragraphs kept apart by one blank line."""
     paragraphs = (_tidy_paragraph(paragraph) for paragraph in _PARAGRAPH_BREAK.split(text))
     return "\n\n".join(paragraph for paragraph in paragraphs if paragraph)
@@ -64,7 +63,7 @@ _STEPS: tuple[Callable[[str], str], ...] = (
     speak_measurements,
     speak_numerals,
     speak_symbols,
-    tidy_whitespace,
+    _tidy_whitespace,
 )
 
 

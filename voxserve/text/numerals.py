@@ -8,8 +8,9 @@ import re
 from voxserve.text.context import spaced
 from voxserve.text.numbers import cardinal, digits, ordinal, spoken_number, year
 
-# Patterns open with a look-ahead at their first character: it lets the regex engine skip to
-# the candidates instead of trying every position (several times faster on long texts).
+# Patterns that would open with a look-behind open with a look-ahead at their first character
+# instead: it lets the regex engine skip to the candidates rather than try every position
+# (several times faster on long texts).
 _PHONE_NUMBER = re.compile(
     r"(?=[+(\d])(?<![\w+-])(?:(?P<country>\+\d{1,2})[ .-]?)?"
     r"(?:\((?P<area>\d{3})\) ?|(?P<bare_area>\d{3})[ .-])(?P<exchange>\d{3})[ .-](?P<line>\d{4})"
@@ -19,15 +20,16 @@ _PHONE_NUMBER = re.compile(
 # steps before have read; the digits stay for the steps after ("10 to 20%").
 _RANGE_END = r"([$\u00a3\u20ac]?\d+(?:[.,]\d+)*)"
 _RANGE = re.compile(
-    rf"(?=[$\u00a3\u20ac\d])(?<![\w.,-]){_RANGE_END}(?:-|[ \t]*\u2013[ \t]*){_RANGE_END}(?![\w.,-]?\d)"
+    rf"(?=[$\u00a3\u20ac\d])(?<![\w.,-]){_RANGE_END}(?:-|[ \t]*\u2013[ \t]*){_RANGE_END}"
+    r"(?![\w.,-]?\d)"
 )
 _FOUR_DIGIT_DECADE = re.compile(r"(?=\d)(?<![\w.,])(1[1-9]|20)(\d)0s\b")
 # "80s" alone may be eighty seconds; "the 80s", "mid-80s" and "'80s" are decades.
 _TWO_DIGIT_DECADE = re.compile(
     r"(?:\b((?:[Tt]he|early|mid|late)(?:[ \t]+|-))'?|(?<![\w.,])')([2-9])0s\b"
 )
-_SUBTRACTION = re.compile(r"(?<=\d)[ \t]+-[ \t]+(?=-?\d)")
-_PRODUCT = re.compile(r"(?<=\d)[ \t]*([x\u00d7*])[ \t]*(?=\d)")
+_SUBTRACTION = re.compile(r"(?=[ \t])(?<=\d)[ \t]+-[ \t]+(?=-?\d)")
+_PRODUCT = re.compile(r"(?=[ \tx\u00d7*])(?<=\d)[ \t]*([x\u00d7*])[ \t]*(?=\d)")
 _PRODUCT_WORDS = {"x": " by ", "\u00d7": " times ", "*": " times "}
 _FRACTION = re.compile(r"(?=\d)(?<![\d/.,])(?:(\d+)[ \t]+)?(\d+)/(\d+)(?![\d/])")
 _DENOMINATORS = {2: ("half", "halves"), 4: ("quarter", "quarters")}
@@ -38,7 +40,9 @@ _VERSION = re.compile(
     r"(?=[vV\d])(?<![\w.])(?:([vV])(?=\d))?(\d+(?:\.\d+){2,}|(?<=[vV])\d+(?:\.\d+)+)(?!\.?\d)"
 )
 _LEADING_POINT = re.compile(r"(?=\.)(?<![\w.])\.(\d+)(?!\.?\d)")
-_NUMBER = re.compile(r"(?=[-\d])(?:(?<![\w.,-])-)?(?<!\d)(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?!\d)")
+_NUMBER = re.compile(
+    r"(?=[-\d])(?:(?<![\w.,-])-)?(?<!\d)(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?!\d)"
+)
 _YEAR = re.compile(r"1[1-9]\d\d|20\d\d")
 
 

@@ -29,8 +29,9 @@ _SCALE_SUFFIXES = {
 }  # fmt: skip
 
 # A sign counts only where it cannot be a hyphen ("COVID-19") or a range dash.
-# Patterns open with a look-ahead at their first character: it lets the regex engine skip to
-# the candidates instead of trying every position (several times faster on long texts).
+# Patterns that would open with a look-behind open with a look-ahead at their first character
+# instead: it lets the regex engine skip to the candidates rather than try every position
+# (several times faster on long texts).
 _SIGNED_NUMBER = rf"(?=[-\d])(?:(?<![\w.,-])-)?(?<![\d.,]){NUMBER_PATTERN}"
 _MONEY = re.compile(
     rf"(?=[-$\u00a3\u20ac\u00a5])(?P<sign>(?<![\w.,-])-)?(?P<currency>[$\u00a3\u20ac\u00a5])[ \t]?"

@@ -29,8 +29,8 @@ _WHITESPACE = re.compile(r"\s*")
 _QUOTES = frozenset("\"'\u201d\u2019\u00bb")
 _OPENERS = "\"'\u201c\u2018([{\u00ab"
 _INITIALISM = re.compile(r"(?:[A-Za-z]\.)+[A-Za-z]")
-_LIST_ITEM = re.compile(r"[ \t]*(?:[-*+\u2022]|\d{1,3}[.)])[ \t]")
-_LIST_ITEM_PREFIX = re.compile(r"[ \t]*(?:[-*+\u2022]|\d{1,3}[.)]?)?")
+_LIST_ITEM = re.compile(r"(?:[-*+\u2022]|\d{1,3}[.)])[ \t]")
+_LIST_ITEM_PREFIX = re.compile(r"[-*+\u2022]|\d{1,3}[.)]?")
 
 
 class _Ending(Enum):
@@ -41,16 +41,22 @@ class _Ending(Enum):
     NEVER = auto()
     """Never ends it: "Dr.", "e.g.", an initial ("J."), a list number opening the sentence."""
     BEFORE_CAPITAL = auto()
-    """Ends it when a capital letter or a line break follows: "etc.", "U.S.", an ellipsis."""
+    """Ends it when a capital letter or a line break follows: "etc.", "U.S." (or "U S." as
+    normalization spells it), an ellipsis."""
     BEFORE_NON_LOWERCASE = auto()
     """Ends it unless a lower-case letter follows: a quotation closing ('"Stop!" he said')."""
 
 
-def _token_before(text: str, end: int, sentence_start: int) -> str:
+def _token_start(text: str, end: int, sentence_start: int) -> int:
+    """Where the word that ends at ``end`` begins (never before the sentence does)."""
     start = end
     while start > sentence_start and not text[start - 1].isspace():
         start -= 1
-    return text[start:end].lstrip(_OPENERS)
+    return start
+
+
+def _is_capital_letter(token: str) -> bool:
+    return len(token) == 1 and token.isupper()
 
 
 def _classify(text: str, match: re.Match[str], sentence_start: int) -> _Ending:
@@ -61,15 +67,16 @@ def _classify(text: str, match: re.Match[str], sentence_start: int) -> _Ending:
         return _Ending.ALWAYS
     if terminator != ".":
         return _Ending.BEFORE_CAPITAL  # an ellipsis: "Wait... what?" is one sentence
-    token = _token_before(text, match.start(), sentence_start)
+    start = _token_start(text, match.start(), sentence_start)
+    token = text[start : match.start()].lstrip(_OPENERS)
     lowered = token.lower()
-    opens_sentence = not text[sentence_start : match.start() - len(token)].strip()
-    if (
-        lowered in NEVER_END_SENTENCE
-        or (len(token) == 1 and token.isupper())
-        or (opens_sentence and token.isdigit() and len(token) <= 3)
-    ):
-        return _Ending.NEVER
+    before = text[sentence_start:start].rstrip()
+    if _is_capital_letter(token):
+        # "J. R. R. Tolkien": initials. "the U S." (normalized "U.S."): a spelled abbreviation.
+        previous = before[_token_start(before, len(before), 0) :]
+        return _Ending.BEFORE_CAPITAL if _is_capital_letter(previous) else _Ending.NEVER
+    if lowered in NEVER_END_SENTENCE or (not before and token.isdigit() and len(token) <= 3):
+        return _Ending.NEVER  # the digits: a numbered list item, "1. Buy milk"
     if lowered in MAY_END_SENTENCE or _INITIALISM.fullmatch(token):
         return _Ending.BEFORE_CAPITAL
     return _Ending.ALWAYS
@@ -84,12 +91,16 @@ def _starts_list_item(text: str, position: int, final: bool) -> bool | None:
     return False
 
 
+# The judges answer True (a sentence ends here), False (it does not), or None: undecided until
+# more text arrives (only when not ``final``).
+
+
 def _judge_terminator(
     text: str, match: re.Match[str], sentence_start: int, final: bool
 ) -> bool | None:
     end = match.end()
     if end == len(text):
-        return None if not final else False  # at the very end there is nothing to split off
+        return False if final else None  # at the very end there is nothing to split off
     if not text[end].isspace():
         return False
     after = _WHITESPACE.match(text, end).end()
@@ -103,7 +114,7 @@ def _judge_terminator(
     if line_ends:
         return True  # the line ends with terminal punctuation
     if after == len(text):
-        return None if not final else False
+        return False if final else None
     following = text[after]
     if ending is _Ending.BEFORE_CAPITAL:
         return following.isupper()
@@ -117,7 +128,7 @@ def _judge_line_break(text: str, start: int, sentence_start: int, final: bool) -
     if text.count("\n", start, after) > 1:
         return True  # a blank line: a new paragraph
     if after == len(text):
-        return None if not final else False
+        return False if final else None
     return _starts_list_item(text, after, final)
 
 

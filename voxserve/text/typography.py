@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-_PLAIN_EQUIVALENTS = str.maketrans(
-    {
+_PLAIN_EQUIVALENTS = {
         "\r": "\n",
         "\t": " ",
         "\u00a0": " ", "\u2007": " ", "\u2009": " ", "\u202f": " ", "\u3000": " ",
@@ -16,8 +15,9 @@ _PLAIN_EQUIVALENTS = str.maketrans(
         "\u2026": "...",
         "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2212": "-", "\ufe63": "-", "\uff0d": "-",
         "\u2103": "\u00b0C", "\u2109": "\u00b0F",
-    }
-)  # fmt: skip
+}  # fmt: skip
+# One pass over the rare characters; str.translate would look up every character.
+_TYPOGRAPHIC = re.compile("|".join(_PLAIN_EQUIVALENTS))
 _FRACTION_CHARACTERS = "\u00bc-\u00be\u2150-\u215e"
 # The look-ahead lets the regex engine skip to candidates instead of trying every position.
 _VULGAR_FRACTION = re.compile(rf"(?=[\d{_FRACTION_CHARACTERS}])(\d?)([{_FRACTION_CHARACTERS}])")
@@ -32,7 +32,5 @@ def _spell_fraction(match: re.Match[str]) -> str:
 def unify_typography(text: str) -> str:
     """Line endings, exotic spaces, curly quotes, the ellipsis character, Unicode minus and
     hyphens, ``℃``, and vulgar fractions (``½``) folded into their ASCII spellings."""
-    text = text.replace("\r\n", "\n")
-    if text.isascii() and "\r" not in text and "\t" not in text:
-        return text
-    return _VULGAR_FRACTION.sub(_spell_fraction, text.translate(_PLAIN_EQUIVALENTS))
+    text = _TYPOGRAPHIC.sub(lambda match: _PLAIN_EQUIVALENTS[match[0]], text.replace("\r\n", "\n"))
+    return text if text.isascii() else _VULGAR_FRACTION.sub(_spell_fraction, text)
