@@ -3,6 +3,7 @@
     VoxserveError                  base; carries message, param, code and an HTTP status
     ├── InvalidRequestError        400: the request is wrong (bad field, engine can't honour it)
     ├── NotFoundError              404: unknown voice, model or resource
+    ├── PayloadTooLargeError       413: a request body over the limit
     ├── EngineUnavailableError     503: an engine's extra is not installed or its model is missing
     └── EngineError                500: an engine failed while synthesizing
 
@@ -42,6 +43,11 @@ class InvalidRequestError(VoxserveError):
 
 class NotFoundError(VoxserveError):
     status_code = 404
+    error_type = "invalid_request_error"
+
+
+class PayloadTooLargeError(VoxserveError):
+    status_code = 413
     error_type = "invalid_request_error"
 
 

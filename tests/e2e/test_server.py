@@ -154,6 +154,14 @@ def test_a_body_that_is_not_json_is_a_400(server_url, content, code):
     assert response.json()["error"]["code"] == code
 
 
+def test_a_huge_body_is_refused_without_reading_it_all(server_url):
+    response = httpx.post(f"{server_url}/v1/audio/speech", content=b"x" * 20_000_000)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "body_too_large"
+    chunked = httpx.post(f"{server_url}/v1/audio/speech", content=iter([b"y" * 1_000_000] * 20))
+    assert chunked.status_code == 413
+
+
 def test_unknown_routes_use_the_openai_error_shape(server_url):
     response = httpx.get(f"{server_url}/v1/nothing")
     assert response.status_code == 404

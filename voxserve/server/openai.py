@@ -15,13 +15,27 @@ from pydantic import ValidationError
 from voxserve import __version__
 from voxserve.audio import AUDIO_FORMATS, fix_wav_header
 from voxserve.engines.registry import OPENAI_MODEL_NAMES, engine_class
-from voxserve.errors import InvalidRequestError, VoxserveError
+from voxserve.errors import InvalidRequestError, PayloadTooLargeError, VoxserveError
 from voxserve.request import SpeechRequest
 from voxserve.server.errors import validation_error
 from voxserve.synthesis.synthesizer import PreparedSpeech, Synthesizer
 
 logger = logging.getLogger("voxserve.server")
 router = APIRouter()
+
+
+async def read_body(request: Request, max_chars: int) -> bytes:
+    """The request body, refused as soon as it outgrows what a valid request could need."""
+    limit = 64 * 1024 + 4 * max_chars  # UTF-8 needs at most 4 bytes a character, plus JSON fields
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"request body is over {limit} bytes", code="body_too_large")
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > limit:
+            raise PayloadTooLargeError(f"request body is over {limit} bytes", code="body_too_large")
+    return bytes(body)
 
 
 def parse_speech_request(body: bytes) -> SpeechRequest:
@@ -55,8 +69,8 @@ def content_type(audio_format: str, sample_rate: int) -> str:
 
 @router.post("/v1/audio/speech")
 async def create_speech(request: Request) -> Response:
-    speech = parse_speech_request(await request.body())
     synthesizer: Synthesizer = request.app.state.synthesizer
+    speech = parse_speech_request(await read_body(request, synthesizer.settings.max_input_chars))
     prepared = synthesizer.prepare(speech)
     # Load before answering so a load failure is a proper error status, not a broken stream.
     await synthesizer.registry.ensure_loaded(prepared.engine.name)

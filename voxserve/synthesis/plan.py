@@ -27,7 +27,9 @@ def plan_segments(
     clause_pause: float,
     small_first: bool,
 ) -> list[Segment]:
-    fragments = plan_fragments(text, max_chars, small_first=small_first)
+    # Even a one-word opening clause ("Sure,", "Well,") is worth sending first: it is followed by a
+    # natural pause, and it halves the time to first audio of a typical reply (bench/core.py).
+    fragments = plan_fragments(text, max_chars, small_first=small_first, first_min_words=1)
     segments = [
         Segment(
             index=index,
