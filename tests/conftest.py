@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 
 from voxserve.config import Settings
 from voxserve.synthesis.synthesizer import Synthesizer
@@ -36,6 +40,25 @@ def settings(data_dir: Path) -> Settings:
 def piper_synthesizer(settings: Settings) -> Synthesizer:
     """The real embedded voice, shared by the session (loading it takes a second)."""
     return Synthesizer(settings)
+
+
+@contextlib.contextmanager
+def running(app) -> Iterator[str]:
+    """Serve an app with uvicorn on a free loopback port, in a thread; yields its URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("test server did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="session")

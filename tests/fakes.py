@@ -9,7 +9,11 @@ from collections.abc import Iterator
 import numpy as np
 
 from voxserve.audio.frames import AudioChunk
+from voxserve.config import Settings
 from voxserve.engines.base import Capabilities, Engine, SynthesisOptions, Voice
+from voxserve.engines.registry import EngineRegistry
+from voxserve.request import SpeechRequest
+from voxserve.synthesis.synthesizer import Synthesizer
 
 
 class FakeEngine(Engine):
@@ -77,3 +81,17 @@ class FakeEngine(Engine):
             yield AudioChunk(piece, self.sample_rate)
         with self._lock:
             self.finished.append(text)
+
+
+def make_synthesizer(engine: FakeEngine, **settings) -> Synthesizer:
+    """A synthesizer whose default engine and voice are the fake's."""
+    settings = Settings(**{"default_engine": "fake", "default_voice": "tone", **settings})
+    registry = EngineRegistry(settings)
+    registry.register(engine)
+    return Synthesizer(settings, registry)
+
+
+async def collect(synthesizer: Synthesizer, request: SpeechRequest, progress=None) -> np.ndarray:
+    """All of a request's audio as one array."""
+    chunks = [chunk async for chunk in synthesizer.stream(request, progress)]
+    return np.concatenate([chunk.samples for chunk in chunks])

@@ -65,6 +65,13 @@ class Settings(BaseModel):
     """Segments synthesized ahead of the one being encoded and sent."""
     preload: bool = True
     """Load the default engine when the server starts rather than on the first request."""
+    keep_alive: float = 300.0
+    """Seconds an idle engine stays loaded (negative: forever). The default engine stays unless
+    its own table sets ``keep_alive``."""
+    max_streams_per_engine: int = Field(8, ge=1)
+    """Requests one engine synthesizes at once, sharing it segment by segment."""
+    max_queue: int = Field(32, ge=0)
+    """Requests waiting for a stream place; beyond this they get 429 with Retry-After."""
 
     engines: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Per-engine tables, e.g. ``[engines.piper] threads = 2``."""

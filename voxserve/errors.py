@@ -4,6 +4,7 @@
     ├── InvalidRequestError        400: the request is wrong (bad field, engine can't honour it)
     ├── NotFoundError              404: unknown voice, model or resource
     ├── PayloadTooLargeError       413: a request body over the limit
+    ├── OverloadedError            429: the engine's queue is full; carries retry_after seconds
     ├── EngineUnavailableError     503: an engine's extra is not installed or its model is missing
     └── EngineError                500: an engine failed while synthesizing
 
@@ -49,6 +50,15 @@ class NotFoundError(VoxserveError):
 class PayloadTooLargeError(VoxserveError):
     status_code = 413
     error_type = "invalid_request_error"
+
+
+class OverloadedError(VoxserveError):
+    status_code = 429
+    error_type = "rate_limit_error"
+
+    def __init__(self, message: str, *, retry_after: int):
+        super().__init__(message, code="overloaded")
+        self.retry_after = retry_after
 
 
 class EngineUnavailableError(VoxserveError):

@@ -8,26 +8,12 @@ import contextlib
 import numpy as np
 import pytest
 
-from tests.fakes import FakeEngine
-from voxserve.config import Settings
-from voxserve.engines.registry import EngineRegistry
+from tests.fakes import FakeEngine, collect, make_synthesizer
 from voxserve.errors import EngineError, InvalidRequestError
 from voxserve.request import SpeechRequest
-from voxserve.synthesis.synthesizer import Progress, Synthesizer
+from voxserve.synthesis.synthesizer import Progress
 
 THREE_SENTENCES = "First one here. Second one follows. Third one ends it."
-
-
-def make_synthesizer(engine: FakeEngine, **settings) -> Synthesizer:
-    settings = Settings(default_engine="fake", default_voice="tone", **settings)
-    registry = EngineRegistry(settings)
-    registry.register(engine)
-    return Synthesizer(settings, registry)
-
-
-async def collect(synthesizer: Synthesizer, request: SpeechRequest, progress=None) -> np.ndarray:
-    chunks = [chunk async for chunk in synthesizer.stream(request, progress)]
-    return np.concatenate([chunk.samples for chunk in chunks])
 
 
 async def test_segments_come_out_in_order_with_pauses_between_sentences():
@@ -116,6 +102,7 @@ async def test_progress_reports_every_segment():
     assert [p.segments_done for p in seen] == [1, 2, 3]
     assert all(p.segments_total == 3 for p in seen)
     assert seen[-1].audio_seconds > seen[0].audio_seconds > 0
+    assert seen[0].eta_seconds >= 0 and seen[-1].eta_seconds == 0
 
 
 async def test_streaming_engines_chunks_pass_through_as_they_come():

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -49,6 +52,8 @@ class EngineRegistry:
         self._engines: dict[str, Engine] = {}
         self._loaded: set[str] = set()
         self._load_locks: dict[str, asyncio.Lock] = {}
+        self._users: dict[str, int] = {}
+        self._last_used: dict[str, float] = {}
 
     def names(self) -> list[str]:
         return sorted(set(ENGINE_CLASSES) | set(self._engines))
@@ -80,15 +85,55 @@ class EngineRegistry:
         return name in self._loaded
 
     async def ensure_loaded(self, name: str) -> Engine:
+        """Load an engine once; concurrent callers wait for the same load."""
         engine = self.get(name)
         if name in self._loaded:
             return engine
-        lock = self._load_locks.setdefault(name, asyncio.Lock())
-        async with lock:
+        async with self._load_locks.setdefault(name, asyncio.Lock()):
             if name not in self._loaded:
                 await asyncio.to_thread(engine.load)
                 self._loaded.add(name)
+                self._last_used[name] = time.monotonic()
         return engine
+
+    @contextlib.asynccontextmanager
+    async def in_use(self, name: str) -> AsyncIterator[None]:
+        """Mark an engine busy, so idle unloading leaves it alone."""
+        self._users[name] = self._users.get(name, 0) + 1
+        try:
+            yield
+        finally:
+            self._users[name] -= 1
+            self._last_used[name] = time.monotonic()
+
+    def keep_alive(self, name: str) -> float:
+        """Seconds an idle engine stays loaded; negative: forever.
+
+        The default engine is kept forever unless its own table sets ``keep_alive``.
+        """
+        own = self.settings.engine_settings(name).get("keep_alive")
+        if own is not None:
+            return float(own)
+        return -1.0 if name == self.settings.default_engine else self.settings.keep_alive
+
+    async def unload_idle(self) -> list[str]:
+        """Unload engines idle for longer than their keep-alive; returns their names."""
+        unloaded = []
+        for name in list(self._loaded):
+            keep_alive = self.keep_alive(name)
+            idle = time.monotonic() - self._last_used.get(name, 0.0)
+            if keep_alive < 0 or self._users.get(name, 0) or idle < keep_alive:
+                continue
+            async with self._load_locks[name]:
+                if self._users.get(name, 0) or name not in self._loaded:
+                    continue
+                self._loaded.discard(name)
+                await asyncio.to_thread(self._engines[name].unload)
+                unloaded.append(name)
+        return unloaded
+
+    def loaded_names(self) -> list[str]:
+        return sorted(self._loaded)
 
     def engine_for_model(self, model: str | None) -> Engine:
         if model is None or model in OPENAI_MODEL_NAMES:

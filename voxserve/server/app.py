@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,17 +19,32 @@ from voxserve.synthesis.synthesizer import Synthesizer
 logger = logging.getLogger("voxserve.server")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or load_settings()
+async def _unload_idle_engines(synthesizer: Synthesizer, every: float = 5.0) -> None:
+    while True:
+        await asyncio.sleep(every)
+        for name in await synthesizer.registry.unload_idle():
+            logger.info("engine %r unloaded after its keep-alive", name)
+
+
+def create_app(
+    settings: Settings | None = None, synthesizer: Synthesizer | None = None
+) -> FastAPI:
+    """The application; pass a synthesizer to serve engines of your own (plugins, test doubles)."""
+    settings = synthesizer.settings if synthesizer else settings or load_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        synthesizer = Synthesizer(settings)
+        nonlocal synthesizer
+        synthesizer = synthesizer or Synthesizer(settings)
         app.state.synthesizer = synthesizer
         if settings.preload:
             await synthesizer.registry.ensure_loaded(settings.default_engine)
             logger.info("engine %r loaded", settings.default_engine)
+        reaper = asyncio.create_task(_unload_idle_engines(synthesizer))
         yield
+        reaper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reaper
         synthesizer.registry.unload_all()
 
     app = FastAPI(title="voxserve", version=__version__, lifespan=lifespan)

@@ -10,13 +10,16 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
-from voxserve.errors import InvalidRequestError, VoxserveError
+from voxserve.errors import InvalidRequestError, OverloadedError, VoxserveError
 
 logger = logging.getLogger("voxserve.server")
 
 
 def error_response(error: VoxserveError) -> JSONResponse:
-    return JSONResponse(error.to_dict(), status_code=error.status_code)
+    headers = None
+    if isinstance(error, OverloadedError):
+        headers = {"Retry-After": str(error.retry_after)}
+    return JSONResponse(error.to_dict(), status_code=error.status_code, headers=headers)
 
 
 def validation_error(error: ValidationError | RequestValidationError) -> InvalidRequestError:

@@ -18,7 +18,7 @@ from voxserve.engines.registry import OPENAI_MODEL_NAMES, engine_class
 from voxserve.errors import InvalidRequestError, PayloadTooLargeError, VoxserveError
 from voxserve.request import SpeechRequest
 from voxserve.server.errors import validation_error
-from voxserve.synthesis.synthesizer import PreparedSpeech, Synthesizer
+from voxserve.synthesis.synthesizer import Synthesizer
 
 logger = logging.getLogger("voxserve.server")
 router = APIRouter()
@@ -72,27 +72,32 @@ async def create_speech(request: Request) -> Response:
     synthesizer: Synthesizer = request.app.state.synthesizer
     speech = parse_speech_request(await read_body(request, synthesizer.settings.max_input_chars))
     prepared = synthesizer.prepare(speech)
-    # Load before answering so a load failure is a proper error status, not a broken stream.
-    await synthesizer.registry.ensure_loaded(prepared.engine.name)
     headers = {"X-Sample-Rate": str(prepared.sample_rate), "X-Engine": prepared.engine.name}
     media_type = content_type(speech.response_format, prepared.sample_rate)
-    if speech.stream_format == "sse":
-        return StreamingResponse(
-            _sse_events(synthesizer, prepared), media_type="text/event-stream", headers=headers
-        )
     if not speech.stream:
         audio = b"".join([data async for data in synthesizer.stream_encoded(prepared)])
         if speech.response_format == "wav":
             audio = fix_wav_header(audio)
         return Response(audio, media_type=media_type, headers=headers)
-    return StreamingResponse(
-        _audio_stream(synthesizer, prepared), media_type=media_type, headers=headers
-    )
+    # The first audio is made before answering, so being busy (429), a load failure or an engine
+    # failure is a proper status rather than a broken stream; it costs no latency, since the
+    # headers would otherwise only be followed by that same first audio.
+    stream = synthesizer.stream_encoded(prepared)
+    try:
+        first = await anext(stream, b"")
+    except BaseException:
+        await stream.aclose()
+        raise
+    if speech.stream_format == "sse":
+        events = _sse_events(first, stream, len(speech.input))
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+    return StreamingResponse(_audio_stream(first, stream), media_type=media_type, headers=headers)
 
 
-async def _audio_stream(synthesizer: Synthesizer, prepared: PreparedSpeech) -> AsyncIterator[bytes]:
-    async with contextlib.aclosing(synthesizer.stream_encoded(prepared)) as stream:
+async def _audio_stream(first: bytes, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    async with contextlib.aclosing(stream):
         try:
+            yield first
             async for data in stream:
                 yield data
         except VoxserveError as error:
@@ -100,19 +105,24 @@ async def _audio_stream(synthesizer: Synthesizer, prepared: PreparedSpeech) -> A
             logger.error("speech stream failed: %s", error.message, exc_info=error.__cause__)
 
 
-async def _sse_events(synthesizer: Synthesizer, prepared: PreparedSpeech) -> AsyncIterator[bytes]:
+async def _sse_events(
+    first: bytes, stream: AsyncIterator[bytes], characters: int
+) -> AsyncIterator[bytes]:
     """OpenAI's ``speech.audio.delta`` / ``speech.audio.done`` events, audio base64-encoded."""
-    async with contextlib.aclosing(synthesizer.stream_encoded(prepared)) as stream:
+    async with contextlib.aclosing(stream):
         try:
+            yield _sse_delta(first)
             async for data in stream:
-                event = {"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()}
-                yield _sse(event)
+                yield _sse_delta(data)
         except VoxserveError as error:
             yield _sse({"type": "error", **error.to_dict()})
             return
-    characters = len(prepared.request.input)
     usage = {"input_tokens": characters, "output_tokens": 0, "total_tokens": characters}
     yield _sse({"type": "speech.audio.done", "usage": usage})
+
+
+def _sse_delta(audio: bytes) -> bytes:
+    return _sse({"type": "speech.audio.delta", "audio": base64.b64encode(audio).decode()})
 
 
 def _sse(event: dict) -> bytes:
@@ -167,9 +177,7 @@ async def health(request: Request) -> JSONResponse:
         {
             "status": "ok",
             "version": __version__,
-            "loaded_engines": [
-                n for n in synthesizer.registry.names() if synthesizer.registry.is_loaded(n)
-            ],
+            "loaded_engines": synthesizer.registry.loaded_names(),
             "active_syntheses": stats.active,
             "segments_synthesized": stats.segments,
         }

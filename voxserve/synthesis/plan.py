@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from voxserve.text import plan_fragments
 
@@ -18,28 +18,32 @@ class Segment:
     """Seconds of silence after this segment's audio."""
 
 
+@dataclass(frozen=True)
+class PlanOptions:
+    max_chars: int
+    sentence_pause: float
+    clause_pause: float
+    small_first: bool
+
+
 def plan_segments(
-    text: str,
-    voice: str,
-    *,
-    max_chars: int,
-    sentence_pause: float,
-    clause_pause: float,
-    small_first: bool,
+    text: str, voice: str, options: PlanOptions, *, first_index: int = 0, final: bool = True
 ) -> list[Segment]:
-    # Even a one-word opening clause ("Sure,", "Well,") is worth sending first: it is followed by a
-    # natural pause, and it halves the time to first audio of a typical reply (bench/core.py).
-    fragments = plan_fragments(text, max_chars, small_first=small_first, first_min_words=1)
+    """Segments for ``text``; ``final`` means nothing follows it, so its last pause is dropped."""
+    # Even a one-word opening clause ("Sure,", "Well,") is worth sending first: a natural pause
+    # follows it, and it halves the time to first audio of a typical reply (bench/core.py).
+    fragments = plan_fragments(
+        text, options.max_chars, small_first=options.small_first, first_min_words=1
+    )
     segments = [
         Segment(
-            index=index,
+            index=first_index + offset,
             text=fragment.text,
             voice=voice,
-            pause_after=sentence_pause if fragment.ends_sentence else clause_pause,
+            pause_after=options.sentence_pause if fragment.ends_sentence else options.clause_pause,
         )
-        for index, fragment in enumerate(fragments)
+        for offset, fragment in enumerate(fragments)
     ]
-    if segments:  # nothing to pause for after the last one
-        last = segments[-1]
-        segments[-1] = Segment(last.index, last.text, last.voice, 0.0)
+    if final and segments:
+        segments[-1] = replace(segments[-1], pause_after=0.0)
     return segments

@@ -1,15 +1,17 @@
 """Text -> segments -> engine -> audio, pipelined.
 
-A producer task synthesizes segments in order into a bounded queue while the consumer (the caller
-iterating ``stream``) post-processes, encodes and sends the previous ones. When the caller stops
-iterating (a client went away), the producer is cancelled and no further segment starts.
+A producer task synthesizes segments in order while the consumer (whoever iterates ``render``)
+post-processes, encodes and sends the previous ones; look-ahead is bounded in segments. Segments
+come from a plan (a whole text) or arrive over time (``TextStream``: an LLM's tokens). When the
+consumer stops (a client went away), the producer is cancelled and no further segment starts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +23,8 @@ from voxserve.engines.base import Engine, SynthesisOptions, Voice
 from voxserve.engines.registry import EngineRegistry
 from voxserve.errors import EngineError, InvalidRequestError, VoxserveError
 from voxserve.request import SpeechRequest
-from voxserve.synthesis.plan import Segment, plan_segments
+from voxserve.synthesis.plan import PlanOptions, Segment, plan_segments
+from voxserve.synthesis.scheduler import EngineScheduler, StreamClock
 from voxserve.synthesis.threads import iterate_in_thread
 from voxserve.text import normalize_text
 
@@ -31,11 +34,34 @@ FADE_MS = 5.0  # long enough to remove clicks at joins, too short to hear
 @dataclass(frozen=True)
 class Progress:
     segments_done: int
-    segments_total: int
+    segments_total: int | None
+    """None while text is still arriving."""
     audio_seconds: float
+    elapsed_seconds: float
+    eta_seconds: float | None
+    """Estimated seconds left, from the share of text spoken so far."""
 
 
 ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass(frozen=True)
+class SpokenSegment:
+    """A segment whose audio has been delivered, and where it sits in the output."""
+
+    segment: Segment
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class Voicing:
+    """The engine, voice and output rate a request speaks with."""
+
+    engine: Engine
+    voice: Voice
+    sample_rate: int
+    options: SynthesisOptions
 
 
 @dataclass(frozen=True)
@@ -43,11 +69,20 @@ class PreparedSpeech:
     """A validated request with its plan; everything that can be rejected has been checked."""
 
     request: SpeechRequest
-    engine: Engine
-    voice: Voice
+    voicing: Voicing
     segments: list[Segment]
-    sample_rate: int
-    """Output sample rate."""
+
+    @property
+    def engine(self) -> Engine:
+        return self.voicing.engine
+
+    @property
+    def voice(self) -> Voice:
+        return self.voicing.voice
+
+    @property
+    def sample_rate(self) -> int:
+        return self.voicing.sample_rate
 
 
 @dataclass
@@ -74,7 +109,57 @@ class Synthesizer:
         self.settings = settings
         self.registry = registry or EngineRegistry(settings)
         self.stats = SynthesisStats()
-        self._engine_slots: dict[str, asyncio.Semaphore] = {}
+        self._schedulers: dict[str, EngineScheduler] = {}
+
+    def scheduler(self, engine: Engine) -> EngineScheduler:
+        scheduler = self._schedulers.get(engine.name)
+        if scheduler is None:
+            concurrency = engine.settings.get("concurrency") or engine.capabilities.concurrency
+            scheduler = EngineScheduler(
+                concurrency=int(concurrency),
+                max_streams=self.settings.max_streams_per_engine,
+                max_queue=self.settings.max_queue,
+            )
+            self._schedulers[engine.name] = scheduler
+        return scheduler
+
+    def schedulers(self) -> dict[str, EngineScheduler]:
+        return dict(self._schedulers)
+
+    def plan_options(self, engine: Engine) -> PlanOptions:
+        return PlanOptions(
+            max_chars=engine.capabilities.max_input_chars,
+            sentence_pause=self.settings.sentence_pause,
+            clause_pause=self.settings.clause_pause,
+            small_first=self.settings.first_fragment_small,
+        )
+
+    def voicing(self, request: SpeechRequest) -> Voicing:
+        """Check a request's voice, engine, speed and language; raise naming the bad field."""
+        resolved = self.registry.resolve_voice(request.voice, request.model)
+        engine, voice = resolved.engine, resolved.voice
+        capabilities = engine.capabilities
+        low, high = capabilities.speed_range
+        if not low <= request.speed <= high:
+            raise InvalidRequestError(
+                f"speed {request.speed} is outside {engine.name}'s range {low}-{high}",
+                param="speed",
+            )
+        if request.language and not language_supported(request.language, capabilities.languages):
+            raise InvalidRequestError(
+                f"engine {engine.name!r} does not speak {request.language!r}; it speaks "
+                f"{', '.join(capabilities.languages)}",
+                param="language",
+                code="unsupported_language",
+            )
+        options = SynthesisOptions(
+            voice=voice.id,
+            speed=request.speed,
+            language=request.language,
+            instructions=request.instructions,
+        )
+        sample_rate = request.sample_rate or voice.sample_rate or capabilities.sample_rate
+        return Voicing(engine, voice, sample_rate, options)
 
     def prepare(self, request: SpeechRequest) -> PreparedSpeech:
         """Validate a request against the settings and its engine, and plan its segments."""
@@ -85,126 +170,128 @@ class Synthesizer:
                 param="input",
                 code="input_too_long",
             )
-        resolved = self.registry.resolve_voice(request.voice, request.model)
-        engine, voice = resolved.engine, resolved.voice
-        capabilities = engine.capabilities
-        low, high = capabilities.speed_range
-        if not low <= request.speed <= high:
-            raise InvalidRequestError(
-                f"speed {request.speed} is outside {engine.name}'s range {low}-{high}",
-                param="speed",
-            )
-        if request.language and not _language_supported(request.language, capabilities.languages):
-            raise InvalidRequestError(
-                f"engine {engine.name!r} does not speak {request.language!r}; it speaks "
-                f"{', '.join(capabilities.languages)}",
-                param="language",
-                code="unsupported_language",
-            )
+        voicing = self.voicing(request)
         text = normalize_text(request.input) if request.normalize else request.input
-        segments = plan_segments(
-            text,
-            voice.id,
-            max_chars=capabilities.max_input_chars,
-            sentence_pause=self.settings.sentence_pause,
-            clause_pause=self.settings.clause_pause,
-            small_first=self.settings.first_fragment_small,
-        )
+        segments = plan_segments(text, voicing.voice.id, self.plan_options(voicing.engine))
         if not segments:
             raise InvalidRequestError(
                 "input has nothing to speak", param="input", code="empty_input"
             )
-        sample_rate = request.sample_rate or voice.sample_rate or capabilities.sample_rate
-        return PreparedSpeech(request, engine, voice, segments, sample_rate)
+        return PreparedSpeech(request, voicing, segments)
 
     async def stream(
         self, speech: SpeechRequest | PreparedSpeech, progress: ProgressCallback | None = None
     ) -> AsyncIterator[AudioChunk]:
         """Audio at the output rate, with pauses and fades, as soon as each piece is ready."""
         prepared = speech if isinstance(speech, PreparedSpeech) else self.prepare(speech)
-        await self.registry.ensure_loaded(prepared.engine.name)
-        # Unbounded queue, bounded in segments: the producer takes a slot before synthesizing a
-        # segment and the consumer frees it once the segment is consumed, so an engine never waits
-        # on a slow client in the middle of a segment while holding its concurrency slot.
-        queue: asyncio.Queue = asyncio.Queue()
-        ahead = asyncio.Semaphore(self.settings.lookahead)
-        producer = asyncio.create_task(self._produce(prepared, queue, ahead))
-        last_index = prepared.segments[-1].index
-        resampler: StreamResampler | None = None
-        done, audio_seconds = 0, 0.0
-        self.stats.requests += 1
-        self.stats.active += 1
-        try:
-            while (piece := await queue.get()) is not _END:
-                if isinstance(piece, BaseException):
-                    raise piece
-                samples = _shape_piece(piece, self.settings)
-                if resampler is None or resampler.in_rate != piece.chunk.sample_rate:
-                    resampler = StreamResampler(piece.chunk.sample_rate, prepared.sample_rate)
-                end_of_audio = piece.last and piece.segment.index == last_index
-                output = resampler.process(samples, last=end_of_audio)
-                if piece.last:
-                    done += 1
-                    ahead.release()
-                if len(output):
-                    audio_seconds += len(output) / prepared.sample_rate
-                    yield AudioChunk(output, prepared.sample_rate)
-                if piece.last and progress is not None:
-                    progress(Progress(done, len(prepared.segments), audio_seconds))
-            self.stats.audio_seconds += audio_seconds
-        finally:
-            self.stats.active -= 1
-            producer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await producer
+        rendered = self.render(
+            prepared.voicing, _aiter(prepared.segments), len(prepared.segments), progress
+        )
+        async with contextlib.aclosing(rendered) as items:
+            async for item in items:
+                if isinstance(item, AudioChunk):
+                    yield item
 
     async def stream_encoded(
         self, speech: SpeechRequest | PreparedSpeech, progress: ProgressCallback | None = None
     ) -> AsyncIterator[bytes]:
         """The request's audio in its ``response_format``, encoded incrementally."""
         prepared = speech if isinstance(speech, PreparedSpeech) else self.prepare(speech)
-        encoder = create_encoder(prepared.request.response_format, prepared.sample_rate)
-        # Raw PCM costs microseconds; real codecs get a worker thread so the loop stays free.
-        inline = prepared.request.response_format in ("pcm", "wav")
         async with contextlib.aclosing(self.stream(prepared, progress)) as chunks:
-            async for chunk in chunks:
-                if inline:
-                    data = encoder.encode(chunk.samples)
-                else:
-                    data = await asyncio.to_thread(encoder.encode, chunk.samples)
-                if data:
-                    yield data
-        tail = encoder.finish()
-        if tail:
-            yield tail
+            async for data in encode_chunks(
+                chunks, prepared.request.response_format, prepared.sample_rate
+            ):
+                yield data
+
+    async def render(
+        self,
+        voicing: Voicing,
+        segments: AsyncIterable[Segment],
+        total: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> AsyncIterator[AudioChunk | SpokenSegment]:
+        """Audio chunks, each segment followed by its ``SpokenSegment`` once fully delivered.
+
+        Waits for a stream place on the engine first (raises OverloadedError if the queue is full).
+        """
+        engine, sample_rate = voicing.engine, voicing.sample_rate
+        scheduler = self.scheduler(engine)
+        async with scheduler.stream() as clock, self.registry.in_use(engine.name):
+            await self.registry.ensure_loaded(engine.name)
+            queue: asyncio.Queue = asyncio.Queue()
+            # Unbounded queue, bounded in segments: the producer takes a place before synthesizing
+            # a segment and the consumer frees it once the segment is consumed, so an engine never
+            # waits on a slow client in the middle of a segment while holding its engine slot.
+            ahead = asyncio.Semaphore(self.settings.lookahead)
+            producer = asyncio.create_task(
+                self._produce(voicing, segments, queue, ahead, clock, scheduler)
+            )
+            resampler: StreamResampler | None = None
+            position = 0  # samples delivered
+            segment_start = 0
+            done, started = 0, time.monotonic()
+            self.stats.requests += 1
+            self.stats.active += 1
+            try:
+                while (piece := await queue.get()) is not _END:
+                    if isinstance(piece, BaseException):
+                        raise piece
+                    if piece.last:
+                        ahead.release()  # taken off the queue: the producer may go one further
+                    if resampler is None or resampler.in_rate != piece.chunk.sample_rate:
+                        resampler = StreamResampler(piece.chunk.sample_rate, sample_rate)
+                    if piece.first:
+                        segment_start = position
+                    output = resampler.process(_shape_piece(piece))
+                    if len(output):
+                        if clock.first_audio_at is None:
+                            clock.first_audio_at = time.monotonic()
+                        position += len(output)
+                        clock.audio_seconds = position / sample_rate
+                        yield AudioChunk(output, sample_rate)
+                    if piece.last:
+                        done += 1
+                        yield SpokenSegment(
+                            piece.segment, segment_start / sample_rate, position / sample_rate
+                        )
+                        if progress is not None:
+                            progress(_progress(done, total, position / sample_rate, started))
+                if resampler is not None:
+                    tail = resampler.process(np.zeros(0, np.float32), last=True)
+                    if len(tail):
+                        position += len(tail)
+                        yield AudioChunk(tail, sample_rate)
+                self.stats.audio_seconds += position / sample_rate
+            finally:
+                self.stats.active -= 1
+                producer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await producer
 
     async def _produce(
-        self, prepared: PreparedSpeech, queue: asyncio.Queue, ahead: asyncio.Semaphore
+        self,
+        voicing: Voicing,
+        segments: AsyncIterable[Segment],
+        queue: asyncio.Queue,
+        ahead: asyncio.Semaphore,
+        clock: StreamClock,
+        scheduler: EngineScheduler,
     ) -> None:
-        engine = prepared.engine
-        slots = self._engine_slots.setdefault(
-            engine.name, asyncio.Semaphore(engine.capabilities.concurrency)
-        )
-        request = prepared.request
+        engine = voicing.engine
         try:
-            for segment in prepared.segments:
-                options = SynthesisOptions(
-                    voice=segment.voice,
-                    speed=request.speed,
-                    language=request.language,
-                    instructions=request.instructions,
-                )
+            async for segment in segments:
                 await ahead.acquire()
-                async with slots:
+                async with scheduler.slot(clock):
+                    began, audio_seconds = time.monotonic(), 0.0
                     chunks = iterate_in_thread(
-                        _with_position(engine.synthesize(segment.text, options))
+                        _with_position(engine.synthesize(segment.text, voicing.options))
                     )
                     async with contextlib.aclosing(chunks):
-                        produced = False
                         async for chunk, first, last in chunks:
-                            produced = True
+                            audio_seconds += chunk.duration
                             queue.put_nowait(_Piece(segment, chunk, first, last))
-                if not produced:
+                    scheduler.record(time.monotonic() - began, audio_seconds)
+                if audio_seconds == 0:
                     raise EngineError(
                         f"engine {engine.name!r} produced no audio for segment {segment.index}",
                         code="no_audio",
@@ -219,6 +306,35 @@ class Synthesizer:
             wrapped = EngineError(f"engine {engine.name!r} failed: {error}", code="engine_failed")
             wrapped.__cause__ = error
             queue.put_nowait(wrapped)
+
+
+async def encode_chunks(
+    chunks: AsyncIterable[AudioChunk], audio_format: str, sample_rate: int
+) -> AsyncIterator[bytes]:
+    """Encode audio as it comes; real codecs run in a worker thread, keeping the loop free."""
+    encoder = create_encoder(audio_format, sample_rate)
+    inline = audio_format in ("pcm", "wav")  # raw PCM costs microseconds
+    async for chunk in chunks:
+        if inline:
+            data = encoder.encode(chunk.samples)
+        else:
+            data = await asyncio.to_thread(encoder.encode, chunk.samples)
+        if data:
+            yield data
+    tail = encoder.finish()
+    if tail:
+        yield tail
+
+
+async def _aiter(items: Iterable[Segment]) -> AsyncIterator[Segment]:
+    for item in items:
+        yield item
+
+
+def _progress(done: int, total: int | None, audio_seconds: float, started: float) -> Progress:
+    elapsed = time.monotonic() - started
+    eta = elapsed / done * (total - done) if total else None
+    return Progress(done, total, audio_seconds, elapsed, eta)
 
 
 def _with_position(chunks: Iterator[AudioChunk]) -> Iterator[tuple[AudioChunk, bool, bool]]:
@@ -236,7 +352,7 @@ def _with_position(chunks: Iterator[AudioChunk]) -> Iterator[tuple[AudioChunk, b
         yield previous, first, True
 
 
-def _shape_piece(piece: _Piece, settings: Settings) -> np.ndarray:
+def _shape_piece(piece: _Piece) -> np.ndarray:
     """Fade the segment's outer edges and append its pause."""
     rate = piece.chunk.sample_rate
     samples = apply_fades(
@@ -250,7 +366,7 @@ def _shape_piece(piece: _Piece, settings: Settings) -> np.ndarray:
     return samples
 
 
-def _language_supported(language: str, supported: tuple[str, ...]) -> bool:
+def language_supported(language: str, supported: tuple[str, ...]) -> bool:
     wanted = language.replace("_", "-").lower()
     for tag in supported:
         tag = tag.lower()
