@@ -47,6 +47,7 @@ class FakeEngine(Engine):
         self.calls: list[str] = []
         self.finished: list[str] = []
         self.loads = 0
+        self.last_chunk_at = 0.0
         self._lock = threading.Lock()
 
     @property
@@ -78,6 +79,7 @@ class FakeEngine(Engine):
         tone = 0.5 * np.sin(2 * np.pi * frequency * np.arange(total) / self.sample_rate)
         for piece in np.array_split(tone.astype(np.float32), self.chunks):
             time.sleep(self.delay)
+            self.last_chunk_at = time.monotonic()
             yield AudioChunk(piece, self.sample_rate)
         with self._lock:
             self.finished.append(text)

@@ -73,6 +73,10 @@ class Settings(BaseModel):
     max_queue: int = Field(32, ge=0)
     """Requests waiting for a stream place; beyond this they get 429 with Retry-After."""
 
+    speakers: dict[str, list[str]] = Field(default_factory=lambda: {"piper": ["joe"] * 4})
+    """Per engine, the voices for the TTS-provider speaker roles 0-3: primary male, primary female,
+    secondary male, secondary female."""
+
     engines: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Per-engine tables, e.g. ``[engines.piper] threads = 2``."""
 

@@ -1,4 +1,4 @@
-"""The request every transport builds: OpenAI's speech API fields plus voxserve's extensions."""
+"""What every transport builds: OpenAI's speech API fields plus voxserve's extensions."""
 
 from __future__ import annotations
 
@@ -9,13 +9,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 AudioFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
 
 
-class SpeechRequest(BaseModel):
-    """Text to speak and how to speak it. The same fields as ``POST /v1/audio/speech``."""
+class SpeechOptions(BaseModel):
+    """How to speak: everything of a speech request but the text."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    input: str = Field(min_length=1)
-    """The text to speak."""
     voice: str | None = None
     """A voice id or alias; None means the configured default voice."""
     model: str | None = None
@@ -24,14 +22,26 @@ class SpeechRequest(BaseModel):
     speed: float = Field(1.0, ge=0.25, le=4.0)
     instructions: str | None = None
     """Style instructions; used by engines that can, ignored by the rest."""
-    stream_format: Literal["audio", "sse"] = "audio"
-    stream: bool = True
-    """Stream audio while it is synthesized (False: one complete response)."""
     sample_rate: int | None = Field(None, ge=8000, le=48000)
     """Resample to this rate; None keeps the engine's native rate."""
     language: str | None = None
     normalize: bool = True
     """Read numbers, dates, units, URLs... as words; drop markdown and emoji."""
+
+    @field_validator("voice", "model", "language", "instructions", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+
+class SpeechRequest(SpeechOptions):
+    """Text to speak and how to speak it. The same fields as ``POST /v1/audio/speech``."""
+
+    input: str = Field(min_length=1)
+    """The text to speak."""
+    stream_format: Literal["audio", "sse"] = "audio"
+    stream: bool = True
+    """Stream audio while it is synthesized (False: one complete response)."""
 
     @field_validator("input")
     @classmethod
@@ -39,8 +49,3 @@ class SpeechRequest(BaseModel):
         if not value.strip():
             raise ValueError("input is empty or only whitespace")
         return value
-
-    @field_validator("voice", "model", "language", "instructions", mode="before")
-    @classmethod
-    def _blank_is_none(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value

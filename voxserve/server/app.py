@@ -14,6 +14,8 @@ from voxserve import __version__
 from voxserve.config import Settings, load_settings
 from voxserve.server.errors import install_error_handlers
 from voxserve.server.openai import router as openai_router
+from voxserve.server.ws_speech import router as speech_stream_router
+from voxserve.server.ws_tts import router as tts_provider_router
 from voxserve.synthesis.synthesizer import Synthesizer
 
 logger = logging.getLogger("voxserve.server")
@@ -50,4 +52,6 @@ def create_app(
     app = FastAPI(title="voxserve", version=__version__, lifespan=lifespan)
     install_error_handlers(app)
     app.include_router(openai_router)
+    app.include_router(speech_stream_router)
+    app.include_router(tts_provider_router)
     return app

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from voxserve.audio import StreamResampler, apply_fades, create_encoder, silence
+from voxserve.audio import AudioEncoder, StreamResampler, apply_fades, create_encoder, silence
 from voxserve.audio.frames import AudioChunk
 from voxserve.config import Settings
 from voxserve.engines.base import Engine, SynthesisOptions, Voice
 from voxserve.engines.registry import EngineRegistry
 from voxserve.errors import EngineError, InvalidRequestError, VoxserveError
-from voxserve.request import SpeechRequest
+from voxserve.request import SpeechOptions, SpeechRequest
 from voxserve.synthesis.plan import PlanOptions, Segment, plan_segments
 from voxserve.synthesis.scheduler import EngineScheduler, StreamClock
 from voxserve.synthesis.threads import iterate_in_thread
@@ -134,7 +134,7 @@ class Synthesizer:
             small_first=self.settings.first_fragment_small,
         )
 
-    def voicing(self, request: SpeechRequest) -> Voicing:
+    def voicing(self, request: SpeechOptions) -> Voicing:
         """Check a request's voice, engine, speed and language; raise naming the bad field."""
         resolved = self.registry.resolve_voice(request.voice, request.model)
         engine, voice = resolved.engine, resolved.voice
@@ -313,17 +313,18 @@ async def encode_chunks(
 ) -> AsyncIterator[bytes]:
     """Encode audio as it comes; real codecs run in a worker thread, keeping the loop free."""
     encoder = create_encoder(audio_format, sample_rate)
-    inline = audio_format in ("pcm", "wav")  # raw PCM costs microseconds
     async for chunk in chunks:
-        if inline:
-            data = encoder.encode(chunk.samples)
-        else:
-            data = await asyncio.to_thread(encoder.encode, chunk.samples)
-        if data:
+        if data := await encode(encoder, chunk.samples):
             yield data
     tail = encoder.finish()
     if tail:
         yield tail
+
+
+async def encode(encoder: AudioEncoder, samples: np.ndarray) -> bytes:
+    if encoder.format in ("pcm", "wav"):  # raw PCM costs microseconds
+        return encoder.encode(samples)
+    return await asyncio.to_thread(encoder.encode, samples)
 
 
 async def _aiter(items: Iterable[Segment]) -> AsyncIterator[Segment]:

@@ -1,0 +1,181 @@
+"""``/v1/audio/speech/stream``: text in (LLM tokens), audio out. Protocol: docs/websocket.md."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import json
+import logging
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from pydantic import ValidationError
+
+from voxserve.audio import create_encoder
+from voxserve.errors import VoxserveError
+from voxserve.request import SpeechOptions
+from voxserve.server.errors import validation_error
+from voxserve.synthesis.synthesizer import SpokenSegment, Synthesizer, Voicing, encode
+from voxserve.synthesis.text_stream import TextStream
+
+logger = logging.getLogger("voxserve.server")
+router = APIRouter()
+
+
+class State(enum.Enum):
+    IDLE = "idle"  # waiting for start
+    OPEN = "open"  # taking text
+    ENDING = "ending"  # end received, audio still going out
+
+
+class ProtocolError(Exception):
+    def __init__(self, code: str, message: str, param: str | None = None):
+        super().__init__(message)
+        self.code, self.message, self.param = code, message, param
+
+
+@router.websocket("/v1/audio/speech/stream")
+async def speech_stream(websocket: WebSocket) -> None:
+    await websocket.accept()
+    session = SpeechStreamSession(websocket, websocket.app.state.synthesizer)
+    try:
+        await session.run()
+    except WebSocketDisconnect:
+        pass
+    finally:
+        await session.stop()
+
+
+class SpeechStreamSession:
+    """One connection: utterances one after another, each from start to audio_stream_stop."""
+
+    def __init__(self, websocket: WebSocket, synthesizer: Synthesizer):
+        self.websocket = websocket
+        self.synthesizer = synthesizer
+        self.state = State.IDLE
+        self.text: TextStream | None = None
+        self.speaking: asyncio.Task | None = None
+        self._send_lock = asyncio.Lock()
+
+    async def run(self) -> None:
+        while True:
+            message = await self.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            try:
+                await self.handle(message)
+            except ProtocolError as error:
+                await self.send_error(error.code, error.message, error.param)
+
+    async def handle(self, message: dict) -> None:
+        if message.get("bytes") is not None:
+            raise ProtocolError("binary_not_expected", "send JSON text; only audio is binary")
+        raw = message.get("text") or ""
+        limit = 4 * self.synthesizer.settings.max_input_chars + 4096
+        if len(raw) > limit:
+            raise ProtocolError("message_too_large", f"a message may be {limit} characters at most")
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as error:
+            raise ProtocolError("invalid_json", f"not valid JSON: {error.msg}") from error
+        if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+            raise ProtocolError("invalid_message", 'a message is a JSON object with a "type"')
+        handler = {
+            "start": self.on_start, "text": self.on_text, "flush": self.on_flush,
+            "end": self.on_end, "cancel": self.on_cancel,
+        }.get(data["type"])  # fmt: skip
+        if handler is None:
+            raise ProtocolError(
+                "unknown_type", f"unknown message type {data['type']!r}; expected one of "
+                "start, text, flush, end, cancel",
+            )  # fmt: skip
+        await handler(data)
+
+    async def on_start(self, data: dict) -> None:
+        self.expect(State.IDLE, "already_started", "an utterance is in progress; end or cancel it")
+        fields = {key: value for key, value in data.items() if key != "type"}
+        fields.setdefault("response_format", "pcm")
+        try:
+            options = SpeechOptions.model_validate(fields)
+            voicing = self.synthesizer.voicing(options)
+        except ValidationError as error:
+            invalid = validation_error(error)
+            raise ProtocolError("invalid_request", invalid.message, invalid.param) from error
+        except VoxserveError as error:
+            raise ProtocolError("invalid_request", error.message, error.param) from error
+        plan = self.synthesizer.plan_options(voicing.engine)
+        self.text = TextStream(voicing.voice.id, plan, normalize=options.normalize)
+        self.state = State.OPEN
+        await self.send_json(
+            {"type": "audio_stream_start", "sample_rate": voicing.sample_rate,
+             "format": options.response_format}
+        )  # fmt: skip
+        self.speaking = asyncio.create_task(self.speak(voicing, options.response_format))
+
+    async def on_text(self, data: dict) -> None:
+        self.expect(State.OPEN, "not_started", "send start before text")
+        if not isinstance(data.get("text"), str):
+            raise ProtocolError("invalid_message", '"text" must be a string', "text")
+        self.text.push(data["text"])
+
+    async def on_flush(self, _: dict) -> None:
+        self.expect(State.OPEN, "not_started", "send start before flush")
+        self.text.flush()
+
+    async def on_end(self, _: dict) -> None:
+        self.expect(State.OPEN, "not_started", "send start before end")
+        self.state = State.ENDING
+        self.text.end()
+
+    async def on_cancel(self, _: dict) -> None:
+        if self.state is State.IDLE:
+            return
+        await self.stop()
+        await self.send_json({"type": "audio_stream_stop", "cancelled": True})
+
+    async def speak(self, voicing: Voicing, audio_format: str) -> None:
+        """One utterance's audio: frames and segment timings as they are made, then the stop."""
+        encoder = create_encoder(audio_format, voicing.sample_rate)
+        rendered = self.synthesizer.render(voicing, self.text.segments())
+        try:
+            async with contextlib.aclosing(rendered) as items:
+                async for item in items:
+                    if isinstance(item, SpokenSegment):
+                        await self.send_json(
+                            {"type": "segment", "index": item.segment.index,
+                             "text": item.segment.text, "start_ms": round(item.start * 1000),
+                             "end_ms": round(item.end * 1000)}
+                        )  # fmt: skip
+                    elif data := await encode(encoder, item.samples):
+                        await self.send_bytes(data)
+            if tail := encoder.finish():
+                await self.send_bytes(tail)
+        except VoxserveError as error:
+            await self.send_error(error.code or "engine_failed", error.message, error.param)
+        self.state, self.speaking, self.text = State.IDLE, None, None
+        await self.send_json({"type": "audio_stream_stop", "cancelled": False})
+
+    async def stop(self) -> None:
+        """Cancel the utterance in progress, if any: engine work stops, queued audio is dropped."""
+        if self.text is not None:
+            self.text.end()
+        if self.speaking is not None:
+            self.speaking.cancel()
+            # It may have failed already (a send to a closed socket): nothing left to report.
+            await asyncio.gather(self.speaking, return_exceptions=True)
+        self.state, self.speaking, self.text = State.IDLE, None, None
+
+    def expect(self, state: State, code: str, message: str) -> None:
+        if self.state is not state:
+            raise ProtocolError(code, f"{message} (the stream is {self.state.value})")
+
+    async def send_error(self, code: str, message: str, param: str | None = None) -> None:
+        await self.send_json({"type": "error", "code": code, "message": message, "param": param})
+
+    async def send_json(self, data: dict) -> None:
+        async with self._send_lock:
+            await self.websocket.send_text(json.dumps(data))
+
+    async def send_bytes(self, data: bytes) -> None:
+        async with self._send_lock:
+            await self.websocket.send_bytes(data)
