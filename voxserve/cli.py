@@ -13,11 +13,12 @@ import click
 from pydantic import ValidationError
 from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from voxserve.config import ConfigError, Settings, load_settings
 from voxserve.errors import VoxserveError
+from voxserve.synthesis.synthesizer import Progress as SynthesisProgress
 
 PROGRESS_MIN_SEGMENTS = 4  # below this, a bar would flash by
 
@@ -131,7 +132,7 @@ async def _write_stdout(synthesizer: Any, request: Any) -> None:
 
 
 @contextlib.contextmanager
-def _progress_bar(total: int) -> Iterator[Callable[[Any], None] | None]:
+def _progress_bar(total: int) -> Iterator[Callable[[SynthesisProgress], None] | None]:
     """A rich progress bar fed by the synthesizer's progress callback (none for short texts)."""
     if total < PROGRESS_MIN_SEGMENTS or not stderr.is_terminal:
         yield None
@@ -141,11 +142,16 @@ def _progress_bar(total: int) -> Iterator[Callable[[Any], None] | None]:
         BarColumn(),
         TextColumn("{task.completed}/{task.total} segments"),
         TextColumn("{task.fields[audio]:.1f}s audio"),
-        TimeRemainingColumn(),
+        TextColumn("eta {task.fields[eta]}"),
     )
     with Progress(*columns, console=stderr) as bar:
-        task = bar.add_task("speaking", total=total, audio=0.0)
-        yield lambda done: bar.update(task, completed=done.segments_done, audio=done.audio_seconds)
+        task = bar.add_task("speaking", total=total, audio=0.0, eta="-")
+
+        def update(done: SynthesisProgress) -> None:
+            eta = f"{done.eta_seconds:.0f}s" if done.eta_seconds is not None else "-"
+            bar.update(task, completed=done.segments_done, audio=done.audio_seconds, eta=eta)
+
+        yield update
 
 
 @main.command()

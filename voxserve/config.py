@@ -70,6 +70,8 @@ class Settings(BaseModel):
     its own table sets ``keep_alive``."""
     max_streams_per_engine: int = Field(8, ge=1)
     """Requests one engine synthesizes at once, sharing it segment by segment."""
+    cache_mb: float = Field(32.0, ge=0)
+    """Memory for recently synthesized segments (repeated phrases are not synthesized again)."""
     max_queue: int = Field(32, ge=0)
     """Requests waiting for a stream place; beyond this they get 429 with Retry-After."""
 

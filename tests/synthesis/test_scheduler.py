@@ -80,7 +80,7 @@ async def test_first_audio_goes_ahead_then_the_earliest_deadline():
 
 async def test_concurrent_requests_share_the_engine_and_each_starts_quickly():
     engine = FakeEngine(delay=0.05)
-    synthesizer = make_synthesizer(engine, first_fragment_small=False)
+    synthesizer = make_synthesizer(engine, first_fragment_small=False, cache_mb=0)
     long_text = " ".join(f"Sentence number {n}." for n in range(10))
     first_audio: dict[int, float] = {}
     started = time.monotonic()
@@ -100,7 +100,7 @@ async def test_engine_statistics_are_kept():
     engine = FakeEngine(seconds_per_char=0.02, delay=0.01)
     synthesizer = make_synthesizer(engine, first_fragment_small=False)
     await collect(synthesizer, SpeechRequest(input="One sentence. And another one."))
-    stats = synthesizer.scheduler(engine).stats
+    stats = synthesizer.engine_stats()["fake"]
     assert stats.generations == 2
     spoken = len("One sentence.") + len("And another one.")
     assert stats.audio_seconds == pytest.approx(spoken * 0.02, abs=0.01)

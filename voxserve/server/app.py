@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from voxserve import __version__
 from voxserve.config import Settings, load_settings
 from voxserve.server.errors import install_error_handlers
+from voxserve.server.metrics import RequestCounter, ServerMetrics
 from voxserve.server.openai import router as openai_router
 from voxserve.server.ws_speech import router as speech_stream_router
 from voxserve.server.ws_tts import router as tts_provider_router
@@ -28,16 +29,16 @@ async def _unload_idle_engines(synthesizer: Synthesizer, every: float = 5.0) -> 
             logger.info("engine %r unloaded after its keep-alive", name)
 
 
-def create_app(
-    settings: Settings | None = None, synthesizer: Synthesizer | None = None
-) -> FastAPI:
+def create_app(settings: Settings | None = None, synthesizer: Synthesizer | None = None) -> FastAPI:
     """The application; pass a synthesizer to serve engines of your own (plugins, test doubles)."""
     settings = synthesizer.settings if synthesizer else settings or load_settings()
+    metrics = ServerMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         nonlocal synthesizer
         synthesizer = synthesizer or Synthesizer(settings)
+        metrics.watch(synthesizer)
         app.state.synthesizer = synthesizer
         if settings.preload:
             await synthesizer.registry.ensure_loaded(settings.default_engine)
@@ -50,6 +51,8 @@ def create_app(
         synthesizer.registry.unload_all()
 
     app = FastAPI(title="voxserve", version=__version__, lifespan=lifespan)
+    app.state.metrics = metrics
+    app.add_middleware(RequestCounter, metrics=metrics)
     install_error_handlers(app)
     app.include_router(openai_router)
     app.include_router(speech_stream_router)

@@ -9,8 +9,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
+from starlette.types import Scope
 
 from voxserve.errors import InvalidRequestError, OverloadedError, VoxserveError
+from voxserve.server.metrics import route_of
 
 logger = logging.getLogger("voxserve.server")
 
@@ -31,15 +33,21 @@ def validation_error(error: ValidationError | RequestValidationError) -> Invalid
     return InvalidRequestError(f"{param}: {message}" if param else message, param=param)
 
 
+def count_error(app: FastAPI, scope: Scope, code: str) -> None:
+    app.state.metrics.errors.labels(route_of(scope), code).inc()
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(VoxserveError)
-    async def _voxserve_error(_: Request, error: VoxserveError) -> JSONResponse:
+    async def _voxserve_error(request: Request, error: VoxserveError) -> JSONResponse:
         if error.status_code >= 500:
             logger.error("%s", error.message, exc_info=error.__cause__)
+        count_error(request.app, request.scope, error.code or error.error_type)
         return error_response(error)
 
     @app.exception_handler(RequestValidationError)
-    async def _request_validation(_: Request, error: RequestValidationError) -> JSONResponse:
+    async def _request_validation(request: Request, error: RequestValidationError) -> JSONResponse:
+        count_error(request.app, request.scope, "invalid_request")
         return error_response(validation_error(error))
 
     @app.exception_handler(HTTPException)

@@ -14,7 +14,8 @@ from pydantic import ValidationError
 from voxserve.audio import create_encoder
 from voxserve.errors import VoxserveError
 from voxserve.request import SpeechOptions
-from voxserve.server.errors import validation_error
+from voxserve.server.errors import count_error, validation_error
+from voxserve.server.metrics import route_of
 from voxserve.synthesis.synthesizer import SpokenSegment, Synthesizer, Voicing, encode
 from voxserve.synthesis.text_stream import TextStream
 
@@ -37,6 +38,7 @@ class ProtocolError(Exception):
 @router.websocket("/v1/audio/speech/stream")
 async def speech_stream(websocket: WebSocket) -> None:
     await websocket.accept()
+    websocket.app.state.metrics.requests.labels(route_of(websocket.scope), "101").inc()
     session = SpeechStreamSession(websocket, websocket.app.state.synthesizer)
     try:
         await session.run()
@@ -170,6 +172,7 @@ class SpeechStreamSession:
             raise ProtocolError(code, f"{message} (the stream is {self.state.value})")
 
     async def send_error(self, code: str, message: str, param: str | None = None) -> None:
+        count_error(self.websocket.app, self.websocket.scope, code)
         await self.send_json({"type": "error", "code": code, "message": message, "param": param})
 
     async def send_json(self, data: dict) -> None:

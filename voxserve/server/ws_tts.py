@@ -16,7 +16,8 @@ from voxserve.audio import fix_wav_header
 from voxserve.engines.base import Engine
 from voxserve.errors import InvalidRequestError, VoxserveError
 from voxserve.request import SpeechRequest
-from voxserve.server.errors import validation_error
+from voxserve.server.errors import count_error, validation_error
+from voxserve.server.metrics import route_of
 from voxserve.synthesis.synthesizer import Synthesizer
 
 router = APIRouter()
@@ -38,6 +39,7 @@ class ProviderRequest(BaseModel):
 @router.websocket("/ws/tts")
 async def tts_provider(websocket: WebSocket) -> None:
     await websocket.accept()
+    websocket.app.state.metrics.requests.labels(route_of(websocket.scope), "101").inc()
     synthesizer: Synthesizer = websocket.app.state.synthesizer
     try:
         while True:
@@ -48,6 +50,7 @@ async def tts_provider(websocket: WebSocket) -> None:
                 await _answer(websocket, synthesizer, message)
             except VoxserveError as error:
                 code = error.code or "invalid_request"
+                count_error(websocket.app, websocket.scope, code)
                 await websocket.send_text(
                     json.dumps({"status": "error", "message": error.message, "code": code})
                 )

@@ -13,6 +13,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -23,8 +24,9 @@ from voxserve.engines.base import Engine, SynthesisOptions, Voice
 from voxserve.engines.registry import EngineRegistry
 from voxserve.errors import EngineError, InvalidRequestError, VoxserveError
 from voxserve.request import SpeechOptions, SpeechRequest
+from voxserve.synthesis.cache import SegmentCache
 from voxserve.synthesis.plan import PlanOptions, Segment, plan_segments
-from voxserve.synthesis.scheduler import EngineScheduler, StreamClock
+from voxserve.synthesis.scheduler import EngineScheduler, EngineStats, StreamClock
 from voxserve.synthesis.threads import iterate_in_thread
 from voxserve.text import normalize_text
 
@@ -85,6 +87,16 @@ class PreparedSpeech:
         return self.voicing.sample_rate
 
 
+class SynthesisObserver(Protocol):
+    """What a synthesizer reports as it works (the server turns it into Prometheus metrics)."""
+
+    def first_audio(self, engine: str, seconds: float) -> None: ...
+
+    def finished(self, engine: str, audio_seconds: float, wall_seconds: float) -> None: ...
+
+    def cached(self, engine: str, hit: bool) -> None: ...
+
+
 @dataclass
 class SynthesisStats:
     requests: int = 0
@@ -105,10 +117,17 @@ _END = object()
 
 
 class Synthesizer:
-    def __init__(self, settings: Settings, registry: EngineRegistry | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        registry: EngineRegistry | None = None,
+        observer: SynthesisObserver | None = None,
+    ):
         self.settings = settings
         self.registry = registry or EngineRegistry(settings)
+        self.observer = observer
         self.stats = SynthesisStats()
+        self.cache = SegmentCache(int(settings.cache_mb * 2**20))
         self._schedulers: dict[str, EngineScheduler] = {}
 
     def scheduler(self, engine: Engine) -> EngineScheduler:
@@ -125,6 +144,10 @@ class Synthesizer:
 
     def schedulers(self) -> dict[str, EngineScheduler]:
         return dict(self._schedulers)
+
+    def engine_stats(self) -> dict[str, EngineStats]:
+        """Per engine used so far: generations, average call time, realtime factor."""
+        return {name: scheduler.stats for name, scheduler in self._schedulers.items()}
 
     def plan_options(self, engine: Engine) -> PlanOptions:
         return PlanOptions(
@@ -246,6 +269,10 @@ class Synthesizer:
                     if len(output):
                         if clock.first_audio_at is None:
                             clock.first_audio_at = time.monotonic()
+                            if self.observer:
+                                self.observer.first_audio(
+                                    engine.name, clock.first_audio_at - started
+                                )
                         position += len(output)
                         clock.audio_seconds = position / sample_rate
                         yield AudioChunk(output, sample_rate)
@@ -262,6 +289,9 @@ class Synthesizer:
                         position += len(tail)
                         yield AudioChunk(tail, sample_rate)
                 self.stats.audio_seconds += position / sample_rate
+                if self.observer:
+                    wall = time.monotonic() - started
+                    self.observer.finished(engine.name, position / sample_rate, wall)
             finally:
                 self.stats.active -= 1
                 producer.cancel()
@@ -281,15 +311,26 @@ class Synthesizer:
         try:
             async for segment in segments:
                 await ahead.acquire()
+                key = (engine.name, segment.text, voicing.options)
+                cacheable = self.cache.wants(segment.text)
+                cached = self.cache.get(key) if cacheable else None
+                if self.observer and cacheable:
+                    self.observer.cached(engine.name, cached is not None)
+                if cached is not None:
+                    for chunk, first, last in _with_position(iter(cached)):
+                        queue.put_nowait(_Piece(segment, chunk, first, last))
+                    continue
+                made: list[AudioChunk] = []
                 async with scheduler.slot(clock):
-                    began, audio_seconds = time.monotonic(), 0.0
+                    began = time.monotonic()
                     chunks = iterate_in_thread(
                         _with_position(engine.synthesize(segment.text, voicing.options))
                     )
                     async with contextlib.aclosing(chunks):
                         async for chunk, first, last in chunks:
-                            audio_seconds += chunk.duration
+                            made.append(chunk)
                             queue.put_nowait(_Piece(segment, chunk, first, last))
+                    audio_seconds = sum(chunk.duration for chunk in made)
                     scheduler.record(time.monotonic() - began, audio_seconds)
                 if audio_seconds == 0:
                     raise EngineError(
@@ -297,6 +338,8 @@ class Synthesizer:
                         code="no_audio",
                     )
                 self.stats.segments += 1
+                if cacheable:
+                    self.cache.put(key, made)
             queue.put_nowait(_END)
         except asyncio.CancelledError:
             raise

@@ -1,0 +1,55 @@
+"""TextStream: tokens in, segments out as soon as each sentence is complete."""
+
+from __future__ import annotations
+
+import asyncio
+
+from voxserve.synthesis.plan import PlanOptions
+from voxserve.synthesis.text_stream import TextStream
+
+PLAN = PlanOptions(max_chars=200, sentence_pause=0.2, clause_pause=0.05, small_first=True)
+
+
+def drain(stream: TextStream) -> list[str]:
+    """Segments ready now, without waiting for more."""
+    ready = []
+    while not stream._segments.empty():
+        segment = stream._segments.get_nowait()
+        if segment is not None:
+            ready.append(segment.text)
+    return ready
+
+
+def test_a_sentence_is_released_once_complete_and_only_the_first_fragment_is_small():
+    stream = TextStream("joe", PLAN)
+    for token in ["Sure", ",", " I", " can", " help", ".", " Dr", ".", " Smith", ","]:
+        stream.push(token)
+    assert drain(stream) == ["Sure,", "I can help."]  # "Dr." is not a sentence end
+    stream.push(" the dentist, is in.")
+    stream.end()
+    assert drain(stream) == ["Doctor Smith, the dentist, is in."]  # normalized, not split
+
+
+def test_fenced_code_is_not_read_even_when_the_fence_arrives_in_pieces():
+    stream = TextStream("joe", PLAN)
+    for token in ["Run this:", "\n`", "``py", "thon\nprint(", "1)\n`", "`", "`\nThen relax."]:
+        stream.push(token)
+    stream.end()
+    assert drain(stream) == ["Run this:", "Then relax."]
+
+
+def test_segments_ends_after_end_and_indices_run_on():
+    stream = TextStream("joe", PLAN, normalize=False)
+
+    async def collect() -> list[tuple[int, str]]:
+        return [(segment.index, segment.text) async for segment in stream.segments()]
+
+    async def main() -> list[tuple[int, str]]:
+        task = asyncio.create_task(collect())
+        stream.push("One. Two")
+        stream.flush()
+        stream.push(" 3.")
+        stream.end()
+        return await task
+
+    assert asyncio.run(main()) == [(0, "One."), (1, "Two"), (2, "3.")]
