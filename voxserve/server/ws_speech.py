@@ -27,6 +27,7 @@ class State(enum.Enum):
     IDLE = "idle"  # waiting for start
     OPEN = "open"  # taking text
     ENDING = "ending"  # end received, audio still going out
+    FAILED = "failed"  # refused or failed: the rest of its text, up to end, is dropped quietly
 
 
 class ProtocolError(Exception):
@@ -94,6 +95,8 @@ class SpeechStreamSession:
         await handler(data)
 
     async def on_start(self, data: dict) -> None:
+        if self.state is State.FAILED:
+            self.state = State.IDLE  # a new utterance after one that never sent its end
         self.expect(State.IDLE, "already_started", "an utterance is in progress; end or cancel it")
         fields = {key: value for key, value in data.items() if key != "type"}
         fields.setdefault("response_format", "pcm")
@@ -101,9 +104,11 @@ class SpeechStreamSession:
             options = SpeechOptions.model_validate(fields)
             voicing = self.synthesizer.voicing(options)
         except ValidationError as error:
+            self.state = State.FAILED
             invalid = validation_error(error)
             raise ProtocolError("invalid_request", invalid.message, invalid.param) from error
         except VoxserveError as error:
+            self.state = State.FAILED
             raise ProtocolError("invalid_request", error.message, error.param) from error
         plan = self.synthesizer.plan_options(voicing.engine)
         self.text = TextStream(voicing.voice.id, plan, normalize=options.normalize)
@@ -115,22 +120,30 @@ class SpeechStreamSession:
         self.speaking = asyncio.create_task(self.speak(voicing, options.response_format))
 
     async def on_text(self, data: dict) -> None:
+        if self.state is State.FAILED:
+            return
         self.expect(State.OPEN, "not_started", "send start before text")
         if not isinstance(data.get("text"), str):
             raise ProtocolError("invalid_message", '"text" must be a string', "text")
         self.text.push(data["text"])
 
     async def on_flush(self, _: dict) -> None:
+        if self.state is State.FAILED:
+            return
         self.expect(State.OPEN, "not_started", "send start before flush")
         self.text.flush()
 
     async def on_end(self, _: dict) -> None:
+        if self.state is State.FAILED:
+            self.state = State.IDLE
+            return
         self.expect(State.OPEN, "not_started", "send start before end")
         self.state = State.ENDING
         self.text.end()
 
     async def on_cancel(self, _: dict) -> None:
-        if self.state is State.IDLE:
+        if self.state in (State.IDLE, State.FAILED):
+            self.state = State.IDLE
             return
         await self.stop()
         await self.send_json({"type": "audio_stream_stop", "cancelled": True})
@@ -154,7 +167,11 @@ class SpeechStreamSession:
                 await self.send_bytes(tail)
         except VoxserveError as error:
             await self.send_error(error.code or "engine_failed", error.message, error.param)
-        self.state, self.speaking, self.text = State.IDLE, None, None
+            # Text the client sent before it heard of the failure is dropped until its end.
+            self.state = State.FAILED if self.state is State.OPEN else State.IDLE
+        else:
+            self.state = State.IDLE
+        self.speaking, self.text = None, None
         await self.send_json({"type": "audio_stream_stop", "cancelled": False})
 
     async def stop(self) -> None:
