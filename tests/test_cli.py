@@ -12,8 +12,8 @@ from voxserve.cli import main
 
 
 @pytest.fixture
-def run(data_dir: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("VOXSERVE_DATA_DIR", str(data_dir))
+def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("VOXSERVE_DATA_DIR", str(tmp_path / "data"))
     runner = CliRunner()
 
     def invoke(*arguments: str, stdin: str | None = None):

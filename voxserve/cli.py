@@ -191,25 +191,179 @@ def engines(context: click.Context) -> None:
     Console().print(table)
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @click.pass_context
 def voices(context: click.Context) -> None:
-    """List voices of every installed engine, and the aliases that point at them."""
-    from voxserve.engines.registry import EngineRegistry
+    """Voices: list them (the default), and manage your voice profiles."""
+    if context.invoked_subcommand is None:
+        context.invoke(voices_list)
 
+
+@voices.command("list")
+@click.option("--tag", help="Only profiles with this tag.")
+@click.pass_context
+def voices_list(context: click.Context, tag: str | None = None) -> None:
+    """Engine voices and built-ins (with the aliases pointing at them), then your profiles."""
     settings = _settings(context)
-    registry = EngineRegistry(settings)
-    table = Table("voice", "engine", "language", "aliases", "description", box=box.SIMPLE_HEAD)
+    library = _library(settings)
+    table = Table("voice", "kind", "engine", "language", "aliases / tags", "description",
+                  box=box.SIMPLE_HEAD)  # fmt: skip
     aliases: dict[str, list[str]] = {}
     for alias, target in settings.voice_aliases.items():
         aliases.setdefault(target, []).append(alias)
-    for voice in registry.all_voices():
-        default = " (default)" if voice.id == settings.default_voice else ""
-        table.add_row(
-            voice.id + default,
-            voice.engine,
-            voice.language,
-            ", ".join(aliases.get(voice.id, [])),
-            voice.description,
-        )
+    if tag is None:
+        for voice in _registry(settings).all_voices():
+            default = " (default)" if voice.id == settings.default_voice else ""
+            table.add_row(voice.id + default, "built-in", voice.engine, voice.language,
+                          ", ".join(aliases.get(voice.id, [])), voice.description)  # fmt: skip
+    for profile in library.store.list(tag):
+        kind = "profile, cloned" if profile.has_reference else "profile"
+        engine = profile.engine or settings.default_engine
+        tags = ", ".join(profile.tags)
+        table.add_row(profile.id, kind, engine, profile.language or "", tags, profile.description)
     Console().print(table)
+
+
+def _profile_options(command: Callable) -> Callable:
+    """The profile fields, shared by create and update."""
+    options = [
+        click.option("--audio", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="Reference clip: WAV, MP3, FLAC, OGG or M4A, 3-30 s of speech."),
+        click.option("--display", "display_name", help="Display name."),
+        click.option("--description"),
+        click.option("--tags", help="Comma-separated tags."),
+        click.option("--transcript", help="What the clip says (else it is transcribed)."),
+        click.option("--language", help="IETF tag, e.g. en-US."),
+        click.option("--engine", help="Preferred engine."),
+        click.option("--voice", help="Engine voice to use where cloning is not possible."),
+        click.option("--speaker-description", help='e.g. "feminine, warm, conversational".'),
+        click.option("--scene-prompt"),
+        click.option("--speed", type=float, help="Default speed."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@voices.command("create")
+@click.option("--name", required=True, help="The profile id: lowercase letters, digits, - and _.")
+@_profile_options
+@click.pass_context
+def voices_create(context: click.Context, name: str, audio: Path | None, **fields: Any) -> None:
+    """Create a voice profile, optionally from a reference clip."""
+    library = _library(_settings(context))
+    with _errors():
+        profile = library.create({"id": name, **_fields(fields)}, _read(audio))
+    stderr.print(
+        f"created voice {profile.id}" + (f': "{profile.transcript}"' if profile.transcript else "")
+    )
+
+
+@voices.command("show")
+@click.argument("name")
+@click.pass_context
+def voices_show(context: click.Context, name: str) -> None:
+    """A profile's fields, as JSON."""
+    with _errors():
+        profile = _library(_settings(context)).store.get(name)
+    click.echo(profile.model_dump_json(indent=2))
+
+
+@voices.command("update")
+@click.argument("name")
+@_profile_options
+@click.pass_context
+def voices_update(context: click.Context, name: str, audio: Path | None, **fields: Any) -> None:
+    """Change a profile's fields or its reference clip (a backup is taken first)."""
+    with _errors():
+        profile = _library(_settings(context)).update(name, _fields(fields), _read(audio))
+    stderr.print(f"updated voice {profile.id}")
+
+
+@voices.command("delete")
+@click.argument("name")
+@click.pass_context
+def voices_delete(context: click.Context, name: str) -> None:
+    """Delete a profile (a backup is taken first: `voxserve voices restore` brings it back)."""
+    with _errors():
+        _library(_settings(context)).store.delete(name)
+    stderr.print(f"deleted voice {name}")
+
+
+@voices.command("export")
+@click.option("--profile", "name", required=True)
+@click.option("--output", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.pass_context
+def voices_export(context: click.Context, name: str, output: Path) -> None:
+    """Write a self-contained package (NAME.zip) of a profile."""
+    with _errors():
+        path = _library(_settings(context)).store.export(name, output)
+    stderr.print(f"wrote {path}")
+
+
+@voices.command("import")
+@click.option(
+    "--package", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option("--replace", is_flag=True, help="Replace a profile of the same name.")
+@click.pass_context
+def voices_import(context: click.Context, package: Path, replace: bool) -> None:
+    """Add a profile from a package made by export."""
+    with _errors():
+        profile = _library(_settings(context)).import_package(package, replace=replace)
+    stderr.print(f"imported voice {profile.id}")
+
+
+@voices.command("backup")
+@click.pass_context
+def voices_backup(context: click.Context) -> None:
+    """Back up every profile and its audio."""
+    stderr.print(f"wrote {_library(_settings(context)).store.backup()}")
+
+
+@voices.command("restore")
+@click.option("--from", "backup", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A backup file [default: the latest].")  # fmt: skip
+@click.pass_context
+def voices_restore(context: click.Context, backup: Path | None) -> None:
+    """Restore profiles from a backup (the current ones are backed up first)."""
+    with _errors():
+        source = _library(_settings(context)).store.restore(backup)
+    stderr.print(f"restored from {source}")
+
+
+def _registry(settings: Settings) -> Any:
+    from voxserve.engines.registry import EngineRegistry
+
+    return EngineRegistry(settings)
+
+
+def _library(settings: Settings) -> Any:
+    from voxserve.voices.library import VoiceLibrary
+    from voxserve.voices.store import VoiceStore
+
+    reserved = {voice.id for voice in _registry(settings).all_voices()} | set(
+        settings.voice_aliases
+    )
+    return VoiceLibrary(VoiceStore(settings.data_path / "voices"), settings, reserved)
+
+
+def _fields(options: dict[str, Any]) -> dict[str, Any]:
+    fields = {key: value for key, value in options.items() if value is not None}
+    if "tags" in fields:
+        fields["tags"] = [tag.strip() for tag in fields["tags"].split(",") if tag.strip()]
+    if "speed" in fields:
+        fields["defaults"] = {"speed": fields.pop("speed")}
+    return fields
+
+
+def _read(path: Path | None) -> bytes | None:
+    return path.read_bytes() if path else None
+
+
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    try:
+        yield
+    except VoxserveError as error:
+        raise click.ClickException(error.message) from error

@@ -79,6 +79,10 @@ class Settings(BaseModel):
     """Per engine, the voices for the TTS-provider speaker roles 0-3: primary male, primary female,
     secondary male, secondary female."""
 
+    reference_min_seconds: float = Field(3.0, gt=0)
+    reference_max_seconds: float = Field(30.0, gt=0)
+    """Speech a voice profile's reference clip must hold, after silence is trimmed."""
+
     engines: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Per-engine tables, e.g. ``[engines.piper] threads = 2``."""
 

@@ -3,6 +3,7 @@
     VoxserveError                  base; carries message, param, code and an HTTP status
     ├── InvalidRequestError        400: the request is wrong (bad field, engine can't honour it)
     ├── NotFoundError              404: unknown voice, model or resource
+    ├── ConflictError              409: a name already taken
     ├── PayloadTooLargeError       413: a request body over the limit
     ├── OverloadedError            429: the engine's queue is full; carries retry_after seconds
     ├── EngineUnavailableError     503: an engine's extra is not installed or its model is missing
@@ -44,6 +45,11 @@ class InvalidRequestError(VoxserveError):
 
 class NotFoundError(VoxserveError):
     status_code = 404
+    error_type = "invalid_request_error"
+
+
+class ConflictError(VoxserveError):
+    status_code = 409
     error_type = "invalid_request_error"
 
 

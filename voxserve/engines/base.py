@@ -56,6 +56,12 @@ class SynthesisOptions:
     speed: float = 1.0
     language: str | None = None
     instructions: str | None = None
+    reference_audio: str | None = None
+    """Path of a WAV to clone (engines that can clone)."""
+    reference_text: str | None = None
+    """What the reference audio says."""
+    speaker_description: str | None = None
+    """For description-driven engines."""
 
 
 class Engine(ABC):

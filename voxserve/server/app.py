@@ -15,9 +15,11 @@ from voxserve.config import Settings, load_settings
 from voxserve.server.errors import install_error_handlers
 from voxserve.server.metrics import RequestCounter, ServerMetrics
 from voxserve.server.openai import router as openai_router
+from voxserve.server.voices import router as voices_router
 from voxserve.server.ws_speech import router as speech_stream_router
 from voxserve.server.ws_tts import router as tts_provider_router
 from voxserve.synthesis.synthesizer import Synthesizer
+from voxserve.voices.library import VoiceLibrary
 
 logger = logging.getLogger("voxserve.server")
 
@@ -40,6 +42,10 @@ def create_app(settings: Settings | None = None, synthesizer: Synthesizer | None
         synthesizer = synthesizer or Synthesizer(settings)
         metrics.watch(synthesizer)
         app.state.synthesizer = synthesizer
+        reserved = {voice.id for voice in synthesizer.registry.all_voices()}
+        app.state.library = VoiceLibrary(
+            synthesizer.voices, settings, reserved | set(settings.voice_aliases)
+        )
         if settings.preload:
             await synthesizer.registry.ensure_loaded(settings.default_engine)
             logger.info("engine %r loaded", settings.default_engine)
@@ -55,6 +61,7 @@ def create_app(settings: Settings | None = None, synthesizer: Synthesizer | None
     app.add_middleware(RequestCounter, metrics=metrics)
     install_error_handlers(app)
     app.include_router(openai_router)
+    app.include_router(voices_router)
     app.include_router(speech_stream_router)
     app.include_router(tts_provider_router)
     return app

@@ -153,23 +153,6 @@ async def list_models(request: Request) -> JSONResponse:
     return JSONResponse({"object": "list", "data": models})
 
 
-@router.get("/v1/audio/voices")
-async def list_voices(request: Request) -> JSONResponse:
-    synthesizer: Synthesizer = request.app.state.synthesizer
-    voices = [
-        {
-            "id": v.id,
-            "name": v.name,
-            "engine": v.engine,
-            "language": v.language,
-            "description": v.description,
-        }
-        for v in synthesizer.registry.all_voices()
-    ]
-    aliases = synthesizer.settings.voice_aliases
-    return JSONResponse({"voices": voices, "aliases": aliases})
-
-
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
     """Prometheus text format."""

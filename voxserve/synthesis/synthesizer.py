@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -29,6 +30,7 @@ from voxserve.synthesis.plan import PlanOptions, Segment, plan_segments
 from voxserve.synthesis.scheduler import EngineScheduler, EngineStats, StreamClock
 from voxserve.synthesis.threads import iterate_in_thread
 from voxserve.text import normalize_text
+from voxserve.voices.store import VoiceProfile, VoiceStore
 
 FADE_MS = 5.0  # long enough to remove clicks at joins, too short to hear
 
@@ -157,15 +159,53 @@ class Synthesizer:
             small_first=self.settings.first_fragment_small,
         )
 
+    @functools.cached_property
+    def voices(self) -> VoiceStore:
+        """The user's voice profiles (created on first use)."""
+        return VoiceStore(self.settings.data_path / "voices")
+
     def voicing(self, request: SpeechOptions) -> Voicing:
         """Check a request's voice, engine, speed and language; raise naming the bad field."""
+        profile = self.voices.find(request.voice) if request.voice else None
+        if profile is not None:
+            return self._profile_voicing(profile, request)
         resolved = self.registry.resolve_voice(request.voice, request.model)
-        engine, voice = resolved.engine, resolved.voice
+        return self._checked_voicing(resolved.engine, resolved.voice, request, request.speed)
+
+    def _profile_voicing(self, profile: VoiceProfile, request: SpeechOptions) -> Voicing:
+        """A profile's voice: cloned from its reference where possible, else an engine voice."""
+        engine = self.registry.engine_for_model(request.model or profile.engine)
+        speed = request.speed
+        if "speed" not in request.model_fields_set and profile.defaults.speed:
+            speed = profile.defaults.speed
+        extra = {"speaker_description": profile.speaker_description}
+        reference = self.voices.reference_path(profile.id) if profile.has_reference else None
+        if reference and engine.capabilities.cloning:
+            voice = Voice(profile.id, engine.name, profile.display_name, profile.language or "")
+            extra |= {"reference_audio": str(reference), "reference_text": profile.transcript}
+        elif profile.voice or not reference:
+            voice = self.registry.resolve_voice(profile.voice, engine.name).voice
+        else:
+            cloning = [
+                name for name in self.registry.names()
+                if self.registry.is_installed(name) and self.registry.get(name).capabilities.cloning
+            ]  # fmt: skip
+            raise InvalidRequestError(
+                f"voice {profile.id!r} is cloned from reference audio and engine {engine.name!r} "
+                f"cannot clone; engines that can: {', '.join(cloning) or 'none installed'}",
+                param="voice",
+                code="cloning_not_supported",
+            )
+        return self._checked_voicing(engine, voice, request, speed, **extra)
+
+    def _checked_voicing(
+        self, engine: Engine, voice: Voice, request: SpeechOptions, speed: float, **extra: Any
+    ) -> Voicing:
         capabilities = engine.capabilities
         low, high = capabilities.speed_range
-        if not low <= request.speed <= high:
+        if not low <= speed <= high:
             raise InvalidRequestError(
-                f"speed {request.speed} is outside {engine.name}'s range {low}-{high}",
+                f"speed {speed} is outside {engine.name}'s range {low}-{high}",
                 param="speed",
             )
         if request.language and not language_supported(request.language, capabilities.languages):
@@ -177,9 +217,10 @@ class Synthesizer:
             )
         options = SynthesisOptions(
             voice=voice.id,
-            speed=request.speed,
+            speed=speed,
             language=request.language,
             instructions=request.instructions,
+            **extra,
         )
         sample_rate = request.sample_rate or voice.sample_rate or capabilities.sample_rate
         return Voicing(engine, voice, sample_rate, options)

@@ -1,0 +1,79 @@
+"""`voxserve voices ...`: the profile lifecycle from the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from voxserve.api import synthesize_to_file
+from voxserve.cli import main
+from voxserve.request import SpeechRequest
+
+CLIP_TEXT = "Every evening she wrote a letter to her brother, though she never sent one."
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory, piper_synthesizer) -> Path:
+    path = tmp_path_factory.mktemp("clips") / "clip.flac"
+    return synthesize_to_file(SpeechRequest(input=CLIP_TEXT), path, synthesizer=piper_synthesizer)
+
+
+@pytest.fixture
+def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("VOXSERVE_DATA_DIR", str(tmp_path / "data"))
+    runner = CliRunner()
+
+    def invoke(*arguments: str):
+        return runner.invoke(main, ["voices", *arguments], catch_exceptions=False)
+
+    return invoke
+
+
+def test_the_profile_lifecycle(run, clip: Path, tmp_path: Path):
+    created = run("create", "--name", "letters", "--audio", str(clip), "--tags", "story, calm",
+                  "--display", "Letter Writer")  # fmt: skip
+    assert created.exit_code == 0, created.output
+    assert "letter to her brother" in created.output.lower()  # transcribed
+
+    listed = run("list", "--tag", "story")
+    assert "letters" in listed.output and "cloned" in listed.output
+    assert "joe" in run().output  # `voxserve voices` alone lists, built-ins first
+
+    shown = json.loads(run("show", "letters").output)
+    assert (shown["display_name"], shown["tags"]) == ("Letter Writer", ["story", "calm"])
+
+    assert (
+        run("update", "letters", "--description", "Warm and slow.", "--speed", "0.9").exit_code == 0
+    )
+    shown = json.loads(run("show", "letters").output)
+    assert (shown["description"], shown["defaults"]["speed"]) == ("Warm and slow.", 0.9)
+
+    exported = run("export", "--profile", "letters", "--output", str(tmp_path / "packages"))
+    package = tmp_path / "packages" / "letters.zip"
+    assert exported.exit_code == 0 and package.exists()
+
+    assert run("delete", "letters").exit_code == 0
+    assert run("show", "letters").exit_code != 0
+    assert run("import", "--package", str(package)).exit_code == 0
+    assert json.loads(run("show", "letters").output)["description"] == "Warm and slow."
+
+    assert run("backup").exit_code == 0
+    assert run("delete", "letters").exit_code == 0
+    restored = run("restore")
+    assert restored.exit_code == 0, restored.output
+    assert json.loads(run("show", "letters").output)["has_reference"] is True
+
+
+def test_mistakes_are_explained(run, tmp_path: Path):
+    bad_name = run("create", "--name", "../up")
+    assert bad_name.exit_code != 0 and "invalid voice name" in bad_name.output
+    not_audio = tmp_path / "notes.wav"
+    not_audio.write_text("just some text")
+    refused = run("create", "--name", "notes", "--audio", str(not_audio))
+    assert refused.exit_code != 0 and "could not read the audio" in refused.output
+    assert run("create", "--name", "joe").exit_code != 0  # a built-in's name
+    missing = run("restore")
+    assert missing.exit_code != 0 and "no backup" in missing.output

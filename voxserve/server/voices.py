@@ -1,0 +1,168 @@
+"""``/v1/audio/voices``: built-in and profile voices together; profiles made from uploads.
+
+Creating is compatible with OpenAI's custom voices where they overlap (multipart ``name`` and
+``audio_sample``); the other fields are voxserve's. A profile's id works as ``voice`` everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.datastructures import UploadFile
+
+from voxserve.audio import fix_wav_header
+from voxserve.engines.base import Voice
+from voxserve.errors import InvalidRequestError, NotFoundError, PayloadTooLargeError
+from voxserve.request import SpeechRequest
+from voxserve.synthesis.synthesizer import Synthesizer
+from voxserve.voices.library import VoiceLibrary
+from voxserve.voices.store import VoiceProfile
+
+router = APIRouter(prefix="/v1/audio/voices")
+MAX_UPLOAD_BYTES = 25 * 2**20
+TEXT_FIELDS = (
+    "display_name", "description", "language", "engine", "voice", "transcript",
+    "speaker_description", "scene_prompt",
+)  # fmt: skip
+SAMPLE_TEXT = "Hello! This is how I sound. I hope you like my voice."
+
+
+def _library(request: Request) -> VoiceLibrary:
+    return request.app.state.library
+
+
+def engine_voice_json(voice: Voice) -> dict[str, Any]:
+    return {
+        "id": voice.id, "object": "voice", "type": "builtin", "name": voice.name,
+        "engine": voice.engine, "language": voice.language, "description": voice.description,
+    }  # fmt: skip
+
+
+def profile_json(profile: VoiceProfile) -> dict[str, Any]:
+    return {"object": "voice", "type": "profile", **profile.model_dump()}
+
+
+@router.get("")
+async def list_voices(request: Request, tag: str | None = None) -> JSONResponse:
+    synthesizer: Synthesizer = request.app.state.synthesizer
+    voices = [] if tag else [engine_voice_json(v) for v in synthesizer.registry.all_voices()]
+    profiles = await asyncio.to_thread(_library(request).store.list, tag)
+    voices += [profile_json(profile) for profile in profiles]
+    return JSONResponse({"voices": voices, "aliases": synthesizer.settings.voice_aliases})
+
+
+@router.post("", status_code=201)
+async def create_voice(request: Request) -> JSONResponse:
+    fields, audio = await _read_fields(request)
+    if "name" not in fields:
+        raise InvalidRequestError("name is required", param="name", code="missing_name")
+    fields["id"] = fields.pop("name")
+    profile = await asyncio.to_thread(_library(request).create, fields, audio)
+    return JSONResponse(profile_json(profile), status_code=201)
+
+
+@router.get("/{voice_id}")
+async def get_voice(request: Request, voice_id: str) -> JSONResponse:
+    profile = await asyncio.to_thread(_library(request).store.find, voice_id)
+    if profile is not None:
+        return JSONResponse(profile_json(profile))
+    return JSONResponse(engine_voice_json(_engine_voice(request, voice_id)))
+
+
+@router.patch("/{voice_id}")
+async def update_voice(request: Request, voice_id: str) -> JSONResponse:
+    fields, audio = await _read_fields(request)
+    profile = await asyncio.to_thread(_library(request).update, voice_id, fields, audio)
+    return JSONResponse(profile_json(profile))
+
+
+@router.delete("/{voice_id}")
+async def delete_voice(request: Request, voice_id: str) -> JSONResponse:
+    await asyncio.to_thread(_library(request).store.delete, voice_id)
+    return JSONResponse({"id": voice_id, "object": "voice", "deleted": True})
+
+
+@router.get("/{voice_id}/sample")
+async def voice_sample(request: Request, voice_id: str) -> Response:
+    """A profile's reference audio; for other voices, a short sentence spoken in them."""
+    library = _library(request)
+    profile = await asyncio.to_thread(library.store.find, voice_id)
+    if profile is not None and profile.has_reference:
+        return FileResponse(library.store.reference_path(profile.id), media_type="audio/wav")
+    if profile is None:
+        _engine_voice(request, voice_id)
+    synthesizer: Synthesizer = request.app.state.synthesizer
+    speech = SpeechRequest(input=SAMPLE_TEXT, voice=voice_id, response_format="wav")
+    audio = b"".join([data async for data in synthesizer.stream_encoded(speech)])
+    return Response(fix_wav_header(audio), media_type="audio/wav")
+
+
+def _engine_voice(request: Request, voice_id: str) -> Voice:
+    for voice in request.app.state.synthesizer.registry.all_voices():
+        if voice.id == voice_id:
+            return voice
+    raise NotFoundError(f"no voice {voice_id!r}", param="voice_id", code="voice_not_found")
+
+
+async def _read_fields(request: Request) -> tuple[dict[str, Any], bytes | None]:
+    """Fields and audio from a multipart form, or fields from a JSON body."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        try:
+            data = json.loads(await request.body() or b"{}")
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise InvalidRequestError(
+                f"body is not valid JSON: {error}", code="invalid_json"
+            ) from error
+        if not isinstance(data, dict):
+            raise InvalidRequestError("body must be a JSON object", code="invalid_json")
+        return data, None
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES + 2**20:
+        raise PayloadTooLargeError(
+            f"upload is over {MAX_UPLOAD_BYTES // 2**20} MB", param="audio_sample",
+            code="upload_too_large",
+        )  # fmt: skip
+    form = await request.form(max_files=1, max_fields=32, max_part_size=MAX_UPLOAD_BYTES)
+    fields: dict[str, Any] = {}
+    audio = None
+    for key, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            if key != "audio_sample":
+                raise InvalidRequestError(f"unexpected file field {key!r}", param=key)
+            audio = await value.read(MAX_UPLOAD_BYTES + 1)
+            if len(audio) > MAX_UPLOAD_BYTES:
+                raise PayloadTooLargeError(
+                    f"audio_sample is over {MAX_UPLOAD_BYTES // 2**20} MB", param="audio_sample",
+                    code="upload_too_large",
+                )  # fmt: skip
+        elif key == "name":
+            fields["name"] = value
+        elif key == "display":
+            fields["display_name"] = value
+        elif key in TEXT_FIELDS:
+            fields[key] = value
+        elif key == "tags":
+            fields["tags"] = _list_field(value)
+        elif key == "defaults":
+            fields["defaults"] = _json_field(key, value)
+        else:
+            raise InvalidRequestError(f"unknown field {key!r}", param=key, code="unknown_field")
+    return fields, audio
+
+
+def _list_field(value: str) -> list[str]:
+    value = value.strip()
+    if value.startswith("["):
+        return _json_field("tags", value)
+    return [part for part in (piece.strip() for piece in value.split(",")) if part]
+
+
+def _json_field(name: str, value: str) -> Any:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as error:
+        raise InvalidRequestError(f"{name} is not valid JSON", param=name) from error

@@ -1,0 +1,1 @@
+"""The voice library: profiles, reference audio, built-in voices."""
