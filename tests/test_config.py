@@ -38,7 +38,7 @@ def test_each_layer_overrides_the_one_before(config_file: Path):
 def test_user_aliases_add_to_the_openai_names(config_file: Path):
     settings = load_settings(config_file, environ={})
     assert settings.voice_aliases["narrator"] == "joe"
-    assert settings.voice_aliases["nova"] == "joe"
+    assert settings.voice_aliases["nova"] == "warm_female"
 
 
 def test_environment_values_can_be_json(tmp_path: Path):

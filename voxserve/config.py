@@ -19,21 +19,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 ENV_PREFIX = "VOXSERVE_"
 DEFAULT_CONFIG_FILE = Path("~/.config/voxserve/config.toml")
 
-OPENAI_VOICE_NAMES = (
-    "alloy",
-    "ash",
-    "ballad",
-    "coral",
-    "echo",
-    "fable",
-    "nova",
-    "onyx",
-    "sage",
-    "shimmer",
-    "verse",
-    "marin",
-    "cedar",
-)
+# OpenAI's voice names -> the embedded voice and the built-ins rendered from it, by character.
+OPENAI_VOICE_DEFAULTS = {
+    "alloy": "joe", "ash": "joe", "ballad": "storyteller_male", "coral": "warm_female",
+    "echo": "joe", "fable": "storyteller_male", "nova": "warm_female", "onyx": "deep_male",
+    "sage": "professional_female", "shimmer": "soft_female", "verse": "joe",
+    "marin": "professional_female", "cedar": "deep_male",
+}  # fmt: skip
 
 
 class Settings(BaseModel):
@@ -49,9 +41,7 @@ class Settings(BaseModel):
 
     default_engine: str = "piper"
     default_voice: str = "joe"
-    voice_aliases: dict[str, str] = Field(
-        default_factory=lambda: dict.fromkeys(OPENAI_VOICE_NAMES, "joe")
-    )
+    voice_aliases: dict[str, str] = Field(default_factory=lambda: dict(OPENAI_VOICE_DEFAULTS))
     """OpenAI voice names (and any other alias) -> a voxserve voice."""
 
     max_input_chars: int = Field(4096, ge=1)
@@ -75,7 +65,11 @@ class Settings(BaseModel):
     max_queue: int = Field(32, ge=0)
     """Requests waiting for a stream place; beyond this they get 429 with Retry-After."""
 
-    speakers: dict[str, list[str]] = Field(default_factory=lambda: {"piper": ["joe"] * 4})
+    speakers: dict[str, list[str]] = Field(
+        default_factory=lambda: {
+            "piper": ["joe", "warm_female", "storyteller_male", "professional_female"]
+        }
+    )
     """Per engine, the voices for the TTS-provider speaker roles 0-3: primary male, primary female,
     secondary male, secondary female."""
 
@@ -91,7 +85,7 @@ class Settings(BaseModel):
     def _keep_default_aliases(cls, value: Any) -> Any:
         # A user adding one alias should not lose the OpenAI names.
         if isinstance(value, Mapping):
-            return {**dict.fromkeys(OPENAI_VOICE_NAMES, "joe"), **value}
+            return {**OPENAI_VOICE_DEFAULTS, **value}
         return value
 
     def engine_settings(self, name: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import pytest
 from voxserve.engines.base import SynthesisOptions
 from voxserve.engines.piper import PiperEngine
 from voxserve.errors import InvalidRequestError
+from voxserve.voices.builtin import BUILTIN_VOICES
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def speak(engine: PiperEngine, text: str, **options) -> np.ndarray:
 
 def test_joe_is_the_default_voice_and_voices_dropped_in_the_directory_appear(engine):
     voices = {voice.id: voice for voice in engine.voices()}
-    assert set(voices) == {"joe", "custom"}
+    assert set(voices) == {"joe", "custom", *(builtin.id for builtin in BUILTIN_VOICES)}
     assert voices["joe"].language == "en-US"
     assert voices["joe"].sample_rate == 22050
     assert engine.capabilities.languages == ("en-US",)

