@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -14,8 +14,14 @@ from voxserve.audio import AUDIO_FORMATS, fix_wav_header
 from voxserve.audio.frames import AudioChunk
 from voxserve.config import load_settings
 from voxserve.errors import InvalidRequestError
-from voxserve.request import SpeechRequest
-from voxserve.synthesis.synthesizer import PreparedSpeech, ProgressCallback, Synthesizer
+from voxserve.request import SpeechOptions, SpeechRequest
+from voxserve.synthesis.dialogue import (
+    DialogueRequest,
+    TurnTiming,
+    prepare_dialogue,
+    render_dialogue,
+)
+from voxserve.synthesis.synthesizer import ProgressCallback, Synthesizer, encode_chunks
 
 _default_synthesizer: Synthesizer | None = None
 
@@ -64,6 +70,45 @@ def synthesize_to_file(
     if isinstance(request, str):
         request = SpeechRequest(input=request)
     path = Path(path)
+    request = request.model_copy(update={"response_format": output_format(path, request)})
+    synthesizer = synthesizer or default_synthesizer()
+    prepared = synthesizer.prepare(request)
+    write_atomically(
+        path, request.response_format, lambda: synthesizer.stream_encoded(prepared, progress)
+    )
+    return path
+
+
+def dialogue_to_file(
+    request: DialogueRequest,
+    path: str | os.PathLike,
+    *,
+    synthesizer: Synthesizer | None = None,
+    progress: ProgressCallback | None = None,
+) -> list[TurnTiming]:
+    """Blocking: render a dialogue into a file (atomically); returns where each turn sits."""
+    path = Path(path)
+    request = request.model_copy(update={"response_format": output_format(path, request)})
+    synthesizer = synthesizer or default_synthesizer()
+    dialogue = prepare_dialogue(synthesizer, request)
+    timings: list[TurnTiming] = []
+
+    async def audio() -> AsyncIterator[AudioChunk]:
+        async for item in render_dialogue(synthesizer, dialogue, progress):
+            if isinstance(item, TurnTiming):
+                timings.append(item)
+            else:
+                yield item
+
+    write_atomically(
+        path, request.response_format,
+        lambda: encode_chunks(audio(), request.response_format, dialogue.sample_rate),
+    )  # fmt: skip
+    return timings
+
+
+def output_format(path: Path, request: SpeechOptions) -> str:
+    """The format the file's extension names, else the request's."""
     audio_format = format_for_path(path)
     if audio_format is None and path.suffix:
         raise InvalidRequestError(
@@ -71,31 +116,28 @@ def synthesize_to_file(
             f"{', '.join('.' + name for name in AUDIO_FORMATS)}",
             param="output",
         )
-    if audio_format:
-        request = request.model_copy(update={"response_format": audio_format})
-    synthesizer = synthesizer or default_synthesizer()
-    prepared = synthesizer.prepare(request)
+    return audio_format or request.response_format
+
+
+def write_atomically(
+    path: Path, audio_format: str, encoded: Callable[[], AsyncIterator[bytes]]
+) -> None:
+    """Stream encoded audio into ``path`` through a temporary file renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(
         dir=path.parent, prefix=f".{path.name}.", suffix=".part"
     )
     try:
         with os.fdopen(descriptor, "wb") as file:
-            asyncio.run(_write_stream(synthesizer, prepared, file, progress))
-        if request.response_format == "wav":
+            asyncio.run(_drain(encoded(), file))
+        if audio_format == "wav":
             Path(temporary).write_bytes(fix_wav_header(Path(temporary).read_bytes()))
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-    return path
 
 
-async def _write_stream(
-    synthesizer: Synthesizer,
-    prepared: PreparedSpeech,
-    file: BinaryIO,
-    progress: ProgressCallback | None,
-) -> None:
-    async for data in synthesizer.stream_encoded(prepared, progress):
+async def _drain(encoded: AsyncIterator[bytes], file: BinaryIO) -> None:
+    async for data in encoded:
         file.write(data)

@@ -125,6 +125,65 @@ def say(context: click.Context, text: str, output: str, **options: Any) -> None:
     stderr.print(f"wrote {path}")
 
 
+@main.command()
+@click.argument("script", type=click.File("r", encoding="utf-8"))
+@click.option("-o", "--output", required=True, help="Output file; the format from its extension.")
+@click.option("-v", "--voice", "mapping", multiple=True, metavar="NAME=VOICE",
+              help="A speaker's voice (repeatable); others get distinct built-ins.")  # fmt: skip
+@click.option("--narrator", help="Voice for lines without a speaker [default: the default voice].")
+@click.option("--pause", type=float, default=0.4, show_default=True, help="Seconds between turns.")
+@click.option("--delimiter", help="Between speaker and text [default: |||].")
+@click.option("--timing", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write each turn's speaker, voice, start and end as JSON.")  # fmt: skip
+@click.pass_context
+def dialog(
+    context: click.Context, script: Any, output: str, mapping: tuple[str, ...],
+    narrator: str | None, pause: float, delimiter: str | None, timing: Path | None,
+) -> None:  # fmt: skip
+    """Render a dialogue SCRIPT (one turn per line: Speaker|||text, or [SPEAKER0] text; - for
+    standard input) into one audio file."""
+    import json
+
+    from voxserve.api import dialogue_to_file
+    from voxserve.synthesis.dialogue import DialogueRequest
+    from voxserve.synthesis.synthesizer import Synthesizer
+    from voxserve.text.dialogue import parse_dialogue
+
+    settings = _settings(context)
+    voices = {}
+    for pair in mapping:
+        name, separator, voice = pair.partition("=")
+        if not separator or not name.strip() or not voice.strip():
+            raise click.BadParameter(f"{pair!r} is not NAME=VOICE", param_hint="--voice")
+        voices[name.strip()] = voice.strip()
+    try:
+        turns = parse_dialogue(script.read(), delimiter or settings.dialogue_delimiter)
+    except ValueError as error:
+        raise click.ClickException(f"{script.name}: {error}") from error
+    if not turns:
+        raise click.ClickException(f"{script.name} has no lines to speak")
+    try:
+        request = DialogueRequest(
+            turns=[{"speaker": turn.speaker, "text": turn.text} for turn in turns],
+            voices=voices, voice=narrator, pause_between_turns=pause,
+        )  # fmt: skip
+        with _progress_bar(len(turns), unit="turns") as on_progress:
+            timings = dialogue_to_file(
+                request, output, synthesizer=Synthesizer(settings), progress=on_progress
+            )
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise click.BadParameter(first["msg"], param_hint=str(first["loc"][0])) from error
+    except VoxserveError as error:
+        raise click.ClickException(error.message) from error
+    if timing:
+        timing.write_text(json.dumps([t.to_dict() for t in timings], indent=2))
+    speakers = sorted({f"{t.speaker or 'narrator'}={t.voice}" for t in timings})
+    stderr.print(
+        f"wrote {output}: {len(timings)} turns, {timings[-1].end:.1f} s ({', '.join(speakers)})"
+    )
+
+
 async def _write_stdout(synthesizer: Any, request: Any) -> None:
     async for data in synthesizer.stream_encoded(request):
         sys.stdout.buffer.write(data)
@@ -132,7 +191,9 @@ async def _write_stdout(synthesizer: Any, request: Any) -> None:
 
 
 @contextlib.contextmanager
-def _progress_bar(total: int) -> Iterator[Callable[[SynthesisProgress], None] | None]:
+def _progress_bar(
+    total: int, unit: str = "segments"
+) -> Iterator[Callable[[SynthesisProgress], None] | None]:
     """A rich progress bar fed by the synthesizer's progress callback (none for short texts)."""
     if total < PROGRESS_MIN_SEGMENTS or not stderr.is_terminal:
         yield None
@@ -140,7 +201,7 @@ def _progress_bar(total: int) -> Iterator[Callable[[SynthesisProgress], None] | 
     columns = (
         TextColumn("speaking"),
         BarColumn(),
-        TextColumn("{task.completed}/{task.total} segments"),
+        TextColumn("{task.completed}/{task.total} " + unit),
         TextColumn("{task.fields[audio]:.1f}s audio"),
         TextColumn("eta {task.fields[eta]}"),
     )

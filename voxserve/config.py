@@ -45,6 +45,12 @@ class Settings(BaseModel):
     """OpenAI voice names (and any other alias) -> a voxserve voice."""
 
     max_input_chars: int = Field(4096, ge=1)
+    max_dialogue_chars: int = Field(100_000, ge=1)
+    """A dialogue (a podcast, a scene) may be longer than one speech request."""
+    dialogue_delimiter: str = "|||"
+    """Separates speaker and text in a dialogue line: ``Alice|||Hello!``."""
+    dialogue_in_speech: bool = True
+    """Speak ``/v1/audio/speech`` input that holds dialogue lines as a dialogue."""
     sentence_pause: float = Field(0.2, ge=0, le=5)
     """Seconds of silence between sentences."""
     clause_pause: float = Field(0.05, ge=0, le=5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,6 +13,7 @@ from fastapi import FastAPI
 
 from voxserve import __version__
 from voxserve.config import Settings, load_settings
+from voxserve.server.dialogue import router as dialogue_router
 from voxserve.server.errors import install_error_handlers
 from voxserve.server.metrics import RequestCounter, ServerMetrics
 from voxserve.server.openai import router as openai_router
@@ -42,6 +44,7 @@ def create_app(settings: Settings | None = None, synthesizer: Synthesizer | None
         synthesizer = synthesizer or Synthesizer(settings)
         metrics.watch(synthesizer)
         app.state.synthesizer = synthesizer
+        app.state.dialogue_timings = OrderedDict()
         reserved = {voice.id for voice in synthesizer.registry.all_voices()}
         app.state.library = VoiceLibrary(
             synthesizer.voices, settings, reserved | set(settings.voice_aliases)
@@ -62,6 +65,7 @@ def create_app(settings: Settings | None = None, synthesizer: Synthesizer | None
     install_error_handlers(app)
     app.include_router(openai_router)
     app.include_router(voices_router)
+    app.include_router(dialogue_router)
     app.include_router(speech_stream_router)
     app.include_router(tts_provider_router)
     return app

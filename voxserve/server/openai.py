@@ -20,6 +20,7 @@ from voxserve.errors import InvalidRequestError, PayloadTooLargeError, VoxserveE
 from voxserve.request import SpeechRequest
 from voxserve.server.errors import validation_error
 from voxserve.synthesis.synthesizer import Synthesizer
+from voxserve.text.dialogue import is_dialogue
 
 logger = logging.getLogger("voxserve.server")
 router = APIRouter()
@@ -72,6 +73,11 @@ def content_type(audio_format: str, sample_rate: int) -> str:
 async def create_speech(request: Request) -> Response:
     synthesizer: Synthesizer = request.app.state.synthesizer
     speech = parse_speech_request(await read_body(request, synthesizer.settings.max_input_chars))
+    settings = synthesizer.settings
+    if settings.dialogue_in_speech and is_dialogue(speech.input, settings.dialogue_delimiter):
+        from voxserve.server.dialogue import speech_as_dialogue
+
+        return await speech_as_dialogue(request, speech)
     prepared = synthesizer.prepare(speech)
     headers = {"X-Sample-Rate": str(prepared.sample_rate), "X-Engine": prepared.engine.name}
     media_type = content_type(speech.response_format, prepared.sample_rate)
@@ -112,21 +118,21 @@ async def _sse_events(
     """OpenAI's ``speech.audio.delta`` / ``speech.audio.done`` events, audio base64-encoded."""
     async with contextlib.aclosing(stream):
         try:
-            yield _sse_delta(first)
+            yield sse_delta(first)
             async for data in stream:
-                yield _sse_delta(data)
+                yield sse_delta(data)
         except VoxserveError as error:
-            yield _sse({"type": "error", **error.to_dict()})
+            yield sse_event({"type": "error", **error.to_dict()})
             return
     usage = {"input_tokens": characters, "output_tokens": 0, "total_tokens": characters}
-    yield _sse({"type": "speech.audio.done", "usage": usage})
+    yield sse_event({"type": "speech.audio.done", "usage": usage})
 
 
-def _sse_delta(audio: bytes) -> bytes:
-    return _sse({"type": "speech.audio.delta", "audio": base64.b64encode(audio).decode()})
+def sse_delta(audio: bytes) -> bytes:
+    return sse_event({"type": "speech.audio.delta", "audio": base64.b64encode(audio).decode()})
 
 
-def _sse(event: dict) -> bytes:
+def sse_event(event: dict) -> bytes:
     return f"data: {json.dumps(event)}\n\n".encode()
 
 

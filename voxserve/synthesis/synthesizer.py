@@ -249,7 +249,7 @@ class Synthesizer:
         """Audio at the output rate, with pauses and fades, as soon as each piece is ready."""
         prepared = speech if isinstance(speech, PreparedSpeech) else self.prepare(speech)
         rendered = self.render(
-            prepared.voicing, _aiter(prepared.segments), len(prepared.segments), progress
+            prepared.voicing, iterate(prepared.segments), len(prepared.segments), progress
         )
         async with contextlib.aclosing(rendered) as items:
             async for item in items:
@@ -323,7 +323,7 @@ class Synthesizer:
                             piece.segment, segment_start / sample_rate, position / sample_rate
                         )
                         if progress is not None:
-                            progress(_progress(done, total, position / sample_rate, started))
+                            progress(progress_report(done, total, position / sample_rate, started))
                 if resampler is not None:
                     tail = resampler.process(np.zeros(0, np.float32), last=True)
                     if len(tail):
@@ -411,12 +411,12 @@ async def encode(encoder: AudioEncoder, samples: np.ndarray) -> bytes:
     return await asyncio.to_thread(encoder.encode, samples)
 
 
-async def _aiter(items: Iterable[Segment]) -> AsyncIterator[Segment]:
+async def iterate(items: Iterable[Segment]) -> AsyncIterator[Segment]:
     for item in items:
         yield item
 
 
-def _progress(done: int, total: int | None, audio_seconds: float, started: float) -> Progress:
+def progress_report(done: int, total: int | None, audio_seconds: float, started: float) -> Progress:
     elapsed = time.monotonic() - started
     eta = elapsed / done * (total - done) if total else None
     return Progress(done, total, audio_seconds, elapsed, eta)

@@ -1,0 +1,94 @@
+"""Dialogue rendering on fake engines: voice assignment, timings, pauses, mixed engines."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fakes import FakeEngine, make_synthesizer
+from voxserve.audio.frames import AudioChunk
+from voxserve.engines.base import Voice
+from voxserve.errors import InvalidRequestError
+from voxserve.synthesis.dialogue import (
+    DialogueRequest,
+    TurnTiming,
+    prepare_dialogue,
+    render_dialogue,
+)
+from voxserve.voices.store import VoiceProfile
+
+
+class OtherEngine(FakeEngine):
+    """A second engine, at another sample rate, with a voice of its own."""
+
+    name = "other"
+
+    def voices(self) -> list[Voice]:
+        return [Voice("bright", self.name, "bright", "en")]
+
+
+def dialogue_synthesizer(tmp_path, **settings):
+    synthesizer = make_synthesizer(
+        FakeEngine(sample_rate=16000), data_dir=tmp_path,
+        speakers={"fake": ["tone", "low"]}, **settings,
+    )  # fmt: skip
+    synthesizer.registry.register(OtherEngine(sample_rate=24000))
+    return synthesizer
+
+
+async def render(synthesizer, request):
+    dialogue = prepare_dialogue(synthesizer, request)
+    chunks, timings = [], []
+    async for item in render_dialogue(synthesizer, dialogue):
+        (timings if isinstance(item, TurnTiming) else chunks).append(item)
+    return dialogue, chunks, timings
+
+
+async def test_voices_come_from_the_turn_then_profiles_then_the_mapping_then_the_pool(tmp_path):
+    synthesizer = dialogue_synthesizer(tmp_path)
+    synthesizer.voices.create(VoiceProfile(id="alice", display_name="Alice", voice="low"))
+    request = DialogueRequest(
+        voice="tone",
+        voices={"BOB": "bright", "alice": "tone"},  # a profile wins over the mapping
+        turns=[
+            {"text": "Narrated."},
+            {"speaker": "Alice", "text": "Hi."},
+            {"speaker": "Bob", "text": "Hello."},
+            {"speaker": "Carol", "text": "Hey."},
+            {"speaker": "Dan", "text": "Yo.", "voice": "tone"},
+        ],
+    )
+    dialogue, _, timings = await render(synthesizer, request)
+    assert [(t.speaker, t.voice) for t in timings] == [
+        ("", "tone"), ("Alice", "low"), ("Bob", "bright"), ("Carol", "low"), ("Dan", "tone"),
+    ]  # fmt: skip
+    assert dialogue.turns[2][1].engine.name == "other"
+
+
+async def test_turns_are_timed_with_pauses_and_resampled_to_one_rate(tmp_path):
+    synthesizer = dialogue_synthesizer(tmp_path)
+    request = DialogueRequest(
+        voices={"B": "bright"}, pause_between_turns=0.5,
+        turns=[{"speaker": "A", "text": "First turn."}, {"speaker": "B", "text": "Second one."}],
+    )  # fmt: skip
+    dialogue, chunks, timings = await render(synthesizer, request)
+    assert dialogue.sample_rate == 16000
+    assert {chunk.sample_rate for chunk in chunks} == {16000}
+    total = sum(len(chunk.samples) for chunk in chunks) / 16000
+    assert timings[0].start == 0
+    assert timings[1].start == pytest.approx(timings[0].end + 0.5, abs=0.01)
+    assert timings[1].end == pytest.approx(total, abs=0.01)
+    assert timings[0].end == pytest.approx(len("First turn.") * 0.01, abs=0.01)
+    assert isinstance(chunks[0], AudioChunk)
+
+
+def test_a_bad_turn_is_refused_before_any_audio_naming_the_turn(tmp_path):
+    synthesizer = dialogue_synthesizer(tmp_path)
+    request = DialogueRequest(turns=[{"speaker": "A", "text": "Hi."}], voices={"a": "nobody"})
+    with pytest.raises(InvalidRequestError) as caught:
+        prepare_dialogue(synthesizer, request)
+    assert caught.value.param == "turns.0.voice" and "turn 1 ('A')" in caught.value.message
+    with pytest.raises(InvalidRequestError, match="maximum"):
+        prepare_dialogue(
+            dialogue_synthesizer(tmp_path, max_dialogue_chars=5),
+            DialogueRequest(turns=[{"text": "Far too long."}]),
+        )

@@ -1,0 +1,143 @@
+"""``POST /v1/audio/dialogue``, and dialogue scripts sent to ``/v1/audio/speech``.
+
+Turn timings come as ``dialogue.turn`` events in SSE mode; with plain audio, the ``X-Timing-Url``
+header names where they can be read (complete once the audio has ended).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import ValidationError
+
+from voxserve.audio import AudioChunk, create_encoder
+from voxserve.errors import InvalidRequestError, NotFoundError, VoxserveError
+from voxserve.request import SpeechRequest
+from voxserve.server.errors import validation_error
+from voxserve.server.openai import content_type, read_body, sse_delta, sse_event
+from voxserve.synthesis.dialogue import (
+    DialogueRequest,
+    PreparedDialogue,
+    TurnTiming,
+    prepare_dialogue,
+    render_dialogue,
+)
+from voxserve.synthesis.synthesizer import Synthesizer, encode
+from voxserve.text.dialogue import parse_dialogue
+
+router = APIRouter()
+KEPT_TIMINGS = 256
+
+
+@router.post("/v1/audio/dialogue")
+async def create_dialogue(request: Request) -> Response:
+    synthesizer: Synthesizer = request.app.state.synthesizer
+    body = await read_body(request, synthesizer.settings.max_dialogue_chars)
+    try:
+        dialogue = DialogueRequest.model_validate_json(body)
+    except ValidationError as error:
+        raise validation_error(error) from error
+    return await dialogue_response(request, prepare_dialogue(synthesizer, dialogue), dialogue)
+
+
+async def speech_as_dialogue(request: Request, speech: SpeechRequest) -> Response:
+    """A speech request whose input is a dialogue script."""
+    synthesizer: Synthesizer = request.app.state.synthesizer
+    try:
+        turns = parse_dialogue(speech.input, synthesizer.settings.dialogue_delimiter)
+    except ValueError as error:
+        raise InvalidRequestError(str(error), param="input", code="invalid_dialogue") from error
+    dialogue = DialogueRequest.model_validate(
+        {**speech.model_dump(exclude={"input", "stream"}),
+         "turns": [{"speaker": turn.speaker, "text": turn.text} for turn in turns]}
+    )  # fmt: skip
+    return await dialogue_response(request, prepare_dialogue(synthesizer, dialogue), dialogue)
+
+
+@router.get("/v1/audio/dialogue/{timing_id}/timing")
+async def dialogue_timing(request: Request, timing_id: str) -> JSONResponse:
+    timings = request.app.state.dialogue_timings.get(timing_id)
+    if timings is None:
+        raise NotFoundError(f"no dialogue timing {timing_id!r}", param="timing_id")
+    return JSONResponse(timings)
+
+
+async def dialogue_response(
+    request: Request, dialogue: PreparedDialogue, options: DialogueRequest
+) -> Response:
+    synthesizer: Synthesizer = request.app.state.synthesizer
+    timing_id = uuid.uuid4().hex
+    record = {"status": "in_progress", "sample_rate": dialogue.sample_rate, "turns": []}
+    store: OrderedDict = request.app.state.dialogue_timings
+    store[timing_id] = record
+    while len(store) > KEPT_TIMINGS:
+        store.popitem(last=False)
+    headers = {
+        "X-Sample-Rate": str(dialogue.sample_rate),
+        "X-Timing-Url": f"/v1/audio/dialogue/{timing_id}/timing",
+    }
+    items = render_dialogue(synthesizer, dialogue)
+    if options.stream_format == "sse":
+        events = _sse_events(items, dialogue, record)
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+    audio = _encoded(items, dialogue, record)
+    try:
+        first = await anext(audio, b"")  # a failure before any audio is still a proper status
+    except BaseException:
+        await audio.aclose()
+        raise
+    media_type = content_type(dialogue.response_format, dialogue.sample_rate)
+    return StreamingResponse(_chain(first, audio), media_type=media_type, headers=headers)
+
+
+async def _encoded(
+    items: AsyncIterator[AudioChunk | TurnTiming], dialogue: PreparedDialogue, record: dict
+) -> AsyncIterator[bytes]:
+    encoder = create_encoder(dialogue.response_format, dialogue.sample_rate)
+    async with contextlib.aclosing(items):
+        async for item in items:
+            if isinstance(item, TurnTiming):
+                record["turns"].append(item.to_dict())
+            elif data := await encode(encoder, item.samples):
+                yield data
+    if tail := encoder.finish():
+        yield tail
+    record["status"] = "complete"
+
+
+async def _chain(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    async with contextlib.aclosing(rest):
+        yield first
+        try:
+            async for data in rest:
+                yield data
+        except VoxserveError:  # headers are gone; the log has it
+            return
+
+
+async def _sse_events(
+    items: AsyncIterator[AudioChunk | TurnTiming], dialogue: PreparedDialogue, record: dict
+) -> AsyncIterator[bytes]:
+    encoder = create_encoder(dialogue.response_format, dialogue.sample_rate)
+    async with contextlib.aclosing(items):
+        try:
+            async for item in items:
+                if isinstance(item, TurnTiming):
+                    record["turns"].append(item.to_dict())
+                    yield sse_event({"type": "dialogue.turn", **item.to_dict()})
+                elif data := await encode(encoder, item.samples):
+                    yield sse_delta(data)
+        except VoxserveError as error:
+            yield sse_event({"type": "error", **error.to_dict()})
+            return
+    if tail := encoder.finish():
+        yield sse_delta(tail)
+    record["status"] = "complete"
+    usage = {"input_tokens": dialogue.characters, "output_tokens": 0,
+             "total_tokens": dialogue.characters}  # fmt: skip
+    yield sse_event({"type": "speech.audio.done", "usage": usage, "turns": record["turns"]})

@@ -1,0 +1,162 @@
+"""Multi-speaker dialogue: turns -> one voice each -> one audio stream, with per-turn timings.
+
+A speaker takes, in order: the voice given on its turn, the voice profile of its name
+(case-insensitive), the request's mapping, else a built-in voice no other speaker has. The narrator
+(turns without a speaker) speaks in the request's voice. Turns may use different engines; all are
+resampled to one rate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from voxserve.audio import silence
+from voxserve.audio.frames import AudioChunk
+from voxserve.errors import InvalidRequestError
+from voxserve.request import AudioFormat, SpeechOptions
+from voxserve.synthesis.plan import plan_segments
+from voxserve.synthesis.synthesizer import (
+    ProgressCallback,
+    Synthesizer,
+    Voicing,
+    iterate,
+    progress_report,
+)
+from voxserve.text import normalize_text
+from voxserve.text.dialogue import NARRATOR, Turn
+
+
+class DialogueTurn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    speaker: str = ""
+    text: str = Field(min_length=1)
+    voice: str | None = None
+
+
+class DialogueRequest(SpeechOptions):
+    """``POST /v1/audio/dialogue``: turns, each spoken in its speaker's voice."""
+
+    turns: list[DialogueTurn] = Field(min_length=1, max_length=2000)
+    voices: dict[str, str] = Field(default_factory=dict)
+    """Speaker name -> voice, for speakers without a profile of their name."""
+    pause_between_turns: float = Field(0.4, ge=0.0, le=5.0)
+    response_format: AudioFormat = "mp3"
+    stream_format: str = Field("audio", pattern="^(audio|sse)$")
+
+
+@dataclass(frozen=True)
+class TurnTiming:
+    """Where a turn sits in the dialogue's audio."""
+
+    index: int
+    speaker: str
+    voice: str
+    start: float
+    end: float
+
+    def to_dict(self) -> dict:
+        return {
+            "index": self.index,
+            "speaker": self.speaker,
+            "voice": self.voice,
+            "start_ms": round(self.start * 1000),
+            "end_ms": round(self.end * 1000),
+        }
+
+
+@dataclass(frozen=True)
+class PreparedDialogue:
+    turns: list[tuple[Turn, Voicing]]
+    sample_rate: int
+    pause: float
+    response_format: str
+    characters: int
+    normalize: bool
+
+
+def prepare_dialogue(synthesizer: Synthesizer, request: DialogueRequest) -> PreparedDialogue:
+    """Check every turn's voice and engine before any audio is made."""
+    characters = sum(len(turn.text) for turn in request.turns)
+    if characters > synthesizer.settings.max_dialogue_chars:
+        raise InvalidRequestError(
+            f"the dialogue has {characters} characters; the maximum is "
+            f"{synthesizer.settings.max_dialogue_chars}",
+            param="turns",
+            code="input_too_long",
+        )
+    voices = assign_voices(synthesizer, request)
+    prepared, rate = [], request.sample_rate
+    for number, turn in enumerate(request.turns):
+        options = request.model_copy(update={"voice": turn.voice or voices[turn.speaker]})
+        try:
+            voicing = synthesizer.voicing(SpeechOptions.model_validate(options.model_dump()))
+        except InvalidRequestError as error:
+            who = repr(turn.speaker) if turn.speaker else "the narrator"
+            raise InvalidRequestError(
+                f"turn {number + 1} ({who}): {error.message}", param=f"turns.{number}.voice",
+                code=error.code,
+            ) from error  # fmt: skip
+        rate = rate or voicing.sample_rate
+        prepared.append((Turn(turn.speaker, turn.text), voicing))
+    turns = [(turn, replace(voicing, sample_rate=rate)) for turn, voicing in prepared]
+    return PreparedDialogue(
+        turns, rate, request.pause_between_turns, request.response_format, characters,
+        request.normalize,
+    )  # fmt: skip
+
+
+def assign_voices(synthesizer: Synthesizer, request: DialogueRequest) -> dict[str, str]:
+    """A voice for each speaker named in the turns."""
+    narrator = request.voice or synthesizer.settings.default_voice
+    mapping = {name.lower(): voice for name, voice in request.voices.items()}
+    assigned: dict[str, str] = {NARRATOR: narrator}
+    for turn in request.turns:
+        if turn.speaker in assigned:
+            continue
+        key = turn.speaker.lower()
+        if synthesizer.voices.find(key) is not None:
+            assigned[turn.speaker] = key
+        elif key in mapping:
+            assigned[turn.speaker] = mapping[key]
+    pool = _distinct_voices(synthesizer, request.model)
+    for turn in request.turns:
+        if turn.speaker not in assigned:
+            free = [voice for voice in pool if voice not in assigned.values()] or pool
+            assigned[turn.speaker] = free[0]
+    return assigned
+
+
+def _distinct_voices(synthesizer: Synthesizer, model: str | None) -> list[str]:
+    """The engine's speaker roles first (male, female, ...), then its other voices."""
+    engine = synthesizer.registry.engine_for_model(model)
+    roles = synthesizer.settings.speakers.get(engine.name, [])
+    others = [voice.id for voice in engine.voices() if voice.id not in roles]
+    return list(dict.fromkeys([*roles, *others]))
+
+
+async def render_dialogue(
+    synthesizer: Synthesizer, dialogue: PreparedDialogue, progress: ProgressCallback | None = None
+) -> AsyncIterator[AudioChunk | TurnTiming]:
+    """The dialogue's audio, each turn followed by its timing."""
+    position, started = 0.0, time.monotonic()
+    for index, (turn, voicing) in enumerate(dialogue.turns):
+        if index and dialogue.pause:
+            yield AudioChunk(silence(dialogue.pause, dialogue.sample_rate), dialogue.sample_rate)
+            position += dialogue.pause
+        text = normalize_text(turn.text) if dialogue.normalize else turn.text
+        segments = plan_segments(text, voicing.voice.id, synthesizer.plan_options(voicing.engine))
+        start = position
+        async with contextlib.aclosing(synthesizer.render(voicing, iterate(segments))) as items:
+            async for item in items:
+                if isinstance(item, AudioChunk):
+                    position += item.duration
+                    yield item
+        yield TurnTiming(index, turn.speaker, voicing.voice.id, start, position)
+        if progress is not None:
+            progress(progress_report(index + 1, len(dialogue.turns), position, started))
