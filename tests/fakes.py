@@ -35,6 +35,7 @@ class FakeEngine(Engine):
         fail_on: str | None = None,
         silent_on: str | None = None,
         max_input_chars: int = 200,
+        cloning: bool = False,
     ):
         super().__init__()
         self.sample_rate = sample_rate
@@ -44,6 +45,8 @@ class FakeEngine(Engine):
         self.fail_on = fail_on
         self.silent_on = silent_on
         self.max_input_chars = max_input_chars
+        self.cloning = cloning
+        self.options: list[SynthesisOptions] = []
         self.calls: list[str] = []
         self.finished: list[str] = []
         self.loads = 0
@@ -58,6 +61,7 @@ class FakeEngine(Engine):
             max_input_chars=self.max_input_chars,
             speed_range=(0.5, 2.0),
             streaming=self.chunks > 1,
+            cloning=self.cloning,
         )
 
     def voices(self) -> list[Voice]:
@@ -70,6 +74,7 @@ class FakeEngine(Engine):
     def synthesize(self, text: str, options: SynthesisOptions) -> Iterator[AudioChunk]:
         with self._lock:
             self.calls.append(text)
+            self.options.append(options)
         if self.fail_on and self.fail_on in text:
             raise RuntimeError("fake engine failure")
         if self.silent_on and self.silent_on in text:

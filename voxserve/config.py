@@ -79,6 +79,8 @@ class Settings(BaseModel):
     """Per engine, the voices for the TTS-provider speaker roles 0-3: primary male, primary female,
     secondary male, secondary female."""
 
+    allow_voice_paths: bool = False
+    """Let ``voice`` name an audio file on the server to clone (only for trusted clients)."""
     reference_min_seconds: float = Field(3.0, gt=0)
     reference_max_seconds: float = Field(30.0, gt=0)
     """Speech a voice profile's reference clip must hold, after silence is trimmed."""

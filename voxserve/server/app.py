@@ -47,7 +47,10 @@ def create_app(settings: Settings | None = None, synthesizer: Synthesizer | None
         app.state.dialogue_timings = OrderedDict()
         reserved = {voice.id for voice in synthesizer.registry.all_voices()}
         app.state.library = VoiceLibrary(
-            synthesizer.voices, settings, reserved | set(settings.voice_aliases)
+            synthesizer.voices,
+            settings,
+            reserved | set(settings.voice_aliases),
+            synthesizer.transcriber,  # one Whisper model for profiles and cloning requests
         )
         if settings.preload:
             await synthesizer.registry.ensure_loaded(settings.default_engine)

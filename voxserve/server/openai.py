@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -12,6 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
+from starlette.datastructures import UploadFile
 
 from voxserve import __version__
 from voxserve.audio import AUDIO_FORMATS, fix_wav_header
@@ -19,10 +21,11 @@ from voxserve.engines.registry import OPENAI_MODEL_NAMES, engine_class
 from voxserve.errors import InvalidRequestError, PayloadTooLargeError, VoxserveError
 from voxserve.request import SpeechRequest
 from voxserve.server.errors import validation_error
-from voxserve.synthesis.synthesizer import Synthesizer
+from voxserve.synthesis.synthesizer import CloneReference, Synthesizer
 from voxserve.text.dialogue import is_dialogue
 
 logger = logging.getLogger("voxserve.server")
+MAX_CLIP_BYTES = 25 * 2**20
 router = APIRouter()
 
 
@@ -38,6 +41,35 @@ async def read_body(request: Request, max_chars: int) -> bytes:
         if len(body) > limit:
             raise PayloadTooLargeError(f"request body is over {limit} bytes", code="body_too_large")
     return bytes(body)
+
+
+async def parse_speech_form(
+    request: Request, synthesizer: Synthesizer
+) -> tuple[SpeechRequest, CloneReference | None]:
+    """The multipart variant: the fields as form fields, and ``voice`` may be a clip to clone
+    (with an optional ``reference_text``, else it is transcribed)."""
+    form = await request.form(max_files=1, max_fields=32, max_part_size=MAX_CLIP_BYTES)
+    fields: dict[str, str] = {}
+    clip, reference_text = None, None
+    for key, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            if key != "voice":
+                raise InvalidRequestError(f"only voice may be a file, not {key!r}", param=key)
+            clip = await value.read(MAX_CLIP_BYTES + 1)
+            if len(clip) > MAX_CLIP_BYTES:
+                raise PayloadTooLargeError("the voice clip is over 25 MB", param="voice")
+        elif key == "reference_text":
+            reference_text = value
+        else:
+            fields[key] = value
+    try:
+        speech = SpeechRequest.model_validate(fields)
+    except ValidationError as error:
+        raise validation_error(error) from error
+    if clip is None:
+        return speech, None
+    synthesizer.cloning_engine(speech.model, "a voice clip")  # refuse before any audio work
+    return speech, await asyncio.to_thread(synthesizer.clone_reference, clip, reference_text)
 
 
 def parse_speech_request(body: bytes) -> SpeechRequest:
@@ -72,13 +104,17 @@ def content_type(audio_format: str, sample_rate: int) -> str:
 @router.post("/v1/audio/speech")
 async def create_speech(request: Request) -> Response:
     synthesizer: Synthesizer = request.app.state.synthesizer
-    speech = parse_speech_request(await read_body(request, synthesizer.settings.max_input_chars))
     settings = synthesizer.settings
+    reference = None
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        speech, reference = await parse_speech_form(request, synthesizer)
+    else:
+        speech = parse_speech_request(await read_body(request, settings.max_input_chars))
     if settings.dialogue_in_speech and is_dialogue(speech.input, settings.dialogue_delimiter):
         from voxserve.server.dialogue import speech_as_dialogue
 
         return await speech_as_dialogue(request, speech)
-    prepared = synthesizer.prepare(speech)
+    prepared = synthesizer.prepare(speech, reference)
     headers = {"X-Sample-Rate": str(prepared.sample_rate), "X-Engine": prepared.engine.name}
     media_type = content_type(speech.response_format, prepared.sample_rate)
     if not speech.stream:

@@ -14,6 +14,7 @@ import functools
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -30,7 +31,10 @@ from voxserve.synthesis.plan import PlanOptions, Segment, plan_segments
 from voxserve.synthesis.scheduler import EngineScheduler, EngineStats, StreamClock
 from voxserve.synthesis.threads import iterate_in_thread
 from voxserve.text import normalize_text
+from voxserve.voices.reference import ReferenceLimits, prepare_reference
+from voxserve.voices.references import ReferenceCache
 from voxserve.voices.store import VoiceProfile, VoiceStore
+from voxserve.voices.transcribe import Transcriber
 
 FADE_MS = 5.0  # long enough to remove clicks at joins, too short to hear
 
@@ -66,6 +70,14 @@ class Voicing:
     voice: Voice
     sample_rate: int
     options: SynthesisOptions
+
+
+@dataclass(frozen=True)
+class CloneReference:
+    """A cleaned clip to clone and what it says."""
+
+    path: Path
+    text: str
 
 
 @dataclass(frozen=True)
@@ -164,8 +176,22 @@ class Synthesizer:
         """The user's voice profiles (created on first use)."""
         return VoiceStore(self.settings.data_path / "voices")
 
-    def voicing(self, request: SpeechOptions) -> Voicing:
-        """Check a request's voice, engine, speed and language; raise naming the bad field."""
+    @functools.cached_property
+    def references(self) -> ReferenceCache:
+        return ReferenceCache(self.settings.data_path / "references")
+
+    def voicing(self, request: SpeechOptions, reference: CloneReference | None = None) -> Voicing:
+        """Check a request's voice, engine, speed and language; raise naming the bad field.
+
+        ``reference``: a clip to clone, given with the request (it takes the place of ``voice``).
+        """
+        if reference is None and request.voice and _looks_like_path(request.voice):
+            reference = self._path_reference(request.voice)
+        if reference is not None:
+            engine = self.cloning_engine(request.model, "the reference clip")
+            voice = Voice("reference", engine.name, "reference clip", request.language or "")
+            extra = {"reference_audio": str(reference.path), "reference_text": reference.text}
+            return self._checked_voicing(engine, voice, request, request.speed, **extra)
         profile = self.voices.find(request.voice) if request.voice else None
         if profile is not None:
             return self._profile_voicing(profile, request)
@@ -180,23 +206,60 @@ class Synthesizer:
             speed = profile.defaults.speed
         extra = {"speaker_description": profile.speaker_description}
         reference = self.voices.reference_path(profile.id) if profile.has_reference else None
-        if reference and engine.capabilities.cloning:
+        if reference and (engine.capabilities.cloning or not profile.voice):
+            engine = self.cloning_engine(engine.name, f"voice {profile.id!r}")
             voice = Voice(profile.id, engine.name, profile.display_name, profile.language or "")
-            extra |= {"reference_audio": str(reference), "reference_text": profile.transcript}
-        elif profile.voice or not reference:
-            voice = self.registry.resolve_voice(profile.voice, engine.name).voice
+            # A copy by content: deleting the profile meanwhile cannot pull the clip away.
+            clip = self.references.store(reference.read_bytes())
+            extra |= {"reference_audio": str(clip), "reference_text": profile.transcript}
         else:
-            cloning = [
-                name for name in self.registry.names()
-                if self.registry.is_installed(name) and self.registry.get(name).capabilities.cloning
-            ]  # fmt: skip
-            raise InvalidRequestError(
-                f"voice {profile.id!r} is cloned from reference audio and engine {engine.name!r} "
-                f"cannot clone; engines that can: {', '.join(cloning) or 'none installed'}",
-                param="voice",
-                code="cloning_not_supported",
-            )
+            voice = self.registry.resolve_voice(profile.voice, engine.name).voice
         return self._checked_voicing(engine, voice, request, speed, **extra)
+
+    def cloning_engine(self, model: str | None, what: str) -> Engine:
+        """The engine ``model`` names, if it can clone; else a 400 naming the engines that can."""
+        engine = self.registry.engine_for_model(model)
+        if engine.capabilities.cloning:
+            return engine
+        cloning = [
+            name
+            for name in self.registry.names()
+            if self.registry.is_installed(name) and self.registry.get(name).capabilities.cloning
+        ]
+        raise InvalidRequestError(
+            f"{what} needs an engine that can clone, and {engine.name!r} cannot; engines that "
+            f"can: {', '.join(cloning) or 'none installed'}",
+            param="voice",
+            code="cloning_not_supported",
+        )
+
+    def _path_reference(self, voice: str) -> CloneReference:
+        """A clip on the server named as ``voice``, where the configuration allows it."""
+        if not self.settings.allow_voice_paths:
+            raise InvalidRequestError(
+                f"voice {voice!r} looks like a file path, and paths are not allowed on this "
+                "server (allow_voice_paths = true enables them)",
+                param="voice",
+                code="voice_paths_disabled",
+            )
+        path = Path(voice).expanduser()
+        if not path.is_file():
+            raise InvalidRequestError(f"no audio file at {voice!r}", param="voice")
+        return self.clone_reference(path.read_bytes(), None)
+
+    def clone_reference(self, audio: bytes, transcript: str | None) -> CloneReference:
+        """Check and clean a clip given with a request; transcribe it when no transcript came."""
+        limits = ReferenceLimits(
+            min_seconds=self.settings.reference_min_seconds,
+            max_seconds=self.settings.reference_max_seconds,
+        )
+        clip = prepare_reference(audio, limits)
+        text = (transcript or "").strip() or self.transcriber.transcribe(clip)
+        return CloneReference(self.references.store(clip.to_wav_bytes()), text)
+
+    @functools.cached_property
+    def transcriber(self) -> Transcriber:
+        return Transcriber()
 
     def _checked_voicing(
         self, engine: Engine, voice: Voice, request: SpeechOptions, speed: float, **extra: Any
@@ -225,7 +288,9 @@ class Synthesizer:
         sample_rate = request.sample_rate or voice.sample_rate or capabilities.sample_rate
         return Voicing(engine, voice, sample_rate, options)
 
-    def prepare(self, request: SpeechRequest) -> PreparedSpeech:
+    def prepare(
+        self, request: SpeechRequest, reference: CloneReference | None = None
+    ) -> PreparedSpeech:
         """Validate a request against the settings and its engine, and plan its segments."""
         if len(request.input) > self.settings.max_input_chars:
             raise InvalidRequestError(
@@ -234,7 +299,7 @@ class Synthesizer:
                 param="input",
                 code="input_too_long",
             )
-        voicing = self.voicing(request)
+        voicing = self.voicing(request, reference)
         text = normalize_text(request.input) if request.normalize else request.input
         segments = plan_segments(text, voicing.voice.id, self.plan_options(voicing.engine))
         if not segments:
@@ -449,6 +514,10 @@ def _shape_piece(piece: _Piece) -> np.ndarray:
     if piece.last and piece.segment.pause_after > 0:
         samples = np.concatenate([samples, silence(piece.segment.pause_after, rate)])
     return samples
+
+
+def _looks_like_path(voice: str) -> bool:
+    return "/" in voice or "\\" in voice or voice.startswith("~")
 
 
 def language_supported(language: str, supported: tuple[str, ...]) -> bool:

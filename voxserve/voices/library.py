@@ -20,12 +20,18 @@ from voxserve.voices.transcribe import Transcriber
 class VoiceLibrary:
     """Profiles whose reference audio is checked, cleaned and, without a transcript, transcribed."""
 
-    def __init__(self, store: VoiceStore, settings: Settings, reserved: set[str] | None = None):
+    def __init__(
+        self,
+        store: VoiceStore,
+        settings: Settings,
+        reserved: set[str] | None = None,
+        transcriber: Transcriber | None = None,
+    ):
         self.store = store
         self.limits = ReferenceLimits(
             min_seconds=settings.reference_min_seconds, max_seconds=settings.reference_max_seconds
         )
-        self.transcriber = Transcriber()
+        self.transcriber = transcriber or Transcriber()
         self.reserved = reserved or set()
         """Names already taken by engine voices, built-ins and aliases."""
 
