@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,13 @@ def test_mistakes_are_explained(run, tmp_path: Path):
     assert run("create", "--name", "joe").exit_code != 0  # a built-in's name
     missing = run("restore")
     assert missing.exit_code != 0 and "no backup" in missing.output
+
+
+def test_a_package_with_no_real_audio_is_refused_and_stores_nothing(run, tmp_path: Path):
+    package = tmp_path / "fake.zip"
+    with zipfile.ZipFile(package, "w") as archive:
+        archive.writestr("profile.json", '{"id": "fake", "display_name": "Fake"}')
+        archive.writestr("reference.wav", b"MZ\x90\x00 this is an executable, not audio")
+    refused = run("import", "--package", str(package))
+    assert refused.exit_code != 0 and "could not read the audio" in refused.output
+    assert "fake" not in run("list").output
