@@ -140,7 +140,9 @@ def main() -> None:
     port = 18880
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as data_dir:
-        server = start_server(port, data_dir)
+        # No segment cache: the bench texts repeat their sentences, and cached audio would
+        # measure a lookup, not the engine path.
+        server = start_server(port, data_dir, {"VOXSERVE_CACHE_MB": "0"})
         process = psutil.Process(server.pid)
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=3600)
         try:
