@@ -13,7 +13,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
-from starlette.datastructures import UploadFile
 
 from voxserve import __version__
 from voxserve.audio import AUDIO_FORMATS, fix_wav_header
@@ -21,11 +20,11 @@ from voxserve.engines.registry import OPENAI_MODEL_NAMES, engine_class
 from voxserve.errors import InvalidRequestError, PayloadTooLargeError, VoxserveError
 from voxserve.request import SpeechRequest
 from voxserve.server.errors import validation_error
+from voxserve.server.uploads import read_audio_form
 from voxserve.synthesis.synthesizer import CloneReference, Synthesizer
 from voxserve.text.dialogue import is_dialogue
 
 logger = logging.getLogger("voxserve.server")
-MAX_CLIP_BYTES = 25 * 2**20
 router = APIRouter()
 
 
@@ -48,20 +47,8 @@ async def parse_speech_form(
 ) -> tuple[SpeechRequest, CloneReference | None]:
     """The multipart variant: the fields as form fields, and ``voice`` may be a clip to clone
     (with an optional ``reference_text``, else it is transcribed)."""
-    form = await request.form(max_files=1, max_fields=32, max_part_size=MAX_CLIP_BYTES)
-    fields: dict[str, str] = {}
-    clip, reference_text = None, None
-    for key, value in form.multi_items():
-        if isinstance(value, UploadFile):
-            if key != "voice":
-                raise InvalidRequestError(f"only voice may be a file, not {key!r}", param=key)
-            clip = await value.read(MAX_CLIP_BYTES + 1)
-            if len(clip) > MAX_CLIP_BYTES:
-                raise PayloadTooLargeError("the voice clip is over 25 MB", param="voice")
-        elif key == "reference_text":
-            reference_text = value
-        else:
-            fields[key] = value
+    fields, clip = await read_audio_form(request, "voice")
+    reference_text = fields.pop("reference_text", None)
     try:
         speech = SpeechRequest.model_validate(fields)
     except ValidationError as error:

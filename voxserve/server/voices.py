@@ -12,18 +12,17 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
-from starlette.datastructures import UploadFile
 
 from voxserve.audio import fix_wav_header
 from voxserve.engines.base import Voice
-from voxserve.errors import InvalidRequestError, NotFoundError, PayloadTooLargeError
+from voxserve.errors import InvalidRequestError, NotFoundError
 from voxserve.request import SpeechRequest
+from voxserve.server.uploads import read_audio_form
 from voxserve.synthesis.synthesizer import Synthesizer
 from voxserve.voices.library import VoiceLibrary
 from voxserve.voices.store import VoiceProfile
 
 router = APIRouter(prefix="/v1/audio/voices")
-MAX_UPLOAD_BYTES = 25 * 2**20
 TEXT_FIELDS = (
     "display_name", "description", "language", "engine", "voice", "transcript",
     "speaker_description", "scene_prompt",
@@ -120,26 +119,10 @@ async def _read_fields(request: Request) -> tuple[dict[str, Any], bytes | None]:
         if not isinstance(data, dict):
             raise InvalidRequestError("body must be a JSON object", code="invalid_json")
         return data, None
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES + 2**20:
-        raise PayloadTooLargeError(
-            f"upload is over {MAX_UPLOAD_BYTES // 2**20} MB", param="audio_sample",
-            code="upload_too_large",
-        )  # fmt: skip
-    form = await request.form(max_files=1, max_fields=32, max_part_size=MAX_UPLOAD_BYTES)
+    form, audio = await read_audio_form(request, "audio_sample")
     fields: dict[str, Any] = {}
-    audio = None
-    for key, value in form.multi_items():
-        if isinstance(value, UploadFile):
-            if key != "audio_sample":
-                raise InvalidRequestError(f"unexpected file field {key!r}", param=key)
-            audio = await value.read(MAX_UPLOAD_BYTES + 1)
-            if len(audio) > MAX_UPLOAD_BYTES:
-                raise PayloadTooLargeError(
-                    f"audio_sample is over {MAX_UPLOAD_BYTES // 2**20} MB", param="audio_sample",
-                    code="upload_too_large",
-                )  # fmt: skip
-        elif key == "name":
+    for key, value in form.items():
+        if key == "name":
             fields["name"] = value
         elif key == "display":
             fields["display_name"] = value
