@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import StreamingResponse
 
 from voxserve.audio.frames import AudioChunk
 from voxserve.config import Settings
@@ -102,3 +106,38 @@ async def collect(synthesizer: Synthesizer, request: SpeechRequest, progress=Non
     """All of a request's audio as one array."""
     chunks = [chunk async for chunk in synthesizer.stream(request, progress)]
     return np.concatenate([chunk.samples for chunk in chunks])
+
+
+def fake_chat_llm(reply: Callable[[list[dict]], str], delay: float = 0.01):
+    """An OpenAI-compatible chat server (the real streaming protocol) whose replies ``reply``
+    makes from the request's messages; ``app.state.requests`` records what it was asked."""
+    app = FastAPI()
+    app.state.requests = []
+
+    @app.post("/v1/chat/completions")
+    async def completions(request: Request) -> StreamingResponse:
+        body = await request.json()
+        app.state.requests.append(body)
+        words = reply(body["messages"]).split(" ")
+
+        async def events():
+            yield _sse_chunk({"role": "assistant", "content": ""})
+            for number, word in enumerate(words):
+                await asyncio.sleep(delay)
+                yield _sse_chunk({"content": (" " if number else "") + word})
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return app
+
+
+def _sse_chunk(delta: dict) -> str:
+    chunk = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "fake",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
+    }
+    return f"data: {json.dumps(chunk)}\n\n"

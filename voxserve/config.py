@@ -28,6 +28,33 @@ OPENAI_VOICE_DEFAULTS = {
 }  # fmt: skip
 
 
+class ChatSettings(BaseModel):
+    """The voice chat (``[chat]``; environment ``VOXSERVE_CHAT__LLM_BASE_URL`` and so on)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    llm_base_url: str | None = None
+    """An OpenAI-compatible endpoint (Ollama, llama.cpp's server, vLLM, OpenRouter...); None: the
+    embedded SmolLM2 (the ``chat`` extra)."""
+    llm_api_key: str | None = None
+    llm_model: str = "default"
+    max_reply_tokens: int = Field(200, ge=1)
+    barge_in: bool = True
+    """User speech while the assistant talks interrupts it."""
+    barge_in_min_ms: int = Field(300, ge=0)
+    end_of_speech_ms: int = Field(500, ge=100)
+    policy: str = "round_robin"
+    characters: list[dict[str, str]] = Field(
+        default_factory=lambda: [
+            {
+                "name": "Ava",
+                "voice": "warm_female",
+                "persona": "You are Ava, a friendly and concise voice assistant.",
+            },
+        ]  # fmt: skip
+    )
+
+
 class Settings(BaseModel):
     """Every setting voxserve has, with its default."""
 
@@ -84,6 +111,8 @@ class Settings(BaseModel):
     reference_min_seconds: float = Field(3.0, gt=0)
     reference_max_seconds: float = Field(30.0, gt=0)
     """Speech a voice profile's reference clip must hold, after silence is trimmed."""
+
+    chat: ChatSettings = Field(default_factory=ChatSettings)
 
     engines: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Per-engine tables, e.g. ``[engines.piper] threads = 2``."""

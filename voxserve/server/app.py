@@ -18,6 +18,8 @@ from voxserve.server.errors import install_error_handlers
 from voxserve.server.metrics import RequestCounter, ServerMetrics
 from voxserve.server.openai import router as openai_router
 from voxserve.server.voices import router as voices_router
+from voxserve.server.ws_chat import chat_llm
+from voxserve.server.ws_chat import router as chat_router
 from voxserve.server.ws_speech import router as speech_stream_router
 from voxserve.server.ws_tts import router as tts_provider_router
 from voxserve.synthesis.synthesizer import Synthesizer
@@ -45,6 +47,7 @@ def create_app(settings: Settings | None = None, synthesizer: Synthesizer | None
         metrics.watch(synthesizer)
         app.state.synthesizer = synthesizer
         app.state.dialogue_timings = OrderedDict()
+        app.state.chat_llm = chat_llm(settings.chat)
         reserved = {voice.id for voice in synthesizer.registry.all_voices()}
         app.state.library = VoiceLibrary(
             synthesizer.voices,
@@ -69,6 +72,7 @@ def create_app(settings: Settings | None = None, synthesizer: Synthesizer | None
     app.include_router(openai_router)
     app.include_router(voices_router)
     app.include_router(dialogue_router)
+    app.include_router(chat_router)
     app.include_router(speech_stream_router)
     app.include_router(tts_provider_router)
     return app

@@ -25,7 +25,8 @@ class TextStream:
         self.normalize = normalize
         self._sentences = SentenceBuffer()
         self._segments: asyncio.Queue[Segment | None] = asyncio.Queue()
-        self._next_index = 0
+        self.released: list[Segment] = []
+        """Every segment handed to synthesis so far, in order."""
         self._in_fence = False
         self._held = ""  # a possible fence still arriving: "`" or "``"
         self.ended = False
@@ -52,12 +53,12 @@ class TextStream:
     def _plan(self, sentences: list[str]) -> None:
         for sentence in sentences:
             text = normalize_text(sentence) if self.normalize else sentence
-            plan = self.plan if self._next_index == 0 else replace(self.plan, small_first=False)
+            plan = self.plan if not self.released else replace(self.plan, small_first=False)
             for segment in plan_segments(
-                text, self.voice, plan, first_index=self._next_index, final=False
+                text, self.voice, plan, first_index=len(self.released), final=False
             ):
                 self._segments.put_nowait(segment)
-                self._next_index += 1
+                self.released.append(segment)
 
     def _drop_code(self, text: str) -> str:
         text = self._held + text

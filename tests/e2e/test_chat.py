@@ -1,0 +1,153 @@
+"""The voice chat over its WebSocket: real speech in, real transcription, a local LLM server that
+speaks the OpenAI protocol, real speech out (protocol: docs/chat.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from websockets.sync.client import connect
+
+from tests.conftest import free_port, running
+from tests.fakes import fake_chat_llm
+from voxserve.audio import StreamResampler, float_to_pcm16
+from voxserve.config import ChatSettings, Settings
+from voxserve.request import SpeechRequest
+from voxserve.server.app import create_app
+from voxserve.synthesis.synthesizer import Synthesizer
+
+QUESTION = "What time does the library open tomorrow?"
+LONG_REPLY = " ".join(f"This is sentence number {n} of a long story." for n in range(1, 12))
+
+
+def reply_for(messages: list[dict]) -> str:
+    asked = messages[-1]["content"].lower()
+    return LONG_REPLY if "story" in asked else "The library opens at nine. It closes at six."
+
+
+@pytest.fixture(scope="module")
+def llm():
+    app = fake_chat_llm(reply_for)
+    with running(app) as url:
+        yield url + "/v1", app
+
+
+@pytest.fixture(scope="module")
+def chat_url(llm, tmp_path_factory: pytest.TempPathFactory):
+    url, _ = llm
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("chat"),
+        chat=ChatSettings(llm_base_url=url, characters=[
+            {"name": "Ava", "voice": "warm_female", "persona": "You are Ava."},
+            {"name": "Max", "voice": "deep_male", "persona": "You are Max."},
+        ]),
+    )  # fmt: skip
+    with running(create_app(synthesizer=Synthesizer(settings))) as http_url:
+        yield http_url.replace("http://", "ws://") + "/v1/chat/ws"
+
+
+@pytest.fixture(scope="module")
+def question_frames(chat_url) -> list[bytes]:
+    """The spoken question at 16 kHz in 20 ms frames, with silence around it."""
+    synthesizer = Synthesizer(Settings())
+
+    async def speak() -> np.ndarray:
+        chunks = [c async for c in synthesizer.stream(SpeechRequest(input=QUESTION))]
+        audio = np.concatenate([c.samples for c in chunks])
+        return StreamResampler(chunks[0].sample_rate, 16000).process(audio, last=True)
+
+    speech = asyncio.run(speak())
+    silence = np.zeros(16000, np.float32)
+    pcm = float_to_pcm16(np.concatenate([silence[:8000], speech, silence]))
+    return [pcm[start : start + 640] for start in range(0, len(pcm), 640)]
+
+
+def send(ws, **message) -> None:
+    ws.send(json.dumps(message))
+
+
+def until(ws, kind: str, seen: list | None = None, timeout: float = 30) -> dict:
+    """Messages up to the first of ``kind``; binary frames are kept in ``seen``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        message = ws.recv(timeout=max(0.1, deadline - time.monotonic()))
+        if isinstance(message, bytes):
+            if seen is not None:
+                seen.append(message)
+            continue
+        data = json.loads(message)
+        if seen is not None:
+            seen.append(data)
+        if data["type"] == kind:
+            return data
+
+
+def test_a_spoken_question_gets_a_spoken_answer_and_listening_resumes(chat_url, question_frames):
+    with connect(chat_url) as ws:
+        assert until(ws, "ready")["characters"][0]["name"] == "Ava"
+        send(ws, type="start_listening")
+        assert until(ws, "listening")["active"] is True
+        for frame in question_frames:
+            ws.send(frame)
+            time.sleep(0.005)
+        seen: list = []
+        final = until(ws, "transcript_final", seen)
+        assert "library" in final["text"].lower()
+        start = until(ws, "audio_stream_start", seen)
+        assert (start["character"], start["generation"], start["sample_rate"]) == ("Ava", 1, 22050)
+        assert until(ws, "listening", seen)["active"] is False  # half-duplex
+        stop = until(ws, "audio_stream_stop", seen)
+        audio = [m for m in seen if isinstance(m, bytes)]
+        assert audio and all(struct.unpack("<I", m[:4])[0] == 1 for m in audio)
+        seconds = sum(len(m) - 4 for m in audio) / 2 / 22050
+        assert 2.0 < seconds < 8.0
+        text = until(ws, "assistant_text")
+        while not text["final"]:
+            text = until(ws, "assistant_text")
+        assert text["text"] == "The library opens at nine. It closes at six."
+        metrics = until(ws, "metrics")
+        assert metrics["total_to_first_audio"] > 0 and "llm_first_token" in metrics
+        send(ws, type="playback_finished", generation=stop["generation"], played_ms=4000)
+        assert until(ws, "listening")["active"] is True  # resumed by itself
+
+
+def test_an_interrupted_reply_keeps_only_what_was_heard(chat_url, llm):
+    _, llm_app = llm
+    with connect(chat_url) as ws:
+        until(ws, "ready")
+        send(ws, type="text", text="Max, tell me a long story.")
+        start = until(ws, "audio_stream_start")
+        assert start["character"] == "Max"  # addressed by name
+        send(ws, type="interrupt", played_ms=100)
+        assert until(ws, "tts_interrupt")["generation"] == start["generation"]
+        send(ws, type="text", text="What did you just say?")
+        until(ws, "audio_stream_start")
+        history = " ".join(m["content"] for m in llm_app.state.requests[-1]["messages"])
+        # Ava answers now (round robin) and sees Max's line by name, cut to what was heard.
+        assert "Max: This is sentence number one of a long story." in history
+        assert "sentence number two" not in history
+
+
+def test_an_unreachable_llm_is_a_clear_message_and_the_chat_goes_on(tmp_path: Path):
+    settings = Settings(
+        data_dir=tmp_path, chat=ChatSettings(llm_base_url=f"http://127.0.0.1:{free_port()}/v1")
+    )
+    with running(create_app(synthesizer=Synthesizer(settings))) as url:
+        with connect(url.replace("http://", "ws://") + "/v1/chat/ws") as ws:
+            until(ws, "ready")
+            send(ws, type="start_listening")
+            until(ws, "listening")
+            send(ws, type="text", text="Hello?")
+            error = until(ws, "error")
+            assert error["code"] == "llm_unreachable" and "not reachable" in error["message"]
+            ws.send(b"\x01")  # a broken frame: an error, not a crash
+            assert until(ws, "error")["code"] == "invalid_message"
+            send(ws, type="dance")
+            assert until(ws, "error")["code"] == "unknown_type"
+            send(ws, type="reset")
+            assert until(ws, "ready")["type"] == "ready"

@@ -1,0 +1,355 @@
+"""One voice-chat conversation: microphone frames and messages in, transcripts, text and audio out.
+
+Speech -> Listener (VAD, partial and final transcripts) -> the next character -> LLM tokens ->
+TextStream (complete sentences) -> synthesis in the character's voice -> audio frames tagged with
+a generation id. Half-duplex with optional barge-in; protocol in docs/chat.md. Transport-agnostic:
+the WebSocket route hands in two send functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from voxserve.audio import float_to_pcm16
+from voxserve.chat.characters import (
+    SPEAKER_POLICIES,
+    USER,
+    Character,
+    ChatTurn,
+    build_messages,
+    choose_next_speaker,
+)
+from voxserve.chat.llm import LLM
+from voxserve.chat.stt import Listener, TranscriptEvent
+from voxserve.config import ChatSettings
+from voxserve.errors import InvalidRequestError, VoxserveError
+from voxserve.request import SpeechOptions
+from voxserve.synthesis.synthesizer import SpokenSegment, Synthesizer
+from voxserve.synthesis.text_stream import TextStream
+
+logger = logging.getLogger("voxserve.chat")
+INPUT_RATE = 16000
+GENERATION_HEADER = struct.Struct("<I")
+
+SendJson = Callable[[dict], Awaitable[None]]
+SendBytes = Callable[[bytes], Awaitable[None]]
+
+
+@dataclass
+class Reply:
+    """The assistant's reply in progress."""
+
+    generation: int
+    character: Character
+    task: asyncio.Task | None = None
+    text_stream: TextStream | None = None
+    spoken: list[SpokenSegment] = field(default_factory=list)
+    text: str = ""
+    audio_started_at: float | None = None
+
+
+class ChatSession:
+    def __init__(
+        self,
+        synthesizer: Synthesizer,
+        llm: LLM | None,
+        settings: ChatSettings,
+        send_json: SendJson,
+        send_bytes: SendBytes,
+    ):
+        self.synthesizer = synthesizer
+        self.llm = llm
+        self.settings = settings
+        self.send_json = send_json
+        self.send_bytes = send_bytes
+        self.listener = Listener(
+            synthesizer.transcriber, end_of_speech_ms=settings.end_of_speech_ms
+        )
+        self.characters = [Character(**c) for c in settings.characters]
+        self.policy = settings.policy
+        self.history: list[ChatTurn] = []
+        self.listening = False
+        self.stopped_by_hand = False
+        self.generation = 0
+        self.reply: Reply | None = None
+        self.speaking = False  # audio of the current reply is out and not yet played to the end
+        self._heard = 0  # microphone samples received: the listener's clock
+        self._speech_started_at: float | None = None
+
+    async def start(self) -> None:
+        await self.send_json(self._ready())
+
+    # client messages
+
+    async def on_message(self, message: dict) -> None:
+        kind = message.get("type")
+        handler = {
+            "start_listening": self._start_listening, "stop_listening": self._stop_listening,
+            "text": self._typed, "interrupt": self._interrupt_message,
+            "playback_started": self._playback_started,
+            "playback_finished": self._playback_finished,
+            "set_characters": self._set_characters, "reset": self._reset,
+        }.get(kind)  # fmt: skip
+        if handler is None:
+            raise InvalidRequestError(f"unknown message type {kind!r}", code="unknown_type")
+        await handler(message)
+
+    async def on_audio(self, frame: bytes) -> None:
+        """A microphone frame: transcribed while listening; heard for barge-in while speaking."""
+        if not (self.listening or (self.speaking and self.settings.barge_in)):
+            return
+        pushed_at = time.monotonic()
+        self._heard += len(frame) // 2
+        for event in await self.listener.push(frame):
+            await self._on_transcript(event, pushed_at)
+        if (
+            self.speaking
+            and self._speech_started_at is not None
+            and self.listener.speaking
+            and self._heard / INPUT_RATE - self._speech_started_at
+            >= self.settings.barge_in_min_ms / 1000
+        ):
+            await self.interrupt()
+
+    async def close(self) -> None:
+        await self._cancel_reply()
+
+    # turns
+
+    async def _on_transcript(self, event: TranscriptEvent, pushed_at: float) -> None:
+        if event.kind == "speech_started":
+            self._speech_started_at = event.start
+        elif event.kind == "partial":
+            await self.send_json({"type": "transcript_partial", "text": event.text})
+        elif event.kind == "final":
+            self._speech_started_at = None
+            await self.send_json({"type": "transcript_final", "text": event.text})
+            # The user stopped speaking this long before the frame that completed the silence.
+            ended_at = pushed_at - (self._heard / INPUT_RATE - event.end)
+            await self.respond(event.text, ended_at)
+
+    async def respond(self, user_text: str, speech_ended_at: float | None = None) -> None:
+        """Answer the user: the previous reply, if still going, is cancelled."""
+        await self._cancel_reply()
+        self.history.append(ChatTurn(USER, user_text))
+        last = next((t.speaker for t in reversed(self.history) if t.speaker != USER), None)
+        character = choose_next_speaker(self.characters, user_text, last, self.policy)
+        self.generation += 1
+        reply = Reply(self.generation, character)
+        reply.task = asyncio.create_task(self._speak(reply, speech_ended_at or time.monotonic()))
+        self.reply = reply
+
+    async def _speak(self, reply: Reply, started: float) -> None:
+        character, generation = reply.character, reply.generation
+        marks: dict[str, float] = {"start": started, "final": time.monotonic()}
+        try:
+            if self.llm is None:
+                raise InvalidRequestError(
+                    "no LLM is configured: set chat.llm_base_url to an OpenAI-compatible server, "
+                    "or install the embedded one: pip install 'voxserve[chat]'",
+                    code="llm_not_configured",
+                )
+            voicing = self.synthesizer.voicing(SpeechOptions(voice=character.voice))
+            text = TextStream(voicing.voice.id, self.synthesizer.plan_options(voicing.engine))
+            reply.text_stream = text
+            others = [c for c in self.characters if c.name != character.name]
+            messages = build_messages(character, self.history, others=others)
+            writer = asyncio.create_task(self._write_reply(reply, messages, text, marks))
+            try:
+                await self._play(reply, voicing, text, marks)
+                await writer
+            finally:
+                writer.cancel()
+                await asyncio.gather(writer, return_exceptions=True)
+            self.history.append(ChatTurn(character.name, reply.text.strip()))
+            await self.send_json(
+                {"type": "assistant_text", "character": character.name,
+                 "text": reply.text.strip(), "generation": generation, "final": True}
+            )  # fmt: skip
+            await self.send_json({"type": "metrics", "generation": generation, **_stages(marks)})
+        except VoxserveError as error:
+            await self.send_json({"type": "error", "code": error.code, "message": error.message})
+            await self._resume_listening()
+        finally:
+            if self.reply is reply and not self.speaking:
+                self.reply = None
+
+    async def _write_reply(
+        self, reply: Reply, messages: list[dict], text: TextStream, marks: dict
+    ) -> None:
+        """LLM tokens -> the reply's text, released sentence by sentence to the synthesizer."""
+        stream = self.llm.stream(messages, max_tokens=self.settings.max_reply_tokens)
+        try:
+            async with contextlib.aclosing(stream) as tokens:
+                async for token in tokens:
+                    marks.setdefault("llm_first_token", time.monotonic())
+                    reply.text += token
+                    text.push(token)
+                    if text.released:
+                        marks.setdefault("llm_first_sentence", time.monotonic())
+        finally:
+            text.end()
+
+    async def _play(self, reply: Reply, voicing, text: TextStream, marks: dict) -> None:
+        """Synthesize the reply as its sentences arrive; audio frames carry the generation id."""
+        header = GENERATION_HEADER.pack(reply.generation)
+        started = False
+        rendered = self.synthesizer.render(voicing, text.segments())
+        async with contextlib.aclosing(rendered) as items:
+            async for item in items:
+                if isinstance(item, SpokenSegment):
+                    reply.spoken.append(item)
+                    await self.send_json(
+                        {"type": "assistant_text", "character": reply.character.name,
+                         "text": item.segment.text, "generation": reply.generation,
+                         "final": False}
+                    )  # fmt: skip
+                    continue
+                if not started:
+                    started = True
+                    marks["tts_first_audio"] = reply.audio_started_at = time.monotonic()
+                    await self._audio_starts(reply, voicing.sample_rate)
+                await self.send_bytes(header + float_to_pcm16(item.samples))
+        if started:
+            await self.send_json({"type": "audio_stream_stop", "generation": reply.generation})
+
+    async def _audio_starts(self, reply: Reply, sample_rate: int) -> None:
+        self.speaking = True
+        await self.send_json(
+            {"type": "audio_stream_start", "sample_rate": sample_rate,
+             "character": reply.character.name, "generation": reply.generation}
+        )  # fmt: skip
+        if self.listening:  # half-duplex: the assistant has the floor now
+            self.listening = False
+            self.listener.reset()
+            await self.send_json({"type": "listening", "active": False})
+
+    async def interrupt(self, played_ms: int | None = None) -> None:
+        """Barge-in or stop button: flush the client, stop the LLM and the synthesis, and keep in
+        the history only what was heard (``played_ms`` as the client reports it, else estimated
+        from the time since its audio started)."""
+        reply = self.reply
+        if reply is None:
+            return
+        await self.send_json({"type": "tts_interrupt", "generation": reply.generation})
+        await self._cancel_reply()
+        if played_ms is not None:
+            played = played_ms / 1000
+        elif reply.audio_started_at is not None:
+            played = time.monotonic() - reply.audio_started_at
+        else:
+            played = 0.0
+        heard = " ".join(_heard(reply, played))
+        if heard:
+            self.history.append(ChatTurn(reply.character.name, heard))
+        self.speaking = False
+        await self._resume_listening(force=True)
+
+    async def _cancel_reply(self) -> None:
+        reply, self.reply = self.reply, None
+        if reply is not None and reply.task is not None and not reply.task.done():
+            reply.task.cancel()
+            await asyncio.gather(reply.task, return_exceptions=True)
+
+    async def _resume_listening(self, force: bool = False) -> None:
+        if self.stopped_by_hand or (self.listening and not force):
+            return
+        self.listener.reset()
+        self._speech_started_at = None
+        self.listening = True
+        await self.send_json({"type": "listening", "active": True})
+
+    # message handlers
+
+    async def _start_listening(self, _: dict) -> None:
+        self.stopped_by_hand = False
+        await self._resume_listening(force=True)
+
+    async def _stop_listening(self, _: dict) -> None:
+        self.stopped_by_hand = True
+        self.listening = False
+        self.listener.reset()
+        await self.send_json({"type": "listening", "active": False})
+
+    async def _typed(self, message: dict) -> None:
+        text = message.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidRequestError('"text" must be a non-empty string', code="invalid_message")
+        await self.respond(text.strip())
+
+    async def _interrupt_message(self, message: dict) -> None:
+        played_ms = message.get("played_ms")
+        await self.interrupt(played_ms if isinstance(played_ms, int) else None)
+
+    async def _playback_started(self, message: dict) -> None:
+        return None  # the client's own account; the server already knows the audio went out
+
+    async def _playback_finished(self, message: dict) -> None:
+        if message.get("generation") != self.generation:
+            return  # a stale generation
+        self.speaking = False
+        if self.reply is not None and self.reply.task is not None and self.reply.task.done():
+            self.reply = None
+        await self._resume_listening()
+
+    async def _set_characters(self, message: dict) -> None:
+        try:
+            characters = [Character(**c) for c in message.get("characters") or []]
+        except TypeError as error:
+            raise InvalidRequestError(
+                f"invalid character: {error}", code="invalid_message"
+            ) from error
+        if not characters or len({c.name for c in characters}) != len(characters):
+            raise InvalidRequestError("give one or more characters with unique names",
+                                      code="invalid_message")  # fmt: skip
+        for character in characters:
+            self.synthesizer.voicing(SpeechOptions(voice=character.voice))  # a bad voice: 400 now
+        policy = message.get("policy", self.policy)
+        if policy not in SPEAKER_POLICIES:
+            raise InvalidRequestError(f"unknown policy {policy!r}", code="invalid_message")
+        self.characters, self.policy = characters, policy
+        await self.send_json(self._ready())
+
+    async def _reset(self, _: dict) -> None:
+        await self._cancel_reply()
+        self.history.clear()
+        self.speaking = False
+        await self.send_json(self._ready())
+
+    def _ready(self) -> dict:
+        return {
+            "type": "ready",
+            "characters": [c.__dict__ for c in self.characters],
+            "policy": self.policy,
+            "barge_in": self.settings.barge_in,
+            "input_sample_rate": INPUT_RATE,
+        }
+
+
+def _heard(reply: Reply, played: float) -> list[str]:
+    """The reply's sentences whose audio had started playing ``played`` seconds in: the finished
+    ones by their timings, and the one in progress (its timing comes only when it ends)."""
+    heard = [spoken.segment.text for spoken in reply.spoken if spoken.start < played]
+    released = reply.text_stream.released if reply.text_stream else []
+    in_progress_start = reply.spoken[-1].end if reply.spoken else 0.0
+    if len(released) > len(reply.spoken) and reply.audio_started_at and in_progress_start < played:
+        heard.append(released[len(reply.spoken)].text)
+    return heard
+
+
+def _stages(marks: dict[str, float]) -> dict[str, int]:
+    """Milliseconds per stage of a turn (docs/chat.md)."""
+    start = marks["start"]
+    stages = {"end_of_speech_to_final": marks["final"] - start}
+    for name in ("llm_first_token", "llm_first_sentence", "tts_first_audio"):
+        if name in marks:
+            stages[name] = marks[name] - marks["final"]
+    if "tts_first_audio" in marks:
+        stages["total_to_first_audio"] = marks["tts_first_audio"] - start
+    return {name: round(seconds * 1000) for name, seconds in stages.items()}

@@ -1,0 +1,83 @@
+"""``/v1/chat/ws``: the voice chat, one WebSocket per client (protocol: docs/chat.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import logging
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from voxserve.chat.llm import LLM, OpenAICompatibleLLM
+from voxserve.chat.session import ChatSession
+from voxserve.config import ChatSettings
+from voxserve.errors import VoxserveError
+from voxserve.server.errors import count_error
+from voxserve.server.metrics import route_of
+
+logger = logging.getLogger("voxserve.chat")
+router = APIRouter()
+
+
+def chat_llm(settings: ChatSettings) -> LLM | None:
+    """The configured endpoint; else the embedded model when its extra is installed; else None
+    (a reply then says how to configure one)."""
+    if settings.llm_base_url:
+        return OpenAICompatibleLLM(settings.llm_base_url, settings.llm_model, settings.llm_api_key)
+    if importlib.util.find_spec("llama_cpp") and importlib.util.find_spec(
+        "voxserve.chat.local_llm"
+    ):
+        from voxserve.chat.local_llm import LocalLLM
+
+        return LocalLLM(max_tokens=settings.max_reply_tokens)
+    return None
+
+
+@router.websocket("/v1/chat/ws")
+async def chat(websocket: WebSocket) -> None:
+    await websocket.accept()
+    app = websocket.app
+    app.state.metrics.requests.labels(route_of(websocket.scope), "101").inc()
+    send_lock = asyncio.Lock()
+
+    async def send_json(message: dict) -> None:
+        if message.get("type") == "error":
+            count_error(app, websocket.scope, message.get("code") or "chat_error")
+        async with send_lock:
+            await websocket.send_text(json.dumps(message))
+
+    async def send_bytes(data: bytes) -> None:
+        async with send_lock:
+            await websocket.send_bytes(data)
+
+    synthesizer = app.state.synthesizer
+    session = ChatSession(
+        synthesizer, app.state.chat_llm, synthesizer.settings.chat, send_json, send_bytes
+    )
+    try:
+        await session.start()
+        while (message := await websocket.receive())["type"] != "websocket.disconnect":
+            try:
+                if message.get("bytes") is not None:
+                    await session.on_audio(message["bytes"])
+                else:
+                    await session.on_message(_json_object(message.get("text") or ""))
+            except ValueError as error:  # a bad frame or message: say so, keep the chat
+                await send_json({"type": "error", "code": "invalid_message", "message": str(error)})
+            except VoxserveError as error:
+                await send_json({"type": "error", "code": error.code, "message": error.message})
+    except WebSocketDisconnect:
+        pass
+    finally:
+        await session.close()
+
+
+def _json_object(text: str) -> dict:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"not valid JSON: {error.msg}") from error
+    if not isinstance(data, dict):
+        raise ValueError('a message is a JSON object with a "type"')
+    return data
