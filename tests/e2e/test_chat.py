@@ -151,3 +151,18 @@ def test_an_unreachable_llm_is_a_clear_message_and_the_chat_goes_on(tmp_path: Pa
             assert until(ws, "error")["code"] == "unknown_type"
             send(ws, type="reset")
             assert until(ws, "ready")["type"] == "ready"
+
+
+def test_speaking_over_the_assistant_interrupts_it(chat_url, question_frames):
+    with connect(chat_url) as ws:
+        until(ws, "ready")
+        send(ws, type="text", text="Ava, tell me a long story.")
+        start = until(ws, "audio_stream_start")
+        seen: list = []
+        for frame in question_frames:  # the user talks over the reply
+            ws.send(frame)
+            time.sleep(0.01)
+        interrupted = until(ws, "tts_interrupt", seen)
+        assert interrupted["generation"] == start["generation"]
+        final = until(ws, "transcript_final", seen)  # the interruption is the user's next turn
+        assert "library" in final["text"].lower()
