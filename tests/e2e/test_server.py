@@ -208,3 +208,13 @@ def test_the_openai_sdk_works_unchanged(server_url, pcm_seconds):
     with pytest.raises(openai.BadRequestError) as caught:
         client.audio.speech.create(model="tts-1", voice="nobody", input="Hi.")
     assert caught.value.body["param"] == "voice"
+
+
+def test_the_playground_and_the_chat_page_are_served(server_url):
+    for path, marker in (("/", "playground.js"), ("/chat", "chat.js")):
+        page = httpx.get(server_url + path)
+        assert page.status_code == 200 and marker in page.text
+    for script in ("chat.js", "mic-worklet.js", "player-worklet.js", "playground.js"):
+        response = httpx.get(f"{server_url}/{script}")
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/javascript")

@@ -8,8 +8,11 @@ import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 
 from voxserve import __version__
 from voxserve.config import Settings, load_settings
@@ -26,6 +29,7 @@ from voxserve.synthesis.synthesizer import Synthesizer
 from voxserve.voices.library import VoiceLibrary
 
 logger = logging.getLogger("voxserve.server")
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
 
 async def _unload_idle_engines(synthesizer: Synthesizer, every: float = 5.0) -> None:
@@ -75,4 +79,11 @@ def create_app(settings: Settings | None = None, synthesizer: Synthesizer | None
     app.include_router(chat_router)
     app.include_router(speech_stream_router)
     app.include_router(tts_provider_router)
+
+    @app.get("/chat", include_in_schema=False)
+    async def chat_page() -> FileResponse:
+        return FileResponse(WEB_DIR / "chat.html")
+
+    # Last: the playground at / and the pages' scripts and worklets, after every API route.
+    app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
     return app

@@ -1,0 +1,280 @@
+"""The browser pages in headless Chromium: they load cleanly, their worklets run, and the chat page
+speaks docs/chat.md to a scripted stand-in for the chat server.
+
+The pages are served as static files by a tiny app with a ``/v1/audio/voices`` route and a
+scripted ``/v1/chat/ws`` (the real chat routes live elsewhere). Skipped when Playwright or Chromium
+is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import struct
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+playwright_sync = pytest.importorskip("playwright.sync_api")
+
+from starlette.applications import Starlette  # noqa: E402
+from starlette.responses import FileResponse, JSONResponse  # noqa: E402
+from starlette.routing import Mount, Route, WebSocketRoute  # noqa: E402
+from starlette.staticfiles import StaticFiles  # noqa: E402
+from starlette.websockets import WebSocket, WebSocketDisconnect  # noqa: E402
+
+from tests.conftest import running  # noqa: E402
+
+CHROMIUM = Path("/usr/bin/chromium")
+WEB = Path(__file__).resolve().parents[2] / "voxserve" / "web"
+LAUNCH_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required",
+]  # fmt: skip
+VOICES = {
+    "voices": [
+        {
+            "id": "joe",
+            "object": "voice",
+            "type": "builtin",
+            "name": "joe",
+            "description": "US male",
+        },
+        {"id": "warm_female", "object": "voice", "type": "builtin", "name": "warm_female"},
+    ],
+    "aliases": {"nova": "warm_female"},
+}
+RATE = 22050
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium")
+
+
+def tone(seconds: float) -> bytes:
+    count = int(RATE * seconds)
+    return struct.pack(
+        f"<{count}h", *(int(8000 * math.sin(i * 2 * math.pi * 440 / RATE)) for i in range(count))
+    )
+
+
+async def send_reply(websocket: WebSocket, generation: int, seconds: float) -> None:
+    """One reply as the chat server sends it: text, then paced audio frames of 40 ms."""
+    await websocket.send_json(
+        {
+            "type": "assistant_text",
+            "character": "Ava",
+            "text": "A tone.",
+            "generation": generation,
+            "final": True,
+        }
+    )
+    await websocket.send_json(
+        {
+            "type": "audio_stream_start",
+            "sample_rate": RATE,
+            "character": "Ava",
+            "generation": generation,
+        }
+    )
+    await websocket.send_json({"type": "listening", "active": False})
+    pcm = tone(seconds)
+    frame = int(RATE * 0.04) * 2
+    for offset in range(0, len(pcm), frame):
+        await websocket.send_bytes(struct.pack("<I", generation) + pcm[offset : offset + frame])
+        await asyncio.sleep(0.01)  # faster than real time, like the server
+    await websocket.send_json({"type": "audio_stream_stop", "generation": generation})
+    timings = {"end_of_speech_to_final": 120, "llm_first_token": 200, "llm_first_sentence": 300}
+    timings |= {"tts_first_audio": 90, "total_to_first_audio": 410}
+    await websocket.send_json({"type": "metrics", "generation": generation, **timings})
+
+
+def static_app(received: list) -> Starlette:
+    """The web directory at / and /chat, fake voices, and a scripted chat WebSocket."""
+
+    async def voices(request):
+        return JSONResponse(VOICES)
+
+    async def chat_page(request):
+        return FileResponse(WEB / "chat.html")
+
+    async def chat(websocket: WebSocket) -> None:
+        await websocket.accept()
+        ready = {"type": "ready", "characters": [], "barge_in": True, "input_sample_rate": 16000}
+        await websocket.send_json(ready)
+        generation = 0
+        try:
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                if message.get("bytes") is not None:
+                    received.append({"type": "binary", "size": len(message["bytes"])})
+                    continue
+                data = json.loads(message["text"])
+                received.append(data)
+                if data["type"] == "start_listening":
+                    await websocket.send_json({"type": "listening", "active": True})
+                elif data["type"] == "set_characters":
+                    ready = {"type": "ready", "characters": data["characters"], "barge_in": True}
+                    await websocket.send_json(ready | {"input_sample_rate": 16000})
+                elif data["type"] == "text":
+                    generation += 1
+                    seconds = 8.0 if "long" in data["text"] else 0.5
+                    await websocket.send_json(
+                        {"type": "error", "code": "test_error", "message": "a harmless error"}
+                    )
+                    await send_reply(websocket, generation, seconds)
+                elif data["type"] == "interrupt":
+                    await websocket.send_json({"type": "tts_interrupt", "generation": generation})
+                    # Stale frames after the interruption: the page must drop them.
+                    await websocket.send_bytes(struct.pack("<I", generation) + tone(0.2))
+        except WebSocketDisconnect:
+            return
+
+    return Starlette(
+        routes=[
+            Route("/v1/audio/voices", voices),
+            Route("/chat", chat_page),
+            WebSocketRoute("/v1/chat/ws", chat),
+            Mount("/", StaticFiles(directory=WEB, html=True)),
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[tuple[str, list]]:
+    received: list = []
+    with running(static_app(received)) as url:
+        yield url, received
+
+
+@pytest.fixture
+def site_fresh(site) -> tuple[str, list]:
+    site[1].clear()  # messages of the previous test's page
+    return site
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_sync.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(permissions=["microphone"])
+    page = context.new_page()
+    page.errors = []
+    page.on("pageerror", lambda error: page.errors.append(str(error)))
+    page.on("console", lambda message: message.type == "error" and page.errors.append(message.text))
+    yield page
+    context.close()
+
+
+def wait_for(predicate, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting")
+
+
+def of_type(received: list, kind: str) -> list[dict]:
+    return [message for message in received if message["type"] == kind]
+
+
+def test_playground_loads_voices(site_fresh, page) -> None:
+    url, _ = site_fresh
+    page.goto(url + "/")
+    ready = page.evaluate("window.voxserveReady")
+    assert ready["voices"] == 3  # two voices and one alias
+    assert page.locator("#voice option").first.get_attribute("value") == "joe"
+    assert page.locator("a[href='/chat']").count() == 1
+    page.screenshot(path="/tmp/voxserve-playground.png", full_page=True)
+    assert page.errors == []
+
+
+def test_chat_page_loads_worklets_and_characters(site_fresh, page) -> None:
+    url, received = site_fresh
+    page.goto(url + "/chat")
+    audio = page.evaluate("window.voxserveReady")  # both addModule calls succeeded
+    assert audio["sampleRate"] > 0
+    page.wait_for_selector("#connection[data-state=open]")
+    page.wait_for_function("document.querySelector('.character select').options.length === 2")
+
+    page.fill(".character [name=name]", "Ben")
+    page.select_option(".character [name=voice]", "warm_female")
+    page.fill(".character [name=persona]", "You are Ben.")
+    page.click("#characters-form button[type=submit]")
+    sent = wait_for(lambda: of_type(received, "set_characters"))
+    ben = {"name": "Ben", "voice": "warm_female", "persona": "You are Ben.", "description": ""}
+    assert sent[-1]["characters"][0] == ben
+    assert sent[-1]["policy"] == "round_robin"
+    assert page.errors == []
+
+
+def test_microphone_frames_go_up_as_16khz_pcm(site_fresh, page) -> None:
+    url, received = site_fresh
+    page.goto(url + "/chat")
+    page.evaluate("window.voxserveReady")
+    page.wait_for_selector("#connection[data-state=open]")
+    page.click("#voice-button")
+    wait_for(lambda: of_type(received, "start_listening"))
+    page.wait_for_selector("#state[data-state=listening]")
+    frames = wait_for(
+        lambda: len(of_type(received, "binary")) >= 10 and of_type(received, "binary")
+    )
+    assert {frame["size"] for frame in frames} == {640}  # 320 samples of 16-bit: 20 ms at 16 kHz
+    page.click("#voice-button")
+    wait_for(lambda: of_type(received, "stop_listening"))
+    assert page.errors == []
+
+
+def test_reply_plays_and_reports_playback(site_fresh, page) -> None:
+    url, received = site_fresh
+    page.goto(url + "/chat")
+    page.evaluate("window.voxserveReady")
+    page.wait_for_selector("#connection[data-state=open]")
+    page.fill("#text-input", "hello")
+    page.press("#text-input", "Enter")
+
+    wait_for(lambda: any(m.get("generation") == 1 for m in of_type(received, "playback_started")))
+    finished = wait_for(
+        lambda: [m for m in of_type(received, "playback_finished") if m["generation"] == 1]
+    )
+    assert 400 <= finished[0]["played_ms"] <= 600  # 0.5 s of audio, resampled to the context rate
+    page.wait_for_selector("#log li.assistant:has-text('A tone.')")
+    page.wait_for_selector("#errors li:has-text('a harmless error')")
+    page.wait_for_function("document.querySelector('#metrics td[data-key=heard]').textContent")
+    assert page.locator("#metrics td[data-key=total_to_first_audio]").first.text_content() == "410"
+    page.screenshot(path="/tmp/voxserve-chat.png", full_page=True)
+    assert page.errors == []
+
+
+def test_stop_flushes_and_reports_what_was_heard(site_fresh, page) -> None:
+    url, received = site_fresh
+    page.goto(url + "/chat")
+    page.evaluate("window.voxserveReady")
+    page.wait_for_selector("#connection[data-state=open]")
+    page.fill("#text-input", "a long one")
+    page.press("#text-input", "Enter")
+    wait_for(lambda: of_type(received, "playback_started"))
+    page.wait_for_selector("#state[data-state=speaking]")
+    time.sleep(0.5)
+    page.click("#stop-button")
+    wait_for(lambda: of_type(received, "interrupt"))
+    finished = wait_for(lambda: of_type(received, "playback_finished"))
+    assert 200 <= finished[0]["played_ms"] < 3000  # cut: nowhere near the 8 s sent
+    page.wait_for_selector("#log li.assistant.interrupted")
+    time.sleep(0.5)  # the stale frames sent after the interruption must not restart playback
+    assert len(of_type(received, "playback_finished")) == 1
+    assert page.locator("#state").get_attribute("data-state") != "speaking"
+    assert page.errors == []
