@@ -10,13 +10,17 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # Stamp files: reinstall only when pyproject.toml changes.
+# The chat extra compiles llama.cpp for the offline LLM (minutes, once); without it the voice
+# chat needs an OpenAI-compatible endpoint (chat.llm_base_url).
 $(VENV)/.serve-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -e '.[chat]' || { \
+		echo "llama.cpp did not build: the voice chat needs chat.llm_base_url"; \
+		$(BIN)/python -m pip install --quiet -e .; }
 	touch $@
 
 $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
-	touch $@ $(VENV)/.serve-installed
+	touch $@
 
 serve: $(VENV)/.serve-installed
 	$(BIN)/voxserve serve
