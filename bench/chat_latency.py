@@ -1,0 +1,141 @@
+"""Voice-to-voice latency of the voice chat, measured at the client (issue: voice chat).
+
+Questions spoken by the embedded voice are streamed to /v1/chat/ws in real time (20 ms frames);
+latency runs from the end of the question's speech to the first audio frame of the answer.
+The server's own per-stage metrics give each stage's share. Fully offline with the embedded STT,
+LLM (the chat extra) and TTS; or --llm-base-url for another LLM.
+Run: .venv/bin/python bench/chat_latency.py [--turns 20]. Prints a table, writes
+bench/results/chat_latency.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from websockets.sync.client import connect
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.core import start_server  # noqa: E402
+from voxserve.audio import StreamResampler, float_to_pcm16  # noqa: E402
+from voxserve.config import Settings  # noqa: E402
+from voxserve.request import SpeechRequest  # noqa: E402
+from voxserve.synthesis.synthesizer import Synthesizer  # noqa: E402
+
+QUESTIONS = [
+    "What time does the library open?", "Can you recommend a good book?",
+    "How is the weather today?", "What should I cook for dinner?",
+    "Tell me something interesting.", "How far away is the moon?",
+    "What is your favorite color?", "Can you help me plan a trip?",
+    "Why is the sky blue?", "What is a good name for a cat?",
+]  # fmt: skip
+FRAME = 320  # 20 ms at 16 kHz
+STAGES = ("end_of_speech_to_final", "llm_first_sentence", "tts_first_audio")
+
+
+def spoken(text: str, synthesizer: Synthesizer) -> tuple[bytes, int]:
+    """The question as 16 kHz PCM with silence after it, and the sample where speech ends."""
+
+    async def speak() -> np.ndarray:
+        chunks = [c async for c in synthesizer.stream(SpeechRequest(input=text))]
+        audio = np.concatenate([c.samples for c in chunks])
+        return StreamResampler(chunks[0].sample_rate, 16000).process(audio, last=True)
+
+    speech = asyncio.run(speak())
+    audio = np.concatenate([np.zeros(3200, np.float32), speech, np.zeros(32000, np.float32)])
+    return float_to_pcm16(audio), 3200 + len(speech)
+
+
+def turn(ws, pcm: bytes, speech_end: int) -> tuple[float, dict]:
+    """(client latency, server metrics) for one spoken question."""
+    ws.send(json.dumps({"type": "start_listening"}))
+    started = time.perf_counter()
+    ended_at = None
+    for number, offset in enumerate(range(0, len(pcm), FRAME * 2)):
+        time.sleep(max(0.0, started + number * 0.02 - time.perf_counter()))  # real time
+        ws.send(pcm[offset : offset + FRAME * 2])
+        if ended_at is None and offset // 2 >= speech_end:
+            ended_at = started + speech_end / 16000
+        try:
+            message = ws.recv(timeout=0)
+        except TimeoutError:
+            continue
+        if isinstance(message, bytes):
+            return time.perf_counter() - ended_at, _finish(ws)
+    while True:
+        message = ws.recv(timeout=60)
+        if isinstance(message, bytes):
+            return time.perf_counter() - ended_at, _finish(ws)
+
+
+def _finish(ws) -> dict:
+    """Drain the reply; report playback finished so listening resumes."""
+    metrics, generation = {}, None
+    while not metrics:
+        message = ws.recv(timeout=120)
+        if isinstance(message, bytes):
+            continue
+        data = json.loads(message)
+        if data["type"] == "audio_stream_start":
+            generation = data["generation"]
+        elif data["type"] == "metrics":
+            metrics = data
+            generation = data["generation"]
+    ws.send(json.dumps({"type": "playback_finished", "generation": generation}))
+    return metrics
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--turns", type=int, default=20)
+    parser.add_argument("--llm-base-url", help="an OpenAI-compatible LLM instead of the embedded")
+    args = parser.parse_args()
+    synthesizer = Synthesizer(Settings())
+    questions = [spoken(QUESTIONS[n % len(QUESTIONS)], synthesizer) for n in range(args.turns)]
+    environment = {"VOXSERVE_CHAT__MAX_REPLY_TOKENS": "60"}
+    if args.llm_base_url:
+        environment["VOXSERVE_CHAT__LLM_BASE_URL"] = args.llm_base_url
+    latencies, metrics = [], []
+    with tempfile.TemporaryDirectory() as data_dir:
+        server = start_server(18897, data_dir, environment)
+        try:
+            with connect("ws://127.0.0.1:18897/v1/chat/ws") as ws:
+                ws.recv(timeout=10)  # ready
+                for pcm, speech_end in questions:
+                    latency, stages = turn(ws, pcm, speech_end)
+                    latencies.append(latency)
+                    metrics.append(stages)
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+    quantile = statistics.quantiles(latencies, n=20)
+    result = {
+        "turns": len(latencies),
+        "voice_to_voice_p50_ms": round(statistics.median(latencies) * 1000),
+        "voice_to_voice_p95_ms": round(quantile[-1] * 1000),
+        "server_stage_medians_ms": {
+            stage: round(statistics.median(m[stage] for m in metrics if stage in m))
+            for stage in (*STAGES, "llm_first_token", "total_to_first_audio")
+        },
+    }
+    print(f"turns {result['turns']}: voice-to-voice p50 {result['voice_to_voice_p50_ms']} ms, "
+          f"p95 {result['voice_to_voice_p95_ms']} ms (target p50 <= 1000 ms)")  # fmt: skip
+    total = result["server_stage_medians_ms"]["total_to_first_audio"] or 1
+    print("stage (server, median)        ms   share of server total")
+    for stage, value in result["server_stage_medians_ms"].items():
+        print(f"{stage:28s} {value:6d}   {value / total:6.0%}")
+    out = Path(__file__).parent / "results" / "chat_latency.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
