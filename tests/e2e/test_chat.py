@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
+import threading
 import time
 from pathlib import Path
 
@@ -166,3 +167,35 @@ def test_speaking_over_the_assistant_interrupts_it(chat_url, question_frames):
         assert interrupted["generation"] == start["generation"]
         final = until(ws, "transcript_final", seen)  # the interruption is the user's next turn
         assert "library" in final["text"].lower()
+
+
+def test_two_clients_at_once_hear_only_their_own_answers(chat_url):
+    results: dict[str, list] = {}
+
+    def client(question: str) -> None:
+        with connect(chat_url) as ws:
+            until(ws, "ready")
+            send(ws, type="text", text=question)
+            seen: list = []
+            until(ws, "audio_stream_stop", seen)
+            text = until(ws, "assistant_text")
+            while not text["final"]:
+                text = until(ws, "assistant_text")
+            results[question] = [seen, text["text"]]
+
+    questions = ["Ava, when does the library open?", "Max, tell me a long story."]
+    threads = [threading.Thread(target=client, args=(q,)) for q in questions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    library, story = (results[q] for q in questions)
+    assert library[1] == "The library opens at nine. It closes at six."
+    assert story[1] == LONG_REPLY
+    for seen, _ in (library, story):
+        said = " ".join(
+            m["text"] for m in seen if isinstance(m, dict) and m["type"] == "assistant_text"
+        )
+        frames = [m for m in seen if isinstance(m, bytes)]
+        assert frames and {struct.unpack("<I", f[:4])[0] for f in frames} == {1}
+        assert ("story" in said) == (seen is story[0])  # no sentence of the other's answer
