@@ -7,7 +7,7 @@ import contextlib
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from pydantic import ValidationError
@@ -18,7 +18,9 @@ from rich.table import Table
 
 from voxserve.config import ConfigError, Settings, load_settings
 from voxserve.errors import VoxserveError
-from voxserve.synthesis.synthesizer import Progress as SynthesisProgress
+
+if TYPE_CHECKING:  # the synthesizer loads PyAV and the engines: not for `voxserve --help`
+    from voxserve.synthesis.synthesizer import Progress as SynthesisProgress
 
 PROGRESS_MIN_SEGMENTS = 4  # below this, a bar would flash by
 

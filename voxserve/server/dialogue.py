@@ -19,7 +19,13 @@ from voxserve.audio import AudioChunk, create_encoder
 from voxserve.errors import InvalidRequestError, NotFoundError, VoxserveError
 from voxserve.request import SpeechRequest
 from voxserve.server.errors import validation_error
-from voxserve.server.openai import content_type, read_body, sse_delta, sse_event
+from voxserve.server.openai import (
+    audio_after_first,
+    content_type,
+    read_body,
+    sse_delta,
+    sse_event,
+)
 from voxserve.synthesis.dialogue import (
     DialogueRequest,
     PreparedDialogue,
@@ -92,7 +98,9 @@ async def dialogue_response(
         await audio.aclose()
         raise
     media_type = content_type(dialogue.response_format, dialogue.sample_rate)
-    return StreamingResponse(_chain(first, audio), media_type=media_type, headers=headers)
+    return StreamingResponse(
+        audio_after_first(first, audio), media_type=media_type, headers=headers
+    )
 
 
 async def _encoded(
@@ -108,16 +116,6 @@ async def _encoded(
     if tail := encoder.finish():
         yield tail
     record["status"] = "complete"
-
-
-async def _chain(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    async with contextlib.aclosing(rest):
-        yield first
-        try:
-            async for data in rest:
-                yield data
-        except VoxserveError:  # headers are gone; the log has it
-            return
 
 
 async def _sse_events(

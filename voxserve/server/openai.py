@@ -121,10 +121,13 @@ async def create_speech(request: Request) -> Response:
     if speech.stream_format == "sse":
         events = _sse_events(first, stream, len(speech.input))
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
-    return StreamingResponse(_audio_stream(first, stream), media_type=media_type, headers=headers)
+    return StreamingResponse(
+        audio_after_first(first, stream), media_type=media_type, headers=headers
+    )
 
 
-async def _audio_stream(first: bytes, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def audio_after_first(first: bytes, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """An encoded stream whose first piece was made before the response started."""
     async with contextlib.aclosing(stream):
         try:
             yield first
