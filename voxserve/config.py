@@ -28,6 +28,19 @@ OPENAI_VOICE_DEFAULTS = {
 }  # fmt: skip
 
 
+class SttSettings(BaseModel):
+    """Speech to text (``[stt]``): reference transcripts and the voice chat's ears."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_path: str | None = None
+    """A faster-whisper (CTranslate2) model directory; None: the bundled Whisper tiny.en."""
+    device: str = "cpu"
+    """``cpu``, ``cuda`` or ``auto``."""
+    compute_type: str = "int8"
+    """CTranslate2's: ``int8``, ``int8_float16``, ``float16``, ``float32``..."""
+
+
 class ChatSettings(BaseModel):
     """The voice chat (``[chat]``; environment ``VOXSERVE_CHAT__LLM_BASE_URL`` and so on)."""
 
@@ -38,11 +51,27 @@ class ChatSettings(BaseModel):
     embedded SmolLM2 (the ``chat`` extra)."""
     llm_api_key: str | None = None
     llm_model: str = "default"
+    llm_first_token_timeout: float = Field(15.0, gt=0)
+    """Seconds to wait for the first word of a reply before telling the user the LLM is slow."""
+    llm_timeout: float = Field(30.0, gt=0)
+    """Seconds to wait to connect, and between two pieces of a reply."""
     max_reply_tokens: int = Field(200, ge=1)
     barge_in: bool = True
     """User speech while the assistant talks interrupts it."""
     barge_in_min_ms: int = Field(300, ge=0)
     end_of_speech_ms: int = Field(500, ge=100)
+    """Silence that ends the user's turn."""
+    speculate_after_ms: int | None = Field(150, ge=0)
+    """Silence after which a reply starts, held back until the end of speech is certain (and
+    dropped if the user speaks on); None: replies start only at the end of speech."""
+    min_speech_ms: int = Field(200, ge=0)
+    """Shorter sounds are not an utterance (a cough, a click)."""
+    partial_interval_ms: int = Field(700, ge=100)
+    """How often a draft transcript is made while the user speaks."""
+    vad_threshold: float = Field(0.5, gt=0, lt=1)
+    """Speech probability at which the voice activity detector hears speech start."""
+    llm_threads: int | None = Field(None, ge=1)
+    """CPU threads of the embedded LLM; None: llama.cpp's default (half the cores)."""
     policy: str = "round_robin"
     characters: list[dict[str, str]] = Field(
         default_factory=lambda: [
@@ -112,6 +141,7 @@ class Settings(BaseModel):
     reference_max_seconds: float = Field(30.0, gt=0)
     """Speech a voice profile's reference clip must hold, after silence is trimmed."""
 
+    stt: SttSettings = Field(default_factory=SttSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
 
     engines: dict[str, dict[str, Any]] = Field(default_factory=dict)

@@ -10,6 +10,7 @@ import pytest
 
 from voxserve.audio import StreamResampler
 from voxserve.chat.stt import SAMPLE_RATE, Listener, TranscriptEvent
+from voxserve.errors import EngineError
 from voxserve.request import SpeechRequest
 from voxserve.voices.transcribe import Transcriber
 
@@ -107,7 +108,8 @@ async def test_an_utterance_gives_speech_started_partials_and_a_final(speech, tr
     assert kinds[0] == "speech_started"
     assert kinds[-1] == "final"
     assert "partial" in kinds
-    assert set(kinds[1:-1]) == {"partial"}, kinds
+    # A tentative transcript comes just before the final if it was heard before the pause ended.
+    assert set(kinds[1:-1]) <= {"partial", "tentative"} and "tentative" not in kinds[1:-2], kinds
     speech_end = 1 + speech.sound_end
     started = heard[0][1]
     assert 0.9 <= started.start <= 1.2
@@ -116,6 +118,8 @@ async def test_an_utterance_gives_speech_started_partials_and_a_final(speech, tr
         assert partial.text and partial.end <= speech_end + 0.1
     emitted_at, final = heard[-1]
     assert word_error_rate(SENTENCE, final.text) <= 0.2, final.text
+    if kinds[-2] == "tentative":
+        assert (heard[-2][1].text, heard[-2][1].end) == (final.text, final.end)
     assert final.start == started.start
     assert abs(final.end - speech_end) <= 0.3
     assert emitted_at - speech_end <= (500 + 150) / 1000
@@ -128,7 +132,7 @@ async def test_two_utterances_give_two_finals(speech, transcriber):
     heard = await feed(listener, stream)
 
     finals = [event for _, event in heard if event.kind == "final"]
-    assert [event.kind for _, event in heard if event.kind != "partial"] == [
+    assert [event.kind for _, event in heard if event.kind not in ("partial", "tentative")] == [
         "speech_started",
         "final",
         "speech_started",
@@ -178,6 +182,73 @@ async def test_reset_drops_a_half_heard_utterance(speech):
     assert not listener.speaking
     assert await feed(listener, silence(1)) == []
     assert transcriber.heard == []
+
+
+async def test_the_final_is_the_tentative_transcript_heard_once(speech):
+    transcriber = FakeTranscriber()
+    listener = Listener(transcriber, partial_interval_ms=10_000)
+    heard = await feed(listener, np.concatenate([silence(0.5), speech.samples, silence(1)]), 0.002)
+
+    kinds = [event.kind for _, event in heard]
+    assert kinds == ["speech_started", "tentative", "final"]
+    tentative_at, final_at = heard[1][0], heard[2][0]
+    # Heard after a short pause, long before the end of speech is certain.
+    assert final_at - tentative_at >= 0.25
+    assert len(transcriber.heard) == 1  # the final reuses the tentative transcription
+
+
+async def test_speech_after_a_short_pause_withdraws_the_tentative_transcript(speech):
+    transcriber = FakeTranscriber()
+    listener = Listener(transcriber, partial_interval_ms=10_000, end_of_speech_ms=800)
+    pause = silence(0.4)  # longer than speculate_after_ms, shorter than the end of speech
+    stream = np.concatenate([silence(0.5), speech.samples, pause, speech.samples, silence(1.2)])
+    heard = await feed(listener, stream, 0.002)
+
+    kinds = [event.kind for _, event in heard]
+    assert kinds == ["speech_started", "tentative", "speech_resumed", "tentative", "final"]
+    final = heard[-1][1]
+    assert final.end > 0.5 + 2 * len(speech.samples) / SAMPLE_RATE  # the whole utterance
+    assert max(transcriber.heard) > 2 * len(speech.samples)
+
+
+async def test_no_tentative_transcripts_when_speculation_is_off(speech):
+    transcriber = FakeTranscriber()
+    listener = Listener(transcriber, partial_interval_ms=10_000, speculate_after_ms=None)
+    heard = await feed(listener, np.concatenate([silence(0.5), speech.samples, silence(1)]), 0.002)
+    assert [event.kind for _, event in heard] == ["speech_started", "final"]
+
+
+class FailingTranscriber(FakeTranscriber):
+    """Fails its first `failures` calls, like a transcription that runs out of memory."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def transcribe_samples(self, samples: np.ndarray, *, beam_size: int = 5) -> str:
+        self.heard.append(len(samples))
+        if len(self.heard) <= self.failures:
+            raise EngineError("transcription failed", code="stt_failed")
+        return self.text
+
+
+async def test_a_failed_tentative_transcription_is_heard_again_for_the_final(speech):
+    transcriber = FailingTranscriber(failures=1)
+    listener = Listener(transcriber, partial_interval_ms=10_000)
+    heard = await feed(listener, np.concatenate([silence(0.5), speech.samples, silence(1)]), 0.002)
+    assert [event.kind for _, event in heard] == ["speech_started", "final"]
+    assert heard[-1][1].text == "hello there"
+    assert len(transcriber.heard) == 2
+
+
+async def test_a_failed_final_transcription_raises_and_the_listener_goes_on(speech):
+    listener = Listener(FailingTranscriber(failures=2), partial_interval_ms=10_000)
+    utterance = np.concatenate([silence(0.5), speech.samples, silence(1)])
+    with pytest.raises(EngineError, match="transcription failed"):
+        await feed(listener, utterance, 0.002)
+    assert not listener.speaking
+    heard = await feed(listener, utterance, 0.002)
+    assert [event.kind for _, event in heard][-1] == "final"
 
 
 @pytest.mark.parametrize(

@@ -52,20 +52,41 @@ def chat_url(llm, tmp_path_factory: pytest.TempPathFactory):
         yield http_url.replace("http://", "ws://") + "/v1/chat/ws"
 
 
-@pytest.fixture(scope="module")
-def question_frames(chat_url) -> list[bytes]:
-    """The spoken question at 16 kHz in 20 ms frames, with silence around it."""
+def spoken(*parts: str, pause: float = 0.0, after: float = 1.0) -> list[bytes]:
+    """``parts`` said by the embedded voice with ``pause`` seconds between them, as 16 kHz PCM in
+    20 ms frames, with half a second of silence before and ``after`` seconds after."""
     synthesizer = Synthesizer(Settings())
 
-    async def speak() -> np.ndarray:
-        chunks = [c async for c in synthesizer.stream(SpeechRequest(input=QUESTION))]
+    async def speak(text: str) -> np.ndarray:
+        chunks = [c async for c in synthesizer.stream(SpeechRequest(input=text))]
         audio = np.concatenate([c.samples for c in chunks])
         return StreamResampler(chunks[0].sample_rate, 16000).process(audio, last=True)
 
-    speech = asyncio.run(speak())
-    silence = np.zeros(16000, np.float32)
-    pcm = float_to_pcm16(np.concatenate([silence[:8000], speech, silence]))
+    def silence(seconds: float) -> np.ndarray:
+        return np.zeros(round(16000 * seconds), np.float32)
+
+    audio = [silence(0.5)]
+    for number, part in enumerate(parts):
+        audio += [silence(pause)] * bool(number) + [asyncio.run(speak(part))]
+    pcm = float_to_pcm16(np.concatenate([*audio, silence(after)]))
     return [pcm[start : start + 640] for start in range(0, len(pcm), 640)]
+
+
+@pytest.fixture(scope="module")
+def question_frames() -> list[bytes]:
+    """The spoken question at 16 kHz in 20 ms frames, with silence around it."""
+    return spoken(QUESTION)
+
+
+def chat_server(tmp_path: Path, llm_url: str, **chat: object):
+    """A server whose chat uses the LLM at ``llm_url`` and the ``chat`` settings; yields the
+    WebSocket URL."""
+    settings = Settings(data_dir=tmp_path, chat=ChatSettings(llm_base_url=llm_url, **chat))
+    return running(create_app(synthesizer=Synthesizer(settings)))
+
+
+def ws_url(http_url: str) -> str:
+    return http_url.replace("http://", "ws://") + "/v1/chat/ws"
 
 
 def send(ws, **message) -> None:
@@ -135,11 +156,8 @@ def test_an_interrupted_reply_keeps_only_what_was_heard(chat_url, llm):
 
 
 def test_an_unreachable_llm_is_a_clear_message_and_the_chat_goes_on(tmp_path: Path):
-    settings = Settings(
-        data_dir=tmp_path, chat=ChatSettings(llm_base_url=f"http://127.0.0.1:{free_port()}/v1")
-    )
-    with running(create_app(synthesizer=Synthesizer(settings))) as url:
-        with connect(url.replace("http://", "ws://") + "/v1/chat/ws") as ws:
+    with chat_server(tmp_path, f"http://127.0.0.1:{free_port()}/v1") as url:
+        with connect(ws_url(url)) as ws:
             until(ws, "ready")
             send(ws, type="start_listening")
             until(ws, "listening")
@@ -199,3 +217,74 @@ def test_two_clients_at_once_hear_only_their_own_answers(chat_url):
         frames = [m for m in seen if isinstance(m, bytes)]
         assert frames and {struct.unpack("<I", f[:4])[0] for f in frames} == {1}
         assert ("story" in said) == (seen is story[0])  # no sentence of the other's answer
+
+
+def test_a_slow_llm_is_a_clear_message_and_the_chat_goes_on(tmp_path: Path):
+    slow = fake_chat_llm(lambda messages: "Finally, an answer.", delay=3.0)
+    with running(slow) as llm_url, chat_server(
+        tmp_path, llm_url + "/v1", llm_first_token_timeout=0.5
+    ) as url:
+        with connect(ws_url(url)) as ws:
+            until(ws, "ready")
+            send(ws, type="start_listening")
+            until(ws, "listening")
+            send(ws, type="text", text="Hello?")
+            error = until(ws, "error", timeout=5)
+            assert error["code"] == "llm_timeout" and "first_token_timeout" in error["message"]
+            send(ws, type="text", text="Are you there?")  # a second try gets the same message
+            assert until(ws, "error", timeout=5)["code"] == "llm_timeout"
+
+
+def test_a_failing_transcription_is_a_clear_message_and_the_chat_goes_on(
+    tmp_path: Path, llm, question_frames
+):
+    broken = tmp_path / "whisper"
+    broken.mkdir()
+    (broken / "model.bin").write_bytes(b"not a model")
+    settings = Settings(
+        data_dir=tmp_path,
+        stt={"model_path": str(broken)},
+        chat=ChatSettings(llm_base_url=llm[0]),
+    )
+    with running(create_app(synthesizer=Synthesizer(settings))) as url:
+        with connect(ws_url(url)) as ws:
+            until(ws, "ready")
+            send(ws, type="start_listening")
+            until(ws, "listening")
+            for frame in question_frames:
+                ws.send(frame)
+            error = until(ws, "error")
+            assert error["code"] == "stt_model_missing"
+            assert "could not load the Whisper model" in error["message"]
+            send(ws, type="text", text="When does the library open?")  # typing still works
+            assert until(ws, "audio_stream_start")["character"] == "Ava"
+
+
+def test_a_reply_started_in_a_pause_is_dropped_when_the_user_speaks_on(tmp_path: Path, llm):
+    """The reply starts on the transcript heard in a pause; the user goes on, so it is cancelled
+    unseen, and the whole question is answered instead."""
+    llm_url, llm_app = llm
+    frames = spoken("What time does the library", "open tomorrow?", pause=0.8, after=1.8)
+    asked_before = len(llm_app.state.requests)
+    with chat_server(tmp_path, llm_url, end_of_speech_ms=1500) as url:
+        with connect(ws_url(url)) as ws:
+            until(ws, "ready")
+            send(ws, type="start_listening")
+            until(ws, "listening")
+            for frame in frames:  # in real time: the pause must be heard as one
+                ws.send(frame)
+                time.sleep(0.02)
+            seen: list = []
+            final = until(ws, "transcript_final", seen)
+            assert "tomorrow" in final["text"].lower()
+            until(ws, "audio_stream_stop", seen)
+            until(ws, "metrics", seen)
+
+    asked = [r["messages"] for r in llm_app.state.requests[asked_before:]]
+    assert len(asked) == 2, asked  # the reply begun in the pause, then the real one
+    assert "tomorrow" not in asked[0][-1]["content"].lower()
+    assert asked[1][-1]["content"] == final["text"]
+    assert [m["role"] for m in asked[1]] == ["system", "user"]  # the pause left no turn behind
+    generations = {m["generation"] for m in seen if isinstance(m, dict) and "generation" in m}
+    generations |= {struct.unpack("<I", m[:4])[0] for m in seen if isinstance(m, bytes)}
+    assert generations == {2}  # nothing of the dropped reply reached the client

@@ -13,6 +13,7 @@ import json
 import math
 import struct
 import time
+import wave
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -278,3 +279,70 @@ def test_stop_flushes_and_reports_what_was_heard(site_fresh, page) -> None:
     assert len(of_type(received, "playback_finished")) == 1
     assert page.locator("#state").get_attribute("data-state") != "speaking"
     assert page.errors == []
+
+
+# ---- the real chat server, with a spoken question as the microphone ---------------------------
+
+QUESTION = "What time does the library open tomorrow?"
+
+
+@pytest.fixture(scope="module")
+def question_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The question in the embedded voice, with silence around it, as Chromium's microphone."""
+    from voxserve.api import synthesize_to_file
+    from voxserve.request import SpeechRequest
+
+    path = tmp_path_factory.mktemp("microphone") / "question.wav"
+    spoken = path.with_name("spoken.wav")
+    synthesize_to_file(SpeechRequest(input=QUESTION), spoken)
+    with wave.open(str(spoken)) as source, wave.open(str(path), "wb") as target:
+        target.setparams(source.getparams())
+        pad = bytes(2 * source.getframerate())  # 1 s of silence
+        target.writeframes(pad + source.readframes(source.getnframes()) + 3 * pad)
+    return path
+
+
+@pytest.fixture(scope="module")
+def real_chat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The real server, its chat answered by an OpenAI-compatible LLM server on loopback."""
+    from tests.fakes import fake_chat_llm
+    from voxserve.config import ChatSettings, Settings
+    from voxserve.server.app import create_app
+    from voxserve.synthesis.synthesizer import Synthesizer
+
+    with running(fake_chat_llm(lambda messages: "It opens at nine in the morning.")) as llm:
+        settings = Settings(
+            data_dir=tmp_path_factory.mktemp("web-chat"),
+            chat=ChatSettings(llm_base_url=llm + "/v1"),
+        )
+        with running(create_app(synthesizer=Synthesizer(settings))) as url:
+            yield url
+
+
+def test_a_spoken_question_is_heard_and_answered_aloud(real_chat, question_wav) -> None:
+    """Chromium's microphone plays the question into the real /chat page and server: the page
+    shows the transcript, then plays the answer and measures its latency."""
+    with playwright_sync.sync_playwright() as playwright:
+        args = [*LAUNCH_ARGS, f"--use-file-for-fake-audio-capture={question_wav}%noloop"]
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=args)
+        try:
+            page = browser.new_context(permissions=["microphone"]).new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(real_chat + "/chat")
+            page.evaluate("window.voxserveReady")
+            page.wait_for_selector("#connection[data-state=open]")
+            page.click("#voice-button")
+            heard = page.wait_for_selector("#log li.user", timeout=30_000)
+            assert "library" in heard.text_content().lower()
+            page.wait_for_selector("#log li.assistant:has-text('It opens at nine')")
+            # The latency cell fills in when the answer's first sample is heard.
+            page.wait_for_function(
+                "document.querySelector('#metrics td[data-key=heard]')?.textContent",
+                timeout=30_000,
+            )
+            page.wait_for_selector("#state[data-state=listening]", timeout=30_000)  # resumed
+            page.screenshot(path="/tmp/voxserve-chat-spoken.png", full_page=True)
+            assert errors == []
+        finally:
+            browser.close()

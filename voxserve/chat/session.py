@@ -4,6 +4,11 @@ Speech -> Listener (VAD, partial and final transcripts) -> the next character ->
 TextStream (complete sentences) -> synthesis in the character's voice -> audio frames tagged with
 a generation id. Half-duplex with optional barge-in; protocol in docs/chat.md. Transport-agnostic:
 the WebSocket route hands in two send functions.
+
+A reply starts on the listener's tentative transcript, after a short pause, and is held back
+(nothing sent, nothing in the history) until the final transcript confirms the user has finished;
+if the user speaks on, it is cancelled. The reply's first audio is then usually ready when the end
+of speech becomes certain, which is most of the voice-to-voice latency saved.
 """
 
 from __future__ import annotations
@@ -47,6 +52,10 @@ class Reply:
 
     generation: int
     character: Character
+    user_text: str
+    confirmed: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once the user's turn is certain; until then the reply is prepared but held back."""
+    confirmed_at: float | None = None
     task: asyncio.Task | None = None
     text_stream: TextStream | None = None
     spoken: list[SpokenSegment] = field(default_factory=list)
@@ -69,7 +78,12 @@ class ChatSession:
         self.send_json = send_json
         self.send_bytes = send_bytes
         self.listener = Listener(
-            synthesizer.transcriber, end_of_speech_ms=settings.end_of_speech_ms
+            synthesizer.transcriber,
+            end_of_speech_ms=settings.end_of_speech_ms,
+            speculate_after_ms=settings.speculate_after_ms,
+            min_speech_ms=settings.min_speech_ms,
+            partial_interval_ms=settings.partial_interval_ms,
+            vad_threshold=settings.vad_threshold,
         )
         self.characters = [Character(**c) for c in settings.characters]
         self.policy = settings.policy
@@ -127,25 +141,49 @@ class ChatSession:
             self._speech_started_at = event.start
         elif event.kind == "partial":
             await self.send_json({"type": "transcript_partial", "text": event.text})
+        elif event.kind == "tentative" and self.listening:  # not while the assistant talks
+            await self.respond(event.text, self._ended_at(event, pushed_at), tentative=True)
+        elif event.kind == "speech_resumed":
+            if self.reply is not None and not self.reply.confirmed.is_set():
+                await self._cancel_reply()
         elif event.kind == "final":
             self._speech_started_at = None
             await self.send_json({"type": "transcript_final", "text": event.text})
-            # The user stopped speaking this long before the frame that completed the silence.
-            ended_at = pushed_at - (self._heard / INPUT_RATE - event.end)
-            await self.respond(event.text, ended_at)
+            reply = self.reply
+            if reply and not reply.confirmed.is_set() and reply.user_text == event.text:
+                self._confirm(reply)
+            else:
+                await self.respond(event.text, self._ended_at(event, pushed_at))
 
-    async def respond(self, user_text: str, speech_ended_at: float | None = None) -> None:
-        """Answer the user: the previous reply, if still going, is cancelled."""
+    def _ended_at(self, event: TranscriptEvent, pushed_at: float) -> float:
+        """When, on our clock, the user stopped speaking: ``event.end`` is in stream time, and the
+        frame pushed at ``pushed_at`` ended at the stream time of every sample heard so far."""
+        return pushed_at - (self._heard / INPUT_RATE - event.end)
+
+    async def respond(
+        self, user_text: str, speech_ended_at: float | None = None, *, tentative: bool = False
+    ) -> None:
+        """Answer the user: the previous reply, if still going, is cancelled. A ``tentative``
+        answer is prepared but held back until ``_confirm``."""
         await self._cancel_reply()
-        self.history.append(ChatTurn(USER, user_text))
-        last = next((t.speaker for t in reversed(self.history) if t.speaker != USER), None)
+        history = [*self.history, ChatTurn(USER, user_text)]
+        last = next((t.speaker for t in reversed(history) if t.speaker != USER), None)
         character = choose_next_speaker(self.characters, user_text, last, self.policy)
         self.generation += 1
-        reply = Reply(self.generation, character)
-        reply.task = asyncio.create_task(self._speak(reply, speech_ended_at or time.monotonic()))
+        reply = Reply(self.generation, character, user_text)
+        started = speech_ended_at or time.monotonic()
+        reply.task = asyncio.create_task(self._speak(reply, history, started))
         self.reply = reply
+        if not tentative:
+            self._confirm(reply)
 
-    async def _speak(self, reply: Reply, started: float) -> None:
+    def _confirm(self, reply: Reply) -> None:
+        """The user's turn is certain: it joins the history, and the reply may go out."""
+        self.history.append(ChatTurn(USER, reply.user_text))
+        reply.confirmed_at = time.monotonic()
+        reply.confirmed.set()
+
+    async def _speak(self, reply: Reply, history: list[ChatTurn], started: float) -> None:
         character, generation = reply.character, reply.generation
         marks: dict[str, float] = {"start": started, "final": time.monotonic()}
         try:
@@ -159,7 +197,7 @@ class ChatSession:
             text = TextStream(voicing.voice.id, self.synthesizer.plan_options(voicing.engine))
             reply.text_stream = text
             others = [c for c in self.characters if c.name != character.name]
-            messages = build_messages(character, self.history, others=others)
+            messages = build_messages(character, history, others=others)
             writer = asyncio.create_task(self._write_reply(reply, messages, text, marks))
             try:
                 await self._play(reply, voicing, text, marks)
@@ -167,6 +205,8 @@ class ChatSession:
             finally:
                 writer.cancel()
                 await asyncio.gather(writer, return_exceptions=True)
+            await reply.confirmed.wait()
+            marks["confirmed"] = reply.confirmed_at
             self.history.append(ChatTurn(character.name, reply.text.strip()))
             await self.send_json(
                 {"type": "assistant_text", "character": character.name,
@@ -174,6 +214,7 @@ class ChatSession:
             )  # fmt: skip
             await self.send_json({"type": "metrics", "generation": generation, **_stages(marks)})
         except VoxserveError as error:
+            await reply.confirmed.wait()  # a reply that is never confirmed never failed
             await self.send_json({"type": "error", "code": error.code, "message": error.message})
             await self._resume_listening()
         finally:
@@ -213,7 +254,9 @@ class ChatSession:
                     continue
                 if not started:
                     started = True
-                    marks["tts_first_audio"] = reply.audio_started_at = time.monotonic()
+                    marks["tts_first_audio"] = time.monotonic()
+                    await reply.confirmed.wait()
+                    reply.audio_started_at = time.monotonic()
                     await self._audio_starts(reply, voicing.sample_rate)
                 await self.send_bytes(header + float_to_pcm16(item.samples))
         if started:
@@ -344,12 +387,16 @@ def _heard(reply: Reply, played: float) -> list[str]:
 
 
 def _stages(marks: dict[str, float]) -> dict[str, int]:
-    """Milliseconds per stage of a turn (docs/chat.md)."""
+    """Milliseconds per stage of a turn (docs/chat.md). A tentative transcript can come before the
+    end of speech is certain (``end_of_speech_to_confirmed``); the reply's work then overlaps it."""
     start = marks["start"]
-    stages = {"end_of_speech_to_final": marks["final"] - start}
+    stages = {
+        "end_of_speech_to_final": marks["final"] - start,
+        "end_of_speech_to_confirmed": marks["confirmed"] - start,
+    }
     for name in ("llm_first_token", "llm_first_sentence", "tts_first_audio"):
         if name in marks:
             stages[name] = marks[name] - marks["final"]
     if "tts_first_audio" in marks:
-        stages["total_to_first_audio"] = marks["tts_first_audio"] - start
+        stages["total_to_first_audio"] = max(marks["tts_first_audio"], marks["confirmed"]) - start
     return {name: round(seconds * 1000) for name, seconds in stages.items()}

@@ -5,7 +5,13 @@ audio of the utterance being spoken, and hears it with a `Transcriber` (Whisper)
 
     speech_started   the VAD heard speech begin
     partial          a draft of the words so far, while the user speaks (greedy decoding)
+    tentative        the whole utterance, heard after a short pause (`speculate_after_ms`)
+                     that may still turn out to be mid-sentence: a reply can start on it
+    speech_resumed   the user spoke again after a tentative transcript: drop it
     final            the whole utterance, once `end_of_speech_ms` of silence follows it
+
+The tentative transcript is why a reply can begin long before the end of speech is certain: when
+the pause does last, the final is that same transcript, and whatever was started on it stands.
 
 Silero VAD v6 ships inside faster-whisper as ONNX, so nothing is downloaded. Its model is a
 sequence model: each 512-sample window (32 ms) is fed with the 64 samples before it and the
@@ -15,6 +21,7 @@ LSTM state (h, c) the previous window left, which `VadStream` carries from frame
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -42,7 +49,7 @@ VAD_CONTEXT = 64
 _PRE_ROLL_SECONDS = 0.3  # audio kept before the onset: the VAD triggers a window or two late
 _TAIL_SECONDS = 0.2  # silence kept after the end of speech, so the last word is not clipped
 
-EventKind = Literal["speech_started", "partial", "final"]
+EventKind = Literal["speech_started", "partial", "tentative", "speech_resumed", "final"]
 
 
 @dataclass(frozen=True)
@@ -50,10 +57,10 @@ class TranscriptEvent:
     """Something a `Listener` heard."""
 
     kind: EventKind
-    """``speech_started``, ``partial`` (a draft while the user speaks) or ``final``."""
+    """See the module's docstring."""
 
     text: str = ""
-    """The words heard so far (partial) or in the whole utterance (final); "" for speech_started."""
+    """The words heard so far (partial) or in the whole utterance (tentative, final); else ""."""
 
     start: float = 0.0
     """Where the utterance starts, in seconds since the stream's first frame."""
@@ -182,6 +189,7 @@ class Listener:
         transcriber: SpeechToText,
         *,
         end_of_speech_ms: int = 500,
+        speculate_after_ms: int | None = 150,
         min_speech_ms: int = 200,
         partial_interval_ms: int = 700,
         vad_threshold: float = 0.5,
@@ -195,6 +203,12 @@ class Listener:
         # Hysteresis: speech ends only when the probability falls well below the onset threshold.
         self.vad_release = max(vad_threshold - 0.15, 0.01)
         self._end_of_speech = round(end_of_speech_ms * SAMPLE_RATE / 1000)
+        # None, or not shorter than the end of speech: no tentative transcripts.
+        self._speculate_after = (
+            round(speculate_after_ms * SAMPLE_RATE / 1000)
+            if speculate_after_ms is not None and speculate_after_ms < end_of_speech_ms
+            else None
+        )
         self._min_speech = round(min_speech_ms * SAMPLE_RATE / 1000)
         self._partial_interval = round(partial_interval_ms * SAMPLE_RATE / 1000)
         self._max_utterance = round(max_utterance_s * SAMPLE_RATE)
@@ -214,7 +228,7 @@ class Listener:
     async def push(self, frame: bytes) -> list[TranscriptEvent]:
         """Hear the next frame; returns the events it (or a finished partial) brought."""
         samples = _frame_samples(frame)
-        events = self._collect_partial()
+        events = self._collect_partial() + self._collect_guess()
         probs = self._vad.process(samples)
         self._keep(samples)
         for prob in probs:
@@ -242,6 +256,7 @@ class Listener:
         self._speech_start: int | None = None
         self._silence_start: int | None = None
         self._next_partial = 0
+        self._guess: _Guess | None = None  # the transcript of the utterance up to this pause
 
     async def _decide(self, prob: float, window_start: int) -> list[TranscriptEvent]:
         window_end = window_start + VAD_WINDOW
@@ -250,20 +265,34 @@ class Listener:
                 self._trim_to(window_end - self._pre_roll)
                 return []
             return [self._begin_utterance(window_start)]
+        events = []
         if prob >= self.vad_threshold:
             self._silence_start = None
+            if self._guess is not None:  # not the end after all
+                if self._guess.told:
+                    at = window_start / SAMPLE_RATE
+                    events.append(TranscriptEvent("speech_resumed", start=at, end=at))
+                self._guess = None
         elif prob < self.vad_release and self._silence_start is None:
             self._silence_start = window_start
         if self._silence_start is not None:
-            if window_end - self._silence_start >= self._end_of_speech:
+            silence = window_end - self._silence_start
+            if silence >= self._end_of_speech:
                 return await self._end_utterance(self._silence_start)
+            if (
+                self._guess is None
+                and self._speculate_after is not None
+                and silence >= self._speculate_after
+                and self._silence_start - self._speech_start >= self._min_speech
+            ):
+                self._start_guess(self._silence_start)
         elif window_end - self._speech_start >= self._max_utterance:
             # Still speaking after max_utterance_s: close this utterance, go on with a new one.
             events = await self._end_utterance(window_end)
             return [*events, self._begin_utterance(window_end)]
         elif window_end >= self._next_partial:
             self._start_partial(window_end)
-        return []
+        return events
 
     def _begin_utterance(self, start: int) -> TranscriptEvent:
         self._speech_start = start
@@ -274,13 +303,20 @@ class Listener:
     async def _end_utterance(self, speech_end: int) -> list[TranscriptEvent]:
         start = self._speech_start
         assert start is not None
+        guess, self._guess = self._guess, None
         samples = self._audio_between(self._audio_start, speech_end + self._tail)
         self._utterance_id += 1
         self._trim_to(self._position - self._pre_roll)
         self._speech_start = self._silence_start = None
         if speech_end - start < self._min_speech:
             return []
-        text = await asyncio.to_thread(self.transcriber.transcribe_samples, samples)
+        text = None
+        if guess is not None and guess.speech_end == speech_end:
+            # The same audio: heard already, or being heard. A failed guess is heard again.
+            with contextlib.suppress(VoxserveError):
+                text = await guess.future
+        if text is None:
+            text = await asyncio.to_thread(self.transcriber.transcribe_samples, samples)
         if not text:
             return []
         return [TranscriptEvent("final", text, start / SAMPLE_RATE, speech_end / SAMPLE_RATE)]
@@ -313,6 +349,31 @@ class Listener:
         start, end = self._speech_start / SAMPLE_RATE, self._partial_end / SAMPLE_RATE
         return [TranscriptEvent("partial", text, start, end)]
 
+    # --- tentative transcripts ------------------------------------------------------------
+
+    def _start_guess(self, speech_end: int) -> None:
+        samples = self._audio_between(self._audio_start, speech_end + self._tail)
+        future = asyncio.ensure_future(
+            asyncio.to_thread(self.transcriber.transcribe_samples, samples)
+        )
+        self._guess = _Guess(speech_end, future)
+
+    def _collect_guess(self) -> list[TranscriptEvent]:
+        guess = self._guess
+        if guess is None or guess.told or not guess.future.done():
+            return []
+        guess.told = True
+        try:
+            text = guess.future.result()
+        except VoxserveError as error:  # the final will try again, and report it
+            logger.warning("tentative transcription failed: %s", error)
+            return []
+        if not text:
+            return []
+        assert self._speech_start is not None
+        start, end = self._speech_start / SAMPLE_RATE, guess.speech_end / SAMPLE_RATE
+        return [TranscriptEvent("tentative", text, start, end)]
+
     # --- audio kept -----------------------------------------------------------------------
 
     def _keep(self, samples: np.ndarray) -> None:
@@ -334,6 +395,15 @@ class Listener:
         audio = np.concatenate(self._audio) if self._audio else np.zeros(0, dtype=np.float32)
         self._audio = [audio] if len(audio) else []
         return audio[max(start - self._audio_start, 0) : max(end - self._audio_start, 0)].copy()
+
+
+@dataclass
+class _Guess:
+    speech_end: int
+    """Where the pause it was heard at began."""
+    future: asyncio.Future[str]
+    told: bool = False
+    """Whether a tentative event went out for it."""
 
 
 def _frame_samples(frame: bytes) -> np.ndarray:

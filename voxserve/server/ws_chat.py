@@ -24,13 +24,19 @@ def chat_llm(settings: ChatSettings) -> LLM | None:
     """The configured endpoint; else the embedded model when its extra is installed; else None
     (a reply then says how to configure one)."""
     if settings.llm_base_url:
-        return OpenAICompatibleLLM(settings.llm_base_url, settings.llm_model, settings.llm_api_key)
+        return OpenAICompatibleLLM(
+            settings.llm_base_url,
+            settings.llm_model,
+            settings.llm_api_key,
+            timeout=settings.llm_timeout,
+            first_token_timeout=settings.llm_first_token_timeout,
+        )
     if importlib.util.find_spec("llama_cpp") and importlib.util.find_spec(
         "voxserve.chat.local_llm"
     ):
         from voxserve.chat.local_llm import LocalLLM
 
-        return LocalLLM(max_tokens=settings.max_reply_tokens)
+        return LocalLLM(max_tokens=settings.max_reply_tokens, n_threads=settings.llm_threads)
     return None
 
 

@@ -259,7 +259,7 @@ class Synthesizer:
 
     @functools.cached_property
     def transcriber(self) -> Transcriber:
-        return Transcriber()
+        return Transcriber(**self.settings.stt.model_dump())
 
     def _checked_voicing(
         self, engine: Engine, voice: Voice, request: SpeechOptions, speed: float, **extra: Any

@@ -31,7 +31,7 @@ class VoiceLibrary:
         self.limits = ReferenceLimits(
             min_seconds=settings.reference_min_seconds, max_seconds=settings.reference_max_seconds
         )
-        self.transcriber = transcriber or Transcriber()
+        self.transcriber = transcriber or Transcriber(**settings.stt.model_dump())
         self.reserved = reserved or set()
         """Names already taken by engine voices, built-ins and aliases."""
 
