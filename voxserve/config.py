@@ -73,6 +73,11 @@ class ChatSettings(BaseModel):
     llm_threads: int | None = Field(None, ge=1)
     """CPU threads of the embedded LLM; None: llama.cpp's default (half the cores)."""
     policy: str = "round_robin"
+    keep_history: bool = True
+    """Save conversations, so that they can be listed and resumed."""
+    database_url: str | None = None
+    """Where conversations are saved: any SQLAlchemy URL (``postgresql+psycopg://user@host/db``,
+    with its driver installed); None: ``chat.db`` (SQLite) in the data directory."""
     characters: list[dict[str, str]] = Field(
         default_factory=lambda: [
             {

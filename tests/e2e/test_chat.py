@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from websockets.sync.client import connect
@@ -288,3 +289,49 @@ def test_a_reply_started_in_a_pause_is_dropped_when_the_user_speaks_on(tmp_path:
     generations = {m["generation"] for m in seen if isinstance(m, dict) and "generation" in m}
     generations |= {struct.unpack("<I", m[:4])[0] for m in seen if isinstance(m, bytes)}
     assert generations == {2}  # nothing of the dropped reply reached the client
+
+
+def test_a_conversation_is_saved_listed_and_resumed(tmp_path: Path, llm):
+    llm_url, llm_app = llm
+    with chat_server(tmp_path, llm_url) as url:
+        with connect(ws_url(url)) as ws:
+            conversation_id = until(ws, "ready")["conversation_id"]
+            send(ws, type="text", text="When does the library open?")
+            until(ws, "metrics")  # the turn is over
+
+    with chat_server(tmp_path, llm_url) as url:  # a restarted server
+        listed = httpx.get(url + "/v1/chat/conversations").json()["data"]
+        assert [(c["id"], c["title"], c["turns"]) for c in listed] == [
+            (conversation_id, "When does the library open?", 2)
+        ]
+        saved = httpx.get(f"{url}/v1/chat/conversations/{conversation_id}").json()
+        assert saved["turns"][1] == {
+            "speaker": "Ava", "text": "The library opens at nine. It closes at six."
+        }  # fmt: skip
+
+        with connect(ws_url(url)) as ws:
+            assert until(ws, "ready")["history"] == []  # a new conversation by default
+            send(ws, type="resume", conversation_id=conversation_id)
+            resumed = until(ws, "ready")
+            assert resumed["conversation_id"] == conversation_id
+            assert resumed["history"] == saved["turns"]
+            send(ws, type="text", text="And when does it close?")
+            until(ws, "metrics")
+            asked = llm_app.state.requests[-1]["messages"]
+            assert [m["content"] for m in asked[1:]] == [
+                "When does the library open?",
+                "The library opens at nine. It closes at six.",
+                "And when does it close?",
+            ]
+            send(ws, type="resume", conversation_id="0" * 32)
+            assert until(ws, "error")["code"] == "conversation_not_found"
+
+        assert httpx.get(f"{url}/v1/chat/conversations/{conversation_id}").json()["turns"][3][
+            "speaker"
+        ] == "Ava"
+        assert httpx.delete(f"{url}/v1/chat/conversations/{conversation_id}").json()["deleted"]
+        missing = httpx.get(f"{url}/v1/chat/conversations/{conversation_id}")
+        assert missing.status_code == 404
+        assert missing.json()["error"]["code"] == "conversation_not_found"
+        bad = httpx.get(url + "/v1/chat/conversations/nope")
+        assert bad.status_code == 400 and "not a conversation id" in bad.json()["error"]["message"]

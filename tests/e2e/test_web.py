@@ -15,6 +15,7 @@ import struct
 import time
 import wave
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -99,6 +100,9 @@ def static_app(received: list) -> Starlette:
     async def voices(request):
         return JSONResponse(VOICES)
 
+    async def conversations(request):
+        return JSONResponse({"object": "list", "data": []})
+
     async def chat_page(request):
         return FileResponse(WEB / "chat.html")
 
@@ -139,6 +143,7 @@ def static_app(received: list) -> Starlette:
     return Starlette(
         routes=[
             Route("/v1/audio/voices", voices),
+            Route("/v1/chat/conversations", conversations),
             Route("/chat", chat_page),
             WebSocketRoute("/v1/chat/ws", chat),
             Mount("/", StaticFiles(directory=WEB, html=True)),
@@ -160,11 +165,16 @@ def site_fresh(site) -> tuple[str, list]:
 
 
 @pytest.fixture(scope="module")
-def browser():
+def playwright():
     with playwright_sync.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
-        yield browser
-        browser.close()
+        yield playwright
+
+
+@pytest.fixture(scope="module")
+def browser(playwright):
+    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+    yield browser
+    browser.close()
 
 
 @pytest.fixture
@@ -294,7 +304,9 @@ def question_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     path = tmp_path_factory.mktemp("microphone") / "question.wav"
     spoken = path.with_name("spoken.wav")
-    synthesize_to_file(SpeechRequest(input=QUESTION), spoken)
+    # In a thread of its own: Playwright's sync API keeps an event loop running in this one.
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(synthesize_to_file, SpeechRequest(input=QUESTION), spoken).result()
     with wave.open(str(spoken)) as source, wave.open(str(path), "wb") as target:
         target.setparams(source.getparams())
         pad = bytes(2 * source.getframerate())  # 1 s of silence
@@ -319,30 +331,53 @@ def real_chat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             yield url
 
 
-def test_a_spoken_question_is_heard_and_answered_aloud(real_chat, question_wav) -> None:
+def test_a_spoken_question_is_heard_and_answered_aloud(
+    real_chat, question_wav, playwright
+) -> None:
     """Chromium's microphone plays the question into the real /chat page and server: the page
     shows the transcript, then plays the answer and measures its latency."""
-    with playwright_sync.sync_playwright() as playwright:
-        args = [*LAUNCH_ARGS, f"--use-file-for-fake-audio-capture={question_wav}%noloop"]
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=args)
-        try:
-            page = browser.new_context(permissions=["microphone"]).new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.goto(real_chat + "/chat")
-            page.evaluate("window.voxserveReady")
-            page.wait_for_selector("#connection[data-state=open]")
-            page.click("#voice-button")
-            heard = page.wait_for_selector("#log li.user", timeout=30_000)
-            assert "library" in heard.text_content().lower()
-            page.wait_for_selector("#log li.assistant:has-text('It opens at nine')")
-            # The latency cell fills in when the answer's first sample is heard.
-            page.wait_for_function(
-                "document.querySelector('#metrics td[data-key=heard]')?.textContent",
-                timeout=30_000,
-            )
-            page.wait_for_selector("#state[data-state=listening]", timeout=30_000)  # resumed
-            page.screenshot(path="/tmp/voxserve-chat-spoken.png", full_page=True)
-            assert errors == []
-        finally:
-            browser.close()
+    args = [*LAUNCH_ARGS, f"--use-file-for-fake-audio-capture={question_wav}%noloop"]
+    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=args)
+    try:
+        page = browser.new_context(permissions=["microphone"]).new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(real_chat + "/chat")
+        page.evaluate("window.voxserveReady")
+        page.wait_for_selector("#connection[data-state=open]")
+        page.click("#voice-button")
+        heard = page.wait_for_selector("#log li.user", timeout=30_000)
+        assert "library" in heard.text_content().lower()
+        page.wait_for_selector("#log li.assistant:has-text('It opens at nine')")
+        # The latency cell fills in when the answer's first sample is heard.
+        page.wait_for_function(
+            "document.querySelector('#metrics td[data-key=heard]')?.textContent",
+            timeout=30_000,
+        )
+        page.wait_for_selector("#state[data-state=listening]", timeout=30_000)  # resumed
+        page.screenshot(path="/tmp/voxserve-chat-spoken.png", full_page=True)
+        assert errors == []
+    finally:
+        browser.close()
+
+
+def test_a_conversation_comes_back_after_a_reload(real_chat, browser) -> None:
+    page = browser.new_context().new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(real_chat + "/chat")
+    page.wait_for_selector("#connection[data-state=open]")
+    page.fill("#text-input", "When does the library open?")
+    page.press("#text-input", "Enter")
+    page.wait_for_selector("#log li.assistant:has-text('It opens at nine')")
+    page.wait_for_function("location.hash.startsWith('#conversation=')")  # saved
+    conversation = page.evaluate("location.hash").split("=")[1]
+
+    page.reload()
+    page.wait_for_selector("#log li.user:has-text('When does the library open?')")
+    page.wait_for_selector("#log li.assistant:has-text('It opens at nine')")
+    page.wait_for_function(f"document.querySelector('#conversations').value === '{conversation}'")
+    page.select_option("#conversations", "")  # a new conversation
+    page.wait_for_function("document.querySelectorAll('#log li').length === 0")
+    assert page.evaluate("location.hash") == ""
+    assert errors == []

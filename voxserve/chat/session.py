@@ -9,12 +9,16 @@ A reply starts on the listener's tentative transcript, after a short pause, and 
 (nothing sent, nothing in the history) until the final transcript confirms the user has finished;
 if the user speaks on, it is cancelled. The reply's first audio is then usually ready when the end
 of speech becomes certain, which is most of the voice-to-voice latency saved.
+
+With a `ConversationStore`, every turn is saved as it joins the history, and a client can resume a
+saved conversation (``resume``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import struct
 import time
@@ -30,6 +34,7 @@ from voxserve.chat.characters import (
     build_messages,
     choose_next_speaker,
 )
+from voxserve.chat.history import ConversationStore, check_id, new_id
 from voxserve.chat.llm import LLM
 from voxserve.chat.stt import Listener, TranscriptEvent
 from voxserve.config import ChatSettings
@@ -71,6 +76,7 @@ class ChatSession:
         settings: ChatSettings,
         send_json: SendJson,
         send_bytes: SendBytes,
+        store: ConversationStore | None = None,
     ):
         self.synthesizer = synthesizer
         self.llm = llm
@@ -88,6 +94,10 @@ class ChatSession:
         self.characters = [Character(**c) for c in settings.characters]
         self.policy = settings.policy
         self.history: list[ChatTurn] = []
+        self.store = store
+        self.conversation_id = new_id()
+        """The conversation's id; it is saved from its first turn on."""
+        self._saved: asyncio.Task | None = None  # the last save: saves run one after another
         self.listening = False
         self.stopped_by_hand = False
         self.generation = 0
@@ -109,6 +119,7 @@ class ChatSession:
             "playback_started": self._playback_started,
             "playback_finished": self._playback_finished,
             "set_characters": self._set_characters, "reset": self._reset,
+            "resume": self._resume,
         }.get(kind)  # fmt: skip
         if handler is None:
             raise InvalidRequestError(f"unknown message type {kind!r}", code="unknown_type")
@@ -133,6 +144,8 @@ class ChatSession:
 
     async def close(self) -> None:
         await self._cancel_reply()
+        if self._saved is not None:
+            await asyncio.gather(self._saved, return_exceptions=True)
 
     # turns
 
@@ -179,7 +192,7 @@ class ChatSession:
 
     def _confirm(self, reply: Reply) -> None:
         """The user's turn is certain: it joins the history, and the reply may go out."""
-        self.history.append(ChatTurn(USER, reply.user_text))
+        self._remember(ChatTurn(USER, reply.user_text))
         reply.confirmed_at = time.monotonic()
         reply.confirmed.set()
 
@@ -207,7 +220,7 @@ class ChatSession:
                 await asyncio.gather(writer, return_exceptions=True)
             await reply.confirmed.wait()
             marks["confirmed"] = reply.confirmed_at
-            self.history.append(ChatTurn(character.name, reply.text.strip()))
+            self._remember(ChatTurn(character.name, reply.text.strip()))
             await self.send_json(
                 {"type": "assistant_text", "character": character.name,
                  "text": reply.text.strip(), "generation": generation, "final": True}
@@ -290,7 +303,7 @@ class ChatSession:
             played = 0.0
         heard = " ".join(_heard(reply, played))
         if heard:
-            self.history.append(ChatTurn(reply.character.name, heard))
+            self._remember(ChatTurn(reply.character.name, heard))
         self.speaking = False
         await self._resume_listening(force=True)
 
@@ -357,13 +370,60 @@ class ChatSession:
         if policy not in SPEAKER_POLICIES:
             raise InvalidRequestError(f"unknown policy {policy!r}", code="invalid_message")
         self.characters, self.policy = characters, policy
+        if self.store is not None:
+            await asyncio.to_thread(
+                self.store.set_characters, self.conversation_id, characters, policy
+            )
         await self.send_json(self._ready())
 
     async def _reset(self, _: dict) -> None:
+        """A new conversation; the old one stays saved."""
         await self._cancel_reply()
         self.history.clear()
+        self.conversation_id = new_id()
         self.speaking = False
         await self.send_json(self._ready())
+
+    async def _resume(self, message: dict) -> None:
+        """Carry on a saved conversation: its characters, policy and history come back."""
+        conversation_id = message.get("conversation_id")
+        check_id(conversation_id)
+        if self.store is None:
+            raise InvalidRequestError(
+                "conversations are not saved on this server (chat.keep_history is off)",
+                code="history_disabled",
+            )
+        conversation = await asyncio.to_thread(self.store.get, conversation_id)
+        await self._cancel_reply()
+        if self._saved is not None:  # our own last turns must be in before it is read again
+            await asyncio.gather(self._saved, return_exceptions=True)
+        self.conversation_id = conversation.id
+        self.history = list(conversation.turns)
+        self.characters, self.policy = conversation.characters, conversation.policy
+        self.speaking = False
+        await self.send_json(self._ready())
+
+    def _remember(self, turn: ChatTurn) -> None:
+        """``turn`` joins the history, and is saved in the background, after the turns before."""
+        self.history.append(turn)
+        if self.store is not None:
+            save = functools.partial(
+                self.store.add_turn, self.conversation_id, turn,
+                characters=self.characters, policy=self.policy,
+            )  # fmt: skip
+            self._saved = asyncio.create_task(self._save(save, self._saved))
+
+    async def _save(self, save: Callable[[], None], previous: asyncio.Task | None) -> None:
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)
+        try:
+            await asyncio.to_thread(save)
+        except Exception as error:  # a database down must not end the chat; say so
+            logger.exception("could not save a chat turn")
+            await self.send_json(
+                {"type": "error", "code": "history_not_saved",
+                 "message": f"this turn was not saved: {error}"}
+            )  # fmt: skip
 
     def _ready(self) -> dict:
         return {
@@ -372,6 +432,8 @@ class ChatSession:
             "policy": self.policy,
             "barge_in": self.settings.barge_in,
             "input_sample_rate": INPUT_RATE,
+            "conversation_id": self.conversation_id,
+            "history": [{"speaker": t.speaker, "text": t.text} for t in self.history],
         }
 
 

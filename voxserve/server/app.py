@@ -21,7 +21,7 @@ from voxserve.server.errors import install_error_handlers
 from voxserve.server.metrics import RequestCounter, ServerMetrics
 from voxserve.server.openai import router as openai_router
 from voxserve.server.voices import router as voices_router
-from voxserve.server.ws_chat import chat_llm
+from voxserve.server.ws_chat import chat_llm, conversation_store
 from voxserve.server.ws_chat import router as chat_router
 from voxserve.server.ws_speech import router as speech_stream_router
 from voxserve.server.ws_tts import router as tts_provider_router
@@ -52,6 +52,7 @@ def create_app(settings: Settings | None = None, synthesizer: Synthesizer | None
         app.state.synthesizer = synthesizer
         app.state.dialogue_timings = OrderedDict()
         app.state.chat_llm = chat_llm(settings.chat)
+        app.state.chat_history = conversation_store(settings)
         reserved = {voice.id for voice in synthesizer.registry.all_voices()}
         app.state.library = VoiceLibrary(
             synthesizer.voices,
@@ -68,6 +69,8 @@ def create_app(settings: Settings | None = None, synthesizer: Synthesizer | None
         with contextlib.suppress(asyncio.CancelledError):
             await reaper
         synthesizer.registry.unload_all()
+        if app.state.chat_history is not None:
+            app.state.chat_history.close()
 
     app = FastAPI(title="voxserve", version=__version__, lifespan=lifespan)
     app.state.metrics = metrics

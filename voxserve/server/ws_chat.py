@@ -7,12 +7,13 @@ import importlib.util
 import json
 import logging
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Query, Request, WebSocket, WebSocketDisconnect
 
+from voxserve.chat.history import ConversationStore
 from voxserve.chat.llm import LLM, OpenAICompatibleLLM
 from voxserve.chat.session import ChatSession
-from voxserve.config import ChatSettings
-from voxserve.errors import VoxserveError
+from voxserve.config import ChatSettings, Settings
+from voxserve.errors import InvalidRequestError, VoxserveError
 from voxserve.server.errors import count_error
 from voxserve.server.metrics import route_of
 
@@ -40,6 +41,46 @@ def chat_llm(settings: ChatSettings) -> LLM | None:
     return None
 
 
+def conversation_store(settings: Settings) -> ConversationStore | None:
+    if not settings.chat.keep_history:
+        return None
+    url = settings.chat.database_url
+    if url is None:
+        settings.data_path.mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{settings.data_path / 'chat.db'}"
+    return ConversationStore(url)
+
+
+def _store(request: Request) -> ConversationStore:
+    store = request.app.state.chat_history
+    if store is None:
+        raise InvalidRequestError(
+            "conversations are not saved on this server (chat.keep_history is off)",
+            code="history_disabled",
+        )
+    return store
+
+
+@router.get("/v1/chat/conversations")
+async def list_conversations(
+    request: Request, limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0)
+) -> dict:
+    """Saved conversations, the most recently active first."""
+    summaries = await asyncio.to_thread(_store(request).recent, limit, offset)
+    return {"object": "list", "data": [summary.to_dict() for summary in summaries]}
+
+
+@router.get("/v1/chat/conversations/{conversation_id}")
+async def get_conversation(request: Request, conversation_id: str) -> dict:
+    return (await asyncio.to_thread(_store(request).get, conversation_id)).to_dict()
+
+
+@router.delete("/v1/chat/conversations/{conversation_id}")
+async def delete_conversation(request: Request, conversation_id: str) -> dict:
+    await asyncio.to_thread(_store(request).delete, conversation_id)
+    return {"id": conversation_id, "object": "conversation", "deleted": True}
+
+
 @router.websocket("/v1/chat/ws")
 async def chat(websocket: WebSocket) -> None:
     await websocket.accept()
@@ -59,7 +100,12 @@ async def chat(websocket: WebSocket) -> None:
 
     synthesizer = app.state.synthesizer
     session = ChatSession(
-        synthesizer, app.state.chat_llm, synthesizer.settings.chat, send_json, send_bytes
+        synthesizer,
+        app.state.chat_llm,
+        synthesizer.settings.chat,
+        send_json,
+        send_bytes,
+        app.state.chat_history,
     )
     try:
         await session.start()

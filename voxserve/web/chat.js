@@ -32,6 +32,7 @@ let turnStartedAt = 0; // end of the user's speech (or the typed message) of the
 
 let voices = []; // from GET /v1/audio/voices
 let characters = []; // as the server last confirmed them
+let conversationId = conversationInAddress(); // the conversation shown; saved ones go in the URL
 
 const debug = { micFramesCaptured: 0, micFramesSent: 0, messagesSent: [] }; // for tests
 
@@ -54,6 +55,7 @@ const elements = {
   policy: document.getElementById("policy"),
   characterTemplate: document.getElementById("character-template"),
   metrics: document.getElementById("metrics"),
+  conversations: document.getElementById("conversations"),
 };
 
 // ---- WebSocket -----------------------------------------------------------------------------
@@ -70,6 +72,8 @@ function connect() {
   socket.onopen = () => {
     reconnectDelayMs = 500;
     setConnection("open", "connected");
+    // After a reconnect (or a reload), carry on the saved conversation this page shows.
+    if (conversationInAddress()) send({ type: "resume", conversation_id: conversationInAddress() });
     if (wantListening) send({ type: "start_listening" });
   };
   socket.onmessage = (event) => {
@@ -96,6 +100,7 @@ function handleMessage(message) {
     case "ready":
       characters = message.characters || [];
       renderCharacters(characters);
+      if (message.conversation_id !== conversationId) showConversation(message);
       break;
     case "listening":
       serverListening = Boolean(message.active);
@@ -123,9 +128,11 @@ function handleMessage(message) {
       break;
     case "metrics":
       showMetrics(message.generation, message);
+      rememberConversation(); // the turn is saved now
       break;
     case "error":
       showError(`${message.code || "error"}: ${message.message || ""}`);
+      if (message.code === "conversation_not_found") history.replaceState(null, "", location.pathname);
       thinking = false;
       break;
     default:
@@ -310,6 +317,54 @@ function addLogItem(role, who, text) {
   return item;
 }
 
+// ---- saved conversations -------------------------------------------------------------------
+
+function conversationInAddress() {
+  return new URLSearchParams(location.hash.slice(1)).get("conversation");
+}
+
+function rememberConversation() {
+  if (conversationInAddress() !== conversationId) {
+    history.replaceState(null, "", `#conversation=${conversationId}`);
+    loadConversations();
+  }
+}
+
+function showConversation(ready) {
+  conversationId = ready.conversation_id;
+  elements.log.replaceChildren();
+  for (const turn of ready.history || []) {
+    if (turn.speaker === "user") addLogItem("user", "You", turn.text);
+    else addLogItem("assistant", turn.speaker, turn.text);
+  }
+  if (ready.history && ready.history.length) rememberConversation();
+  else history.replaceState(null, "", location.pathname);
+  elements.conversations.value = conversationInAddress() ? conversationId : "";
+}
+
+async function loadConversations() {
+  try {
+    const response = await fetch("/v1/chat/conversations?limit=30");
+    if (!response.ok) return; // saving is off on this server: the picker stays "New"
+    const options = (await response.json()).data.map((saved) => {
+      const option = document.createElement("option");
+      option.value = saved.id;
+      option.textContent = `${saved.title || "untitled"} (${saved.turns})`;
+      return option;
+    });
+    elements.conversations.replaceChildren(elements.conversations.options[0], ...options);
+    elements.conversations.value = conversationInAddress() || "";
+  } catch (error) {
+    showError(`conversations: ${error.message}`);
+  }
+}
+
+function pickConversation() {
+  const picked = elements.conversations.value;
+  if (!picked) reset();
+  else send({ type: "resume", conversation_id: picked });
+}
+
 function showError(text) {
   const item = document.createElement("li");
   item.textContent = text;
@@ -411,6 +466,7 @@ function readCharacters() {
 elements.voiceButton.onclick = toggleListening;
 elements.stopButton.onclick = interrupt;
 elements.resetButton.onclick = reset;
+elements.conversations.onchange = pickConversation;
 elements.addCharacter.onclick = () => addCharacterFields({ name: "", voice: "", persona: "" });
 elements.charactersForm.onsubmit = (event) => {
   event.preventDefault();
@@ -431,4 +487,5 @@ window.voxserveReady = setupAudio().catch((error) => {
 });
 updateState();
 loadVoices();
+loadConversations();
 connect();
