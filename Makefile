@@ -18,7 +18,10 @@ $(VENV)/.serve-installed: pyproject.toml | $(BIN)/python
 		$(BIN)/python -m pip install --quiet -e .; }
 	touch $@
 
+# torch first, pinned to the CPU build (on local disk here): the higgs extra in [test] would
+# otherwise pull a multi-GB CUDA build. The Higgs tests run tiny models on the CPU.
 $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 

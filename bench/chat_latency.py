@@ -3,7 +3,8 @@
 Questions spoken by the embedded voice are streamed to /v1/chat/ws in real time (20 ms frames);
 latency runs from the end of the question's speech to the first audio frame of the answer.
 The server's own per-stage metrics give each stage's share. Fully offline with the embedded STT,
-LLM (the chat extra) and TTS; or --llm-base-url for another LLM.
+LLM (the chat extra) and TTS; or --llm-base-url for another LLM. The baseline, in the same run, is
+the same chat with replies started only once the end of speech is certain (no speculation).
 Run: .venv/bin/python bench/chat_latency.py [--turns 20]. Prints a table, writes
 bench/results/chat_latency.json.
 """
@@ -38,7 +39,14 @@ QUESTIONS = [
     "Why is the sky blue?", "What is a good name for a cat?",
 ]  # fmt: skip
 FRAME = 320  # 20 ms at 16 kHz
-STAGES = ("end_of_speech_to_final", "llm_first_sentence", "tts_first_audio")
+STAGES = (
+    "end_of_speech_to_final", "end_of_speech_to_confirmed", "llm_first_token",
+    "llm_first_sentence", "tts_first_audio", "total_to_first_audio",
+)  # fmt: skip
+CONFIGS = {
+    "speculative (default)": {},
+    "baseline: reply at end of speech": {"VOXSERVE_CHAT__SPECULATE": "false"},
+}
 
 
 def spoken(text: str, synthesizer: Synthesizer) -> tuple[bytes, int]:
@@ -93,21 +101,14 @@ def _finish(ws) -> dict:
     return metrics
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--turns", type=int, default=20)
-    parser.add_argument("--llm-base-url", help="an OpenAI-compatible LLM instead of the embedded")
-    args = parser.parse_args()
-    synthesizer = Synthesizer(Settings())
-    questions = [spoken(QUESTIONS[n % len(QUESTIONS)], synthesizer) for n in range(args.turns)]
-    environment = {"VOXSERVE_CHAT__MAX_REPLY_TOKENS": "60"}
-    if args.llm_base_url:
-        environment["VOXSERVE_CHAT__LLM_BASE_URL"] = args.llm_base_url
+def run_chat(
+    questions: list[tuple[bytes, int]], environment: dict[str, str], port: int
+) -> dict:
     latencies, metrics = [], []
     with tempfile.TemporaryDirectory() as data_dir:
-        server = start_server(18897, data_dir, environment)
+        server = start_server(port, data_dir, environment)
         try:
-            with connect("ws://127.0.0.1:18897/v1/chat/ws") as ws:
+            with connect(f"ws://127.0.0.1:{port}/v1/chat/ws") as ws:
                 ws.recv(timeout=10)  # ready
                 for pcm, speech_end in questions:
                     latency, stages = turn(ws, pcm, speech_end)
@@ -116,25 +117,62 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(timeout=10)
-    quantile = statistics.quantiles(latencies, n=20)
-    result = {
+    return {
         "turns": len(latencies),
         "voice_to_voice_p50_ms": round(statistics.median(latencies) * 1000),
-        "voice_to_voice_p95_ms": round(quantile[-1] * 1000),
+        "voice_to_voice_p95_ms": round(statistics.quantiles(latencies, n=20)[-1] * 1000),
         "server_stage_medians_ms": {
             stage: round(statistics.median(m[stage] for m in metrics if stage in m))
-            for stage in (*STAGES, "llm_first_token", "total_to_first_audio")
+            for stage in STAGES
         },
     }
-    print(f"turns {result['turns']}: voice-to-voice p50 {result['voice_to_voice_p50_ms']} ms, "
-          f"p95 {result['voice_to_voice_p95_ms']} ms (target p50 <= 1000 ms)")  # fmt: skip
-    total = result["server_stage_medians_ms"]["total_to_first_audio"] or 1
-    print("stage (server, median)        ms   share of server total")
-    for stage, value in result["server_stage_medians_ms"].items():
-        print(f"{stage:28s} {value:6d}   {value / total:6.0%}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--turns", type=int, default=20)
+    parser.add_argument("--llm-base-url", help="an OpenAI-compatible LLM instead of the embedded")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="a chat setting for both runs, e.g. --set partial_interval_ms=1000",
+    )  # fmt: skip
+    parser.add_argument("--no-baseline", action="store_true", help="only the default chat")
+    args = parser.parse_args()
+    synthesizer = Synthesizer(Settings())
+    questions = [spoken(QUESTIONS[n % len(QUESTIONS)], synthesizer) for n in range(args.turns)]
+    environment = {"VOXSERVE_CHAT__MAX_REPLY_TOKENS": "60"}
+    if args.llm_base_url:
+        environment["VOXSERVE_CHAT__LLM_BASE_URL"] = args.llm_base_url
+    for setting in args.set:
+        key, _, value = setting.partition("=")
+        environment[f"VOXSERVE_CHAT__{key.upper()}"] = value
+    configs = list(CONFIGS.items())[: 1 if args.no_baseline else None]
+    results = {
+        name: run_chat(questions, environment | extra, 18897 + number)
+        for number, (name, extra) in enumerate(configs)
+    }
+    print(f"{args.turns} turns, voice-to-voice at the client (target p50 <= 1000 ms)")
+    print(f"{'':34s} {'p50 ms':>8s} {'p95 ms':>8s}")
+    for name, result in results.items():
+        p50, p95 = result["voice_to_voice_p50_ms"], result["voice_to_voice_p95_ms"]
+        print(f"{name:34s} {p50:8d} {p95:8d}")
+    ratio = None
+    if not args.no_baseline:
+        ours, baseline = results.values()
+        ratio = round(ours["voice_to_voice_p50_ms"] / baseline["voice_to_voice_p50_ms"], 3)
+        print(f"{'ratio (speculative / baseline)':34s} {ratio:8.2f}")
+    print("\nserver stages, median ms (share of the server total)")
+    print(f"{'stage':28s}" + "".join(f" {name[:22]:>24s}" for name in results))
+    for stage in STAGES:
+        cells = []
+        for result in results.values():
+            medians = result["server_stage_medians_ms"]
+            total = medians["total_to_first_audio"] or 1
+            cells.append(f"{medians[stage]:6d} ({medians[stage] / total:4.0%})")
+        print(f"{stage:28s}" + "".join(f" {cell:>24s}" for cell in cells))
     out = Path(__file__).parent / "results" / "chat_latency.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    out.write_text(json.dumps({**results, "p50_ratio": ratio, "settings": args.set}, indent=2))
 
 
 if __name__ == "__main__":

@@ -74,20 +74,28 @@ def server_url(data_dir: Path):
         env=environment,
     )
     url = f"http://127.0.0.1:{port}"
+    with serving(process, url + "/health"):
+        yield url
+
+
+@contextlib.contextmanager
+def serving(process: subprocess.Popen, ready_url: str, within: float = 60) -> Iterator[None]:
+    """Wait until ``ready_url`` answers 200 (the server in ``process`` is up), then run the block;
+    the process is stopped after it."""
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + within
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"server exited with {process.returncode}")
+                raise RuntimeError(f"{process.args} exited with {process.returncode}")
             try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                if httpx.get(ready_url, timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError("server did not start within 60 s")
+                raise RuntimeError(f"{process.args} did not start within {within:g} s")
             time.sleep(0.2)
-        yield url
+        yield
     finally:
         process.terminate()
         process.wait(timeout=10)

@@ -40,6 +40,7 @@ class FakeEngine(Engine):
         silent_on: str | None = None,
         max_input_chars: int = 200,
         cloning: bool = False,
+        sampling: bool = False,
     ):
         super().__init__()
         self.sample_rate = sample_rate
@@ -50,6 +51,7 @@ class FakeEngine(Engine):
         self.silent_on = silent_on
         self.max_input_chars = max_input_chars
         self.cloning = cloning
+        self.sampling = sampling
         self.options: list[SynthesisOptions] = []
         self.calls: list[str] = []
         self.finished: list[str] = []
@@ -66,6 +68,7 @@ class FakeEngine(Engine):
             speed_range=(0.5, 2.0),
             streaming=self.chunks > 1,
             cloning=self.cloning,
+            sampling=self.sampling,
         )
 
     def voices(self) -> list[Voice]:

@@ -61,12 +61,13 @@ class ChatSettings(BaseModel):
     barge_in_min_ms: int = Field(300, ge=0)
     end_of_speech_ms: int = Field(500, ge=100)
     """Silence that ends the user's turn."""
-    speculate_after_ms: int | None = Field(150, ge=0)
-    """Silence after which a reply starts, held back until the end of speech is certain (and
-    dropped if the user speaks on); None: replies start only at the end of speech."""
+    speculate: bool = True
+    """Start the reply in a short pause (``speculate_after_ms``), held back until the end of speech
+    is certain and dropped if the user speaks on; off: replies start at the end of speech."""
+    speculate_after_ms: int = Field(64, ge=0)
     min_speech_ms: int = Field(200, ge=0)
     """Shorter sounds are not an utterance (a cough, a click)."""
-    partial_interval_ms: int = Field(700, ge=100)
+    partial_interval_ms: int = Field(1000, ge=100)
     """How often a draft transcript is made while the user speaks."""
     vad_threshold: float = Field(0.5, gt=0, lt=1)
     """Speech probability at which the voice activity detector hears speech start."""
@@ -87,6 +88,21 @@ class ChatSettings(BaseModel):
             },
         ]  # fmt: skip
     )
+
+
+class RunpodSettings(BaseModel):
+    """The RunPod serverless worker (``[runpod]``; environment ``VOXSERVE_RUNPOD__MAX_AUDIO_MB``
+    and so on). The ``runpod`` engine that calls such a worker is set in ``[engines.runpod]``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_audio_mb: float = Field(20.0, gt=0)
+    """Largest reference clip a job's ``audio_url`` may download."""
+    fetch_timeout: float = Field(30.0, gt=0)
+    """Seconds the whole download of ``audio_url`` may take, redirects included."""
+    allow_private_urls: bool = False
+    """Let ``audio_url`` reach private, loopback and link-local addresses (trusted clients only:
+    otherwise a job could read the cloud's metadata service or the network behind the worker)."""
 
 
 class Settings(BaseModel):
@@ -134,7 +150,8 @@ class Settings(BaseModel):
 
     speakers: dict[str, list[str]] = Field(
         default_factory=lambda: {
-            "piper": ["joe", "warm_female", "storyteller_male", "professional_female"]
+            "piper": ["joe", "warm_female", "storyteller_male", "professional_female"],
+            "higgs": ["deep_male", "warm_female", "storyteller_male", "professional_female"],
         }
     )
     """Per engine, the voices for the TTS-provider speaker roles 0-3: primary male, primary female,
@@ -148,6 +165,7 @@ class Settings(BaseModel):
 
     stt: SttSettings = Field(default_factory=SttSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
+    runpod: RunpodSettings = Field(default_factory=RunpodSettings)
 
     engines: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Per-engine tables, e.g. ``[engines.piper] threads = 2``."""

@@ -9,6 +9,19 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 AudioFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
 
 
+class Sampling(BaseModel):
+    """Sampling for engines that generate by sampling (``higgs``); unset fields keep the engine's
+    configured values. Other engines refuse it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    temperature: float | None = Field(None, gt=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=1)
+    max_new_tokens: int | None = Field(None, ge=1)
+    seed: int | None = Field(None, ge=0)
+
+
 class SpeechOptions(BaseModel):
     """How to speak: everything of a speech request but the text."""
 
@@ -27,6 +40,7 @@ class SpeechOptions(BaseModel):
     language: str | None = None
     normalize: bool = True
     """Read numbers, dates, units, URLs... as words; drop markdown and emoji."""
+    sampling: Sampling | None = None
 
     @field_validator("voice", "model", "language", "instructions", mode="before")
     @classmethod

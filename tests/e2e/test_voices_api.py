@@ -71,7 +71,7 @@ def test_an_uploaded_clip_becomes_a_profile_with_a_transcript(server_url, speech
     spoken = httpx.post(f"{server_url}/v1/audio/speech", json={"input": "Hi.", "voice": name})
     assert spoken.status_code == 400
     assert spoken.json()["error"]["code"] == "cloning_not_supported"
-    assert "none installed" in spoken.json()["error"]["message"]
+    assert "engines that can" in spoken.json()["error"]["message"]
 
 
 def test_a_profile_that_names_an_engine_voice_speaks_with_its_defaults(server_url):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tests.fakes import FakeEngine, collect, make_synthesizer
+from voxserve.engines.base import SamplingOptions
 from voxserve.errors import EngineError, InvalidRequestError
 from voxserve.request import SpeechRequest
 from voxserve.synthesis.synthesizer import Progress
@@ -144,3 +145,16 @@ def test_openai_voice_names_and_model_names_resolve_to_the_defaults():
     synthesizer.settings.voice_aliases["alloy"] = "low"
     prepared = synthesizer.prepare(SpeechRequest(input="Hi.", voice="alloy", model="tts-1"))
     assert (prepared.engine.name, prepared.voice.id) == ("fake", "low")
+
+
+def test_sampling_reaches_engines_that_sample_and_is_refused_by_the_rest(tmp_path):
+    request = SpeechRequest(input="Hello.", sampling={"temperature": 0.6, "seed": 4})
+    sampler = FakeEngine(sampling=True)
+    voicing = make_synthesizer(sampler, data_dir=tmp_path).prepare(request).voicing
+    assert voicing.options.sampling == SamplingOptions(temperature=0.6, seed=4)
+
+    with pytest.raises(InvalidRequestError) as caught:
+        make_synthesizer(FakeEngine(), data_dir=tmp_path).prepare(request)
+    assert (caught.value.param, caught.value.code) == ("sampling", "sampling_not_supported")
+    with pytest.raises(ValueError, match="temperature"):
+        SpeechRequest(input="Hello.", sampling={"temperature": 0})

@@ -30,6 +30,19 @@ def test_a_sentence_is_released_once_complete_and_only_the_first_fragment_is_sma
     assert drain(stream) == ["Doctor Smith, the dentist, is in."]  # normalized, not split
 
 
+def test_the_opening_clause_goes_before_its_sentence_is_complete():
+    stream = TextStream("joe", PLAN)
+    for token in ["It", " costs", " 1,000", " dollars", ","]:
+        stream.push(token)
+        assert drain(stream) == []  # "1,000" is no clause mark; "dollars," may be a word's end
+    stream.push(" more")
+    assert drain(stream) == ["It costs one thousand dollars,"]
+    stream.push(" or less, at 9:30 today. And then, more.")
+    stream.end()
+    # Only the opening clause goes early; the rest is planned by sentences as always.
+    assert drain(stream) == ["more or less, at nine thirty today.", "And then, more."]
+
+
 def test_fenced_code_is_not_read_even_when_the_fence_arrives_in_pieces():
     stream = TextStream("joe", PLAN)
     for token in ["Run this:", "\n`", "``py", "thon\nprint(", "1)\n`", "`", "`\nThen relax."]:

@@ -86,7 +86,7 @@ class ChatSession:
         self.listener = Listener(
             synthesizer.transcriber,
             end_of_speech_ms=settings.end_of_speech_ms,
-            speculate_after_ms=settings.speculate_after_ms,
+            speculate_after_ms=settings.speculate_after_ms if settings.speculate else None,
             min_speech_ms=settings.min_speech_ms,
             partial_interval_ms=settings.partial_interval_ms,
             vad_threshold=settings.vad_threshold,

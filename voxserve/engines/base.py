@@ -30,6 +30,10 @@ class Capabilities:
     """Honours free-text style instructions."""
     concurrency: int = 1
     """Syntheses that may run at once without slowing each other down."""
+    carries_context: bool = False
+    """Keeps a voice consistent across the segments of one render, given a ``context_id``."""
+    sampling: bool = False
+    """Generates by sampling, and takes per-request ``SamplingOptions``."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -49,6 +53,31 @@ class Voice:
 
 
 @dataclass(frozen=True)
+class SpeakerPrompt:
+    """One voice of a multi-speaker dialogue, for the text's ``[SPEAKER0]``-style tag."""
+
+    tag: str
+    """The tag without brackets: ``SPEAKER0``."""
+    reference_audio: str | None = None
+    """Path of a WAV to clone for this speaker."""
+    reference_text: str | None = None
+    """What the reference audio says."""
+    description: str | None = None
+    """Who speaks, and how, in words."""
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """Per-request sampling for engines that sample; None keeps the engine's configured value."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    max_new_tokens: int | None = None
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
 class SynthesisOptions:
     """Per-call options; None means the voice's own default."""
 
@@ -62,6 +91,12 @@ class SynthesisOptions:
     """What the reference audio says."""
     speaker_description: str | None = None
     """For description-driven engines."""
+    speakers: tuple[SpeakerPrompt, ...] = ()
+    """Per-speaker voices for text tagged ``[SPEAKER0] ... [SPEAKER1] ...`` (engines that can)."""
+    context_id: str | None = None
+    """Ties the segments of one render together (engines that declare ``carries_context``)."""
+    sampling: SamplingOptions | None = None
+    """For engines that declare ``sampling``."""
 
 
 class Engine(ABC):

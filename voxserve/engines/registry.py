@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 # name -> "module:Class"; imported only when used so heavy extras cost nothing until then.
 ENGINE_CLASSES: dict[str, str] = {
     "piper": "voxserve.engines.piper:PiperEngine",
+    "higgs": "voxserve.engines.higgs:HiggsEngine",
+    "runpod": "voxserve.engines.runpod:RunpodEngine",
 }
 
 # OpenAI's model names, served by the default engine.
@@ -56,7 +58,9 @@ class EngineRegistry:
         self._last_used: dict[str, float] = {}
 
     def names(self) -> list[str]:
-        return sorted(set(ENGINE_CLASSES) | set(self._engines))
+        """Every engine's name, the default engine's first (its voices lead every listing)."""
+        default = self.settings.default_engine
+        return sorted(set(ENGINE_CLASSES) | set(self._engines), key=lambda n: (n != default, n))
 
     def register(self, engine: Engine) -> None:
         """Serve an engine instance under its name (a plugin, or a test double)."""

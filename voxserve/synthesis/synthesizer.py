@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 import functools
 import time
+import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,7 +23,7 @@ import numpy as np
 from voxserve.audio import AudioEncoder, StreamResampler, apply_fades, create_encoder, silence
 from voxserve.audio.frames import AudioChunk
 from voxserve.config import Settings
-from voxserve.engines.base import Engine, SynthesisOptions, Voice
+from voxserve.engines.base import Engine, SamplingOptions, SynthesisOptions, Voice
 from voxserve.engines.registry import EngineRegistry
 from voxserve.errors import EngineError, InvalidRequestError, VoxserveError
 from voxserve.request import SpeechOptions, SpeechRequest
@@ -278,11 +279,18 @@ class Synthesizer:
                 param="language",
                 code="unsupported_language",
             )
+        if request.sampling is not None and not capabilities.sampling:
+            raise InvalidRequestError(
+                f"engine {engine.name!r} does not sample, so it takes no sampling settings",
+                param="sampling",
+                code="sampling_not_supported",
+            )
         options = SynthesisOptions(
             voice=voice.id,
             speed=speed,
             language=request.language,
             instructions=request.instructions,
+            sampling=SamplingOptions(**request.sampling.model_dump()) if request.sampling else None,
             **extra,
         )
         sample_rate = request.sample_rate or voice.sample_rate or capabilities.sample_rate
@@ -344,6 +352,9 @@ class Synthesizer:
         Waits for a stream place on the engine first (raises OverloadedError if the queue is full).
         """
         engine, sample_rate = voicing.engine, voicing.sample_rate
+        if engine.capabilities.carries_context:  # this render's segments share one voice
+            options = replace(voicing.options, context_id=uuid.uuid4().hex)
+            voicing = replace(voicing, options=options)
         scheduler = self.scheduler(engine)
         async with scheduler.stream() as clock, self.registry.in_use(engine.name):
             await self.registry.ensure_loaded(engine.name)

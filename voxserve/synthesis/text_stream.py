@@ -16,7 +16,9 @@ class TextStream:
     """Feed text with ``push``; ``segments()`` yields what is ready to synthesize, in order.
 
     Fenced code blocks are dropped as they stream past (the whole-text normalizer cannot see a
-    fence that opened in an earlier sentence). Only the very first fragment is kept small.
+    fence that opened in an earlier sentence). Only the very first fragment is kept small, and it
+    goes as soon as it is complete: a reply's opening clause ("Well,") is released before the rest
+    of its sentence has arrived, which is most of a voice chat's time to first audio.
     """
 
     def __init__(self, voice: str, plan: PlanOptions, *, normalize: bool = True):
@@ -32,7 +34,11 @@ class TextStream:
         self.ended = False
 
     def push(self, text: str) -> None:
-        self._plan(self._sentences.push(self._drop_code(text)))
+        sentences = self._sentences.push(self._drop_code(text))
+        if not sentences and not self.released and self.plan.small_first:
+            opening = self._sentences.take_opening_clause()
+            sentences = [opening] if opening else []
+        self._plan(sentences)
 
     def flush(self) -> None:
         self._plan(self._sentences.flush())

@@ -26,6 +26,7 @@ _CANDIDATE = re.compile(
     r"|\n"
 )
 _WHITESPACE = re.compile(r"\s*")
+_CLAUSE_MARK = re.compile(r"[,;:](?=\s)")  # not "1,000" or "9:30"
 _QUOTES = frozenset("\"'\u201d\u2019\u00bb")
 _OPENERS = "\"'\u201c\u2018([{\u00ab"
 _INITIALISM = re.compile(r"(?:[A-Za-z]\.)+[A-Za-z]")
@@ -206,6 +207,20 @@ class SentenceBuffer:
         self._pending = self._pending[kept_from:]
         self._resume_at = resume_at - kept_from
         return sentences
+
+    def take_opening_clause(self) -> str | None:
+        """Remove and return the text before the first clause mark (", ", "; ", ": ") of the
+        sentence being collected, mark included; None when there is none yet.
+
+        For the first words of a streamed reply: "Sure," can be spoken while the rest of its
+        sentence is still arriving.
+        """
+        match = _CLAUSE_MARK.search(self._pending)
+        if match is None or not self._pending[: match.start()].strip():
+            return None
+        clause, self._pending = self._pending[: match.end()], self._pending[match.end() :]
+        self._resume_at = max(0, self._resume_at - match.end())
+        return clause.strip()
 
     def flush(self) -> list[str]:
         """Return the rest as sentences, however incomplete, and empty the buffer."""

@@ -1,0 +1,61 @@
+"""Engine fixtures: tiny, randomly initialised Higgs Audio V2 checkpoints, built once a session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from voxserve.engines.higgs import HiggsEngine
+from voxserve.engines.higgs.random_model import CheckpointPaths, build_checkpoint
+
+
+@pytest.fixture(scope="session")
+def higgs_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> CheckpointPaths:
+    """The real architecture at a few hundred thousand parameters; its stream ends by chance."""
+    return build_checkpoint(tmp_path_factory.mktemp("higgs-tiny"))
+
+
+@pytest.fixture(scope="session")
+def higgs_endless_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> CheckpointPaths:
+    """The same, never ending its stream: output runs to the engine's token cap."""
+    return build_checkpoint(tmp_path_factory.mktemp("higgs-endless"), endless=True)
+
+
+def load_higgs(paths: CheckpointPaths, **settings) -> HiggsEngine:
+    """An engine loaded from ``paths`` through its real loading code; no HIGGS_* variables."""
+    engine = HiggsEngine({**paths.settings(), "device": "cpu", **settings}, environ={})
+    engine.load()
+    return engine
+
+
+@pytest.fixture(scope="session")
+def higgs_engine(higgs_checkpoint: CheckpointPaths) -> Iterator[HiggsEngine]:
+    engine = load_higgs(higgs_checkpoint, seed=3)
+    yield engine
+    engine.unload()
+
+
+@pytest.fixture(scope="session")
+def higgs_endless_engine(higgs_endless_checkpoint: CheckpointPaths) -> Iterator[HiggsEngine]:
+    engine = load_higgs(higgs_endless_checkpoint, seed=3, first_chunk_frames=4, chunk_frames=10)
+    yield engine
+    engine.unload()
+
+
+@pytest.fixture
+def reference_wav(tmp_path: Path) -> Path:
+    """Two seconds of a voiced-like tone at 24 kHz, as a WAV file."""
+    import numpy as np
+
+    from voxserve.audio.encode import create_encoder
+    from voxserve.audio.wav import fix_wav_header
+
+    rate = 24000
+    time = np.arange(2 * rate) / rate
+    tone = 0.3 * np.sin(2 * np.pi * 140 * time) * (1 + 0.5 * np.sin(2 * np.pi * 3 * time))
+    encoder = create_encoder("wav", rate)
+    path = tmp_path / "reference.wav"
+    path.write_bytes(fix_wav_header(encoder.encode(tone.astype(np.float32)) + encoder.finish()))
+    return path

@@ -1,0 +1,171 @@
+"""The RunPod serverless worker: a RunPod job in, a WAV out, through the one Synthesizer.
+
+    python -m voxserve.runpod_worker            # on RunPod (Dockerfile.runpod's command)
+    python -m voxserve.runpod_worker --test_input '{"input": {"prompt": "Hello!"}}'
+    python -m voxserve.runpod_worker --rp_serve_api --rp_api_port 8000   # RunPod's API, locally
+
+A job's input (any other field is refused):
+
+    prompt          the text to speak (required)
+    voice, engine   as ``voice`` and ``model`` of /v1/audio/speech; default: the configured ones
+    audio_url       a clip to clone, fetched over http(s) (see voxserve.net); needs an engine
+                    that can clone
+    transcript      what the clip says; without it the clip is transcribed (the stt extra;
+                    without that extra the job is refused, saying so)
+    temperature, top_p, top_k, max_new_tokens, seed
+                    sampling, for engines that sample (below)
+
+Its output: ``{"audio_base64": a WAV in base64, "duration": seconds, "sample_rate": Hz}``. A job
+that cannot be done answers RunPod's ``{"error": "message"}``, the message naming the field at
+fault; never a traceback.
+
+Sampling parameters go with the request (``SpeechRequest.sampling``) to engines that sample
+(``Capabilities.sampling``: higgs); for the embedded engine, which does not, they are left out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import sys
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from voxserve.audio import create_encoder, fix_wav_header
+from voxserve.config import ConfigError, RunpodSettings, load_settings
+from voxserve.errors import EngineError, InvalidRequestError, VoxserveError
+from voxserve.net import fetch_url
+from voxserve.request import Sampling, SpeechRequest
+from voxserve.server.errors import validation_error
+from voxserve.synthesis.synthesizer import CloneReference, Synthesizer
+
+logger = logging.getLogger("voxserve.runpod")
+
+SAMPLING_FIELDS = frozenset({"temperature", "top_p", "top_k", "max_new_tokens", "seed"})
+
+
+class WorkerInput(BaseModel):
+    """A job's ``input``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1)
+    audio_url: str | None = None
+    transcript: str | None = None
+    voice: str | None = None
+    engine: str | None = None
+    temperature: float = Field(0.3, ge=0.0, le=2.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    top_k: int = Field(50, ge=1)
+    max_new_tokens: int = Field(1024, ge=1)
+    seed: int | None = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _not_blank(cls, prompt: str) -> str:
+        if not prompt.strip():
+            raise ValueError("empty or only whitespace")
+        return prompt
+
+    @model_validator(mode="after")
+    def _clip_fields_agree(self) -> WorkerInput:
+        if self.transcript is not None and self.audio_url is None:
+            raise ValueError("transcript is what audio_url says: give audio_url with it")
+        if self.voice is not None and self.audio_url is not None:
+            raise ValueError("the clip at audio_url is the voice: give one, not both")
+        return self
+
+    def sampling(self) -> Sampling:
+        return Sampling(**self.model_dump(include=SAMPLING_FIELDS))
+
+
+class RunpodWorker:
+    """Turns RunPod jobs into speech requests; one per process, its synthesizer kept warm."""
+
+    def __init__(self, synthesizer: Synthesizer, settings: RunpodSettings | None = None):
+        self.synthesizer = synthesizer
+        self.settings = settings or synthesizer.settings.runpod
+
+    async def handle(self, job: dict[str, Any]) -> dict[str, Any]:
+        """RunPod's handler: the job's output, or ``{"error": message}``."""
+        try:
+            return await self.speak(WorkerInput.model_validate(job.get("input")))
+        except ValidationError as error:
+            return {"error": validation_error(error).message}
+        except VoxserveError as error:
+            if not isinstance(error, EngineError):
+                return {"error": error.message}
+            logger.error("job %s: %s", job.get("id"), error.message, exc_info=error.__cause__)
+            # A failed engine may have left the GPU in a bad state: RunPod replaces the worker
+            # after this job rather than let it fail every job that follows.
+            return {"error": error.message, "refresh_worker": True}
+        except Exception:
+            logger.exception("job %s failed", job.get("id"))
+            return {"error": "internal error (see the worker's log)", "refresh_worker": True}
+
+    async def speak(self, job: WorkerInput) -> dict[str, Any]:
+        engine = self.synthesizer.registry.engine_for_model(job.engine)
+        request = SpeechRequest(
+            input=job.prompt,
+            voice=job.voice,
+            model=job.engine,
+            response_format="wav",
+            sampling=job.sampling() if engine.capabilities.sampling else None,
+        )
+        reference = None
+        if job.audio_url is not None:
+            reference = await self.reference(job.audio_url, job.transcript, job.engine)
+        prepared = self.synthesizer.prepare(request, reference)
+        chunks = [chunk.samples async for chunk in self.synthesizer.stream(prepared)]
+        samples = np.concatenate(chunks)
+        encoder = create_encoder("wav", prepared.sample_rate)
+        wav = fix_wav_header(encoder.encode(samples) + encoder.finish())
+        return {
+            "audio_base64": base64.b64encode(wav).decode("ascii"),
+            "duration": round(len(samples) / prepared.sample_rate, 3),
+            "sample_rate": prepared.sample_rate,
+        }
+
+    async def reference(
+        self, url: str, transcript: str | None, engine: str | None
+    ) -> CloneReference:
+        """The clip at ``url``, checked and cleaned (and transcribed if no transcript came)."""
+        self.synthesizer.cloning_engine(engine, "audio_url")  # refuse before downloading
+        audio = await fetch_url(
+            url,
+            max_bytes=int(self.settings.max_audio_mb * 2**20),
+            time_limit=self.settings.fetch_timeout,
+            allow_private=self.settings.allow_private_urls,
+            param="audio_url",
+        )
+        try:
+            return await asyncio.to_thread(self.synthesizer.clone_reference, audio, transcript)
+        except InvalidRequestError as error:  # the clip's faults, said of the field it came in
+            raise InvalidRequestError(
+                f"audio_url: {error.message}", param="audio_url", code=error.code
+            ) from error
+
+
+def main() -> None:
+    try:
+        import runpod
+    except ImportError:
+        sys.exit("the RunPod worker needs the runpod extra: pip install 'voxserve[runpod]'")
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        sys.exit(str(error))
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s:%(name)s: %(message)s"
+    )
+    synthesizer = Synthesizer(settings)
+    if settings.preload:  # a warm start: the first job does not wait for the model
+        asyncio.run(synthesizer.registry.ensure_loaded(settings.default_engine))
+    runpod.serverless.start({"handler": RunpodWorker(synthesizer).handle})
+
+
+if __name__ == "__main__":
+    main()
