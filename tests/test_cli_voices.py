@@ -37,7 +37,9 @@ def test_the_profile_lifecycle(run, clip: Path, tmp_path: Path):
     created = run("create", "--name", "letters", "--audio", str(clip), "--tags", "story, calm",
                   "--display", "Letter Writer")  # fmt: skip
     assert created.exit_code == 0, created.output
-    assert "letter to her brother" in created.output.lower()  # transcribed
+    said = created.output.lower()
+    assert "to her brother" in said and "never sent" in said  # transcribed (Whisper tiny may
+    # hear "letter" as "lighter": the words around it are the check)
 
     listed = run("list", "--tag", "story")
     assert "letters" in listed.output and "cloned" in listed.output

@@ -227,7 +227,7 @@ def engines(context: click.Context) -> None:
     table = Table(
         "engine", "installed", "can", "languages", "rate", "max chars", "speed", box=box.SIMPLE_HEAD
     )
-    for name in sorted(ENGINE_CLASSES):
+    for name in sorted(ENGINE_CLASSES, key=lambda n: (n != settings.default_engine, n)):
         cls = engine_class(name)
         if not cls.is_installed():
             table.add_row(name, f"no: pip install 'voxserve[{cls.extra}]'", *[""] * 5)
@@ -239,6 +239,7 @@ def engines(context: click.Context) -> None:
                 ("stream", caps.streaming),
                 ("clone", caps.cloning),
                 ("instruct", caps.instructions),
+                ("sample", caps.sampling),
             )
             if flag
         ]
