@@ -26,7 +26,14 @@ from voxserve.engines.higgs.torchaudio_compat import STAND_IN_VERSION
 from voxserve.engines.registry import EngineRegistry
 from voxserve.errors import EngineError, EngineUnavailableError, InvalidRequestError
 from voxserve.request import SpeechRequest
+from voxserve.synthesis.dialogue import (
+    DialogueRequest,
+    TurnTiming,
+    prepare_dialogue,
+    render_dialogue,
+)
 from voxserve.synthesis.synthesizer import Synthesizer
+from voxserve.voices.builtin import builtin_voice
 
 RATE = 24000
 
@@ -37,9 +44,12 @@ def speak(engine: HiggsEngine, text: str, **options) -> list:
 
 def prompt_text(engine: HiggsEngine, text: str, **options) -> str:
     """The prompt as text, each run of audio tokens shown as one <audio>."""
-    processor = engine._loaded().processor
     prompt = engine.prompt(text, SynthesisOptions(**{"voice": "higgs", **options}))
-    decoded = processor.tokenizer.decode(prompt.input_ids)
+    return readable(engine._loaded().processor, prompt.input_ids)
+
+
+def readable(processor, input_ids) -> str:
+    decoded = processor.tokenizer.decode(input_ids)
     audio = f"(?:{re.escape(processor.audio_token)}|{re.escape(processor.audio_delay_token)})+"
     return re.sub(audio, "<audio>", decoded)
 
@@ -49,7 +59,10 @@ class PrefillTap:
 
     def __init__(self, engine: HiggsEngine):
         self.prompts: list[torch.Tensor | None] = []
+        self.texts: list[str] = []
+        """Each prompt's text, every run of audio tokens shown as one <audio>."""
         self.steps = 0
+        self._processor = engine._loaded().processor
         self._handle = engine._loaded().model.register_forward_pre_hook(self, with_kwargs=True)
 
     def __call__(self, module, args, kwargs) -> None:
@@ -58,6 +71,7 @@ class PrefillTap:
         else:
             audio = kwargs.get("audio_input_ids")
             self.prompts.append(None if audio is None else audio[0].clone())
+            self.texts.append(readable(self._processor, kwargs["input_ids"][0]))
 
     def remove(self) -> None:
         self._handle.remove()
@@ -376,6 +390,38 @@ async def test_a_text_is_spoken_through_the_synthesizer(higgs_engine, tmp_path):
     assert sum(len(chunk.samples) for chunk in chunks) > 0
     assert all(chunk.sample_rate == RATE for chunk in chunks)
     assert tap.prompts[0] is None and tap.prompts[1] is not None  # the second carries the first
+
+
+async def test_a_dialogue_on_higgs_is_one_conversation_of_its_cast(higgs_engine, tmp_path):
+    synthesizer = higgs_synthesizer(higgs_engine, tmp_path, first_fragment_small=False)
+    lines = [("Ann", "Hello there."), ("Ben", "Hi Ann."), ("Ann", "Bye now.")]
+    request = DialogueRequest(
+        model="higgs",
+        turns=[{"speaker": speaker, "text": text} for speaker, text in lines],
+        voices={"Ann": "warm_female", "Ben": "deep_male"},
+    )
+    dialogue = prepare_dialogue(synthesizer, request)
+    assert dialogue.tags == {"Ann": "SPEAKER0", "Ben": "SPEAKER1"}
+    tap = PrefillTap(higgs_engine)
+    try:
+        items = [item async for item in render_dialogue(synthesizer, dialogue)]
+    finally:
+        tap.remove()
+
+    timings = [item for item in items if isinstance(item, TurnTiming)]
+    assert [(t.speaker, t.voice) for t in timings] == [
+        ("Ann", "warm_female"), ("Ben", "deep_male"), ("Ann", "warm_female")
+    ]  # fmt: skip
+    cast = "\n".join(
+        f"{tag}: {builtin_voice(voice).speaker_description}"
+        for tag, voice in (("SPEAKER0", "warm_female"), ("SPEAKER1", "deep_male"))
+    )
+    assert len(tap.texts) == 3
+    assert all(cast + "\n<|scene_desc_end|>" in text for text in tap.texts)
+    assert "[SPEAKER1] Hi Ann." in tap.texts[1] and "[SPEAKER0] Bye now." in tap.texts[2]
+    # Each turn hears the one before it, across the change of speaker.
+    assert tap.prompts[0] is None
+    assert "[SPEAKER0] Hello there." in tap.texts[1] and tap.prompts[1] is not None
 
 
 async def test_no_audio_is_reported_as_an_engine_error(higgs_checkpoint, tmp_path):

@@ -34,6 +34,9 @@ class Capabilities:
     """Keeps a voice consistent across the segments of one render, given a ``context_id``."""
     sampling: bool = False
     """Generates by sampling, and takes per-request ``SamplingOptions``."""
+    multi_speaker: bool = False
+    """Speaks a cast in one conversation: ``speakers`` in the options, ``[SPEAKERn]`` tags in the
+    text; with a shared ``context_id``, each turn hears the turns before it."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

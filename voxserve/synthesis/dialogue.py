@@ -4,19 +4,26 @@ A speaker takes, in order: the voice given on its turn, the voice profile of its
 (case-insensitive), the request's mapping, else a built-in voice no other speaker has. The narrator
 (turns without a speaker) speaks in the request's voice. Turns may use different engines; all are
 resampled to one rate.
+
+On one engine that speaks a whole cast (``Capabilities.multi_speaker``: Higgs), the turns become
+one conversation: each carries the cast (every speaker's reference clip or description, from its
+voice profile or voice), its speaker's ``[SPEAKERn]`` tag, and one context id, so that each turn
+hears the turns before it instead of starting cold.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from voxserve.audio import silence
 from voxserve.audio.frames import AudioChunk
+from voxserve.engines.base import SpeakerPrompt
 from voxserve.errors import InvalidRequestError
 from voxserve.request import AudioFormat, SpeechOptions
 from voxserve.synthesis.plan import plan_segments
@@ -29,6 +36,7 @@ from voxserve.synthesis.synthesizer import (
 )
 from voxserve.text import normalize_text
 from voxserve.text.dialogue import NARRATOR, Turn
+from voxserve.voices.builtin import builtin_voice
 
 
 class DialogueTurn(BaseModel):
@@ -78,6 +86,8 @@ class PreparedDialogue:
     response_format: str
     characters: int
     normalize: bool
+    tags: dict[str, str] = field(default_factory=dict)
+    """Speaker -> ``SPEAKERn``, when one engine speaks the whole cast."""
 
 
 def prepare_dialogue(synthesizer: Synthesizer, request: DialogueRequest) -> PreparedDialogue:
@@ -105,10 +115,38 @@ def prepare_dialogue(synthesizer: Synthesizer, request: DialogueRequest) -> Prep
         rate = rate or voicing.sample_rate
         prepared.append((Turn(turn.speaker, turn.text), voicing))
     turns = [(turn, replace(voicing, sample_rate=rate)) for turn, voicing in prepared]
+    turns, tags = _as_one_cast(turns)
     return PreparedDialogue(
         turns, rate, request.pause_between_turns, request.response_format, characters,
-        request.normalize,
+        request.normalize, tags,
     )  # fmt: skip
+
+
+def _as_one_cast(
+    turns: list[tuple[Turn, Voicing]],
+) -> tuple[list[tuple[Turn, Voicing]], dict[str, str]]:
+    """The turns as one conversation, when one engine that speaks a cast has them all."""
+    engine = turns[0][1].engine
+    if not engine.capabilities.multi_speaker or any(v.engine is not engine for _, v in turns):
+        return turns, {}
+    tags: dict[str, str] = {}
+    cast: list[SpeakerPrompt] = []
+    for turn, voicing in turns:
+        if turn.speaker in tags:
+            continue
+        tags[turn.speaker] = tag = f"SPEAKER{len(tags)}"
+        options, builtin = voicing.options, builtin_voice(voicing.voice.id)
+        description = options.speaker_description or (
+            builtin.speaker_description if builtin else None
+        )
+        reference = (options.reference_audio, options.reference_text)
+        cast.append(SpeakerPrompt(tag, *reference, description))
+    # One set of options for every turn (the speaker is its tag), so the engine keeps the context.
+    shared = replace(
+        turns[0][1].options, reference_audio=None, reference_text=None, speaker_description=None,
+        speakers=tuple(cast), context_id=uuid.uuid4().hex,
+    )  # fmt: skip
+    return [(turn, replace(voicing, options=shared)) for turn, voicing in turns], tags
 
 
 def assign_voices(synthesizer: Synthesizer, request: DialogueRequest) -> dict[str, str]:
@@ -151,6 +189,8 @@ async def render_dialogue(
             position += dialogue.pause
         text = normalize_text(turn.text) if dialogue.normalize else turn.text
         segments = plan_segments(text, voicing.voice.id, synthesizer.plan_options(voicing.engine))
+        if tag := dialogue.tags.get(turn.speaker):
+            segments = [replace(s, text=f"[{tag}] {s.text}") for s in segments]
         start = position
         async with contextlib.aclosing(synthesizer.render(voicing, iterate(segments))) as items:
             async for item in items:

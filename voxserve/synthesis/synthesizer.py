@@ -352,7 +352,8 @@ class Synthesizer:
         Waits for a stream place on the engine first (raises OverloadedError if the queue is full).
         """
         engine, sample_rate = voicing.engine, voicing.sample_rate
-        if engine.capabilities.carries_context:  # this render's segments share one voice
+        if engine.capabilities.carries_context and voicing.options.context_id is None:
+            # This render's segments share one voice (a dialogue gives all its turns one id).
             options = replace(voicing.options, context_id=uuid.uuid4().hex)
             voicing = replace(voicing, options=options)
         scheduler = self.scheduler(engine)

@@ -91,6 +91,7 @@ class HiggsEngine(Engine):
             concurrency=self.max_batch,
             carries_context=True,
             sampling=True,
+            multi_speaker=True,
         )
 
     @property
