@@ -113,9 +113,11 @@ async def collect(synthesizer: Synthesizer, request: SpeechRequest, progress=Non
 
 def fake_chat_llm(reply: Callable[[list[dict]], str], delay: float = 0.01):
     """An OpenAI-compatible chat server (the real streaming protocol) whose replies ``reply``
-    makes from the request's messages; ``app.state.requests`` records what it was asked."""
+    makes from the request's messages; ``app.state.requests`` records what it was asked, and
+    ``app.state.streamed`` whether each reply was streamed to its end (False: the client left)."""
     app = FastAPI()
     app.state.requests = []
+    app.state.streamed = []
 
     @app.post("/v1/chat/completions")
     async def completions(request: Request) -> StreamingResponse:
@@ -124,11 +126,16 @@ def fake_chat_llm(reply: Callable[[list[dict]], str], delay: float = 0.01):
         words = reply(body["messages"]).split(" ")
 
         async def events():
-            yield _sse_chunk({"role": "assistant", "content": ""})
-            for number, word in enumerate(words):
-                await asyncio.sleep(delay)
-                yield _sse_chunk({"content": (" " if number else "") + word})
-            yield "data: [DONE]\n\n"
+            finished = False
+            try:
+                yield _sse_chunk({"role": "assistant", "content": ""})
+                for number, word in enumerate(words):
+                    await asyncio.sleep(delay)
+                    yield _sse_chunk({"content": (" " if number else "") + word})
+                yield "data: [DONE]\n\n"
+                finished = True
+            finally:
+                app.state.streamed.append(finished)
 
         return StreamingResponse(events(), media_type="text/event-stream")
 

@@ -335,3 +335,23 @@ def test_a_conversation_is_saved_listed_and_resumed(tmp_path: Path, llm):
         assert missing.json()["error"]["code"] == "conversation_not_found"
         bad = httpx.get(url + "/v1/chat/conversations/nope")
         assert bad.status_code == 400 and "not a conversation id" in bad.json()["error"]["message"]
+
+
+def test_a_client_that_vanishes_mid_turn_has_all_its_work_cancelled(tmp_path: Path):
+    slow = fake_chat_llm(lambda messages: LONG_REPLY, delay=0.1)  # about 10 s of words
+    with running(slow) as llm_url:
+        settings = Settings(data_dir=tmp_path, chat=ChatSettings(llm_base_url=llm_url + "/v1"))
+        synthesizer = Synthesizer(settings)
+        with running(create_app(synthesizer=synthesizer)) as url:
+            with connect(ws_url(url)) as ws:
+                until(ws, "ready")
+                send(ws, type="text", text="Tell me a long story.")
+                until(ws, "audio_stream_start")
+            # Gone mid-reply: the LLM stream is dropped and the synthesis stops.
+            deadline = time.monotonic() + 10
+            while (not slow.state.streamed or synthesizer.stats.active) and (
+                time.monotonic() < deadline
+            ):
+                time.sleep(0.05)
+            assert slow.state.streamed == [False]
+            assert synthesizer.stats.active == 0
