@@ -44,7 +44,6 @@ from voxserve.synthesis.synthesizer import CloneReference, Synthesizer
 
 logger = logging.getLogger("voxserve.runpod")
 
-SAMPLING_FIELDS = frozenset({"temperature", "top_p", "top_k", "max_new_tokens", "seed"})
 
 
 class WorkerInput(BaseModel):
@@ -79,7 +78,7 @@ class WorkerInput(BaseModel):
         return self
 
     def sampling(self) -> Sampling:
-        return Sampling(**self.model_dump(include=SAMPLING_FIELDS))
+        return Sampling(**self.model_dump(include=set(Sampling.model_fields)))
 
 
 class RunpodWorker:

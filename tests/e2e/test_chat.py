@@ -355,3 +355,14 @@ def test_a_client_that_vanishes_mid_turn_has_all_its_work_cancelled(tmp_path: Pa
                 time.sleep(0.05)
             assert slow.state.streamed == [False]
             assert synthesizer.stats.active == 0
+
+
+def test_with_history_off_nothing_is_listed_or_resumed(tmp_path: Path, llm):
+    with chat_server(tmp_path, llm[0], keep_history=False) as url:
+        listed = httpx.get(url + "/v1/chat/conversations")
+        assert listed.status_code == 400
+        assert listed.json()["error"]["code"] == "history_disabled"
+        with connect(ws_url(url)) as ws:
+            until(ws, "ready")
+            send(ws, type="resume", conversation_id="0" * 32)
+            assert until(ws, "error")["code"] == "history_disabled"

@@ -209,6 +209,13 @@ class ConversationStore:
         return row
 
 
+def history_disabled() -> InvalidRequestError:
+    return InvalidRequestError(
+        "conversations are not saved on this server (chat.keep_history is off)",
+        code="history_disabled",
+    )
+
+
 def new_id() -> str:
     return uuid.uuid4().hex
 

@@ -34,7 +34,7 @@ from voxserve.chat.characters import (
     build_messages,
     choose_next_speaker,
 )
-from voxserve.chat.history import ConversationStore, check_id, new_id
+from voxserve.chat.history import ConversationStore, check_id, history_disabled, new_id
 from voxserve.chat.llm import LLM
 from voxserve.chat.stt import Listener, TranscriptEvent
 from voxserve.config import ChatSettings
@@ -389,10 +389,7 @@ class ChatSession:
         conversation_id = message.get("conversation_id")
         check_id(conversation_id)
         if self.store is None:
-            raise InvalidRequestError(
-                "conversations are not saved on this server (chat.keep_history is off)",
-                code="history_disabled",
-            )
+            raise history_disabled()
         conversation = await asyncio.to_thread(self.store.get, conversation_id)
         await self._cancel_reply()
         if self._saved is not None:  # our own last turns must be in before it is read again

@@ -9,11 +9,11 @@ import logging
 
 from fastapi import APIRouter, Query, Request, WebSocket, WebSocketDisconnect
 
-from voxserve.chat.history import ConversationStore
+from voxserve.chat.history import ConversationStore, history_disabled
 from voxserve.chat.llm import LLM, OpenAICompatibleLLM
 from voxserve.chat.session import ChatSession
 from voxserve.config import ChatSettings, Settings
-from voxserve.errors import InvalidRequestError, VoxserveError
+from voxserve.errors import VoxserveError
 from voxserve.server.errors import count_error
 from voxserve.server.metrics import route_of
 
@@ -54,10 +54,7 @@ def conversation_store(settings: Settings) -> ConversationStore | None:
 def _store(request: Request) -> ConversationStore:
     store = request.app.state.chat_history
     if store is None:
-        raise InvalidRequestError(
-            "conversations are not saved on this server (chat.keep_history is off)",
-            code="history_disabled",
-        )
+        raise history_disabled()
     return store
 
 
