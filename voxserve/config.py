@@ -39,6 +39,10 @@ class SttSettings(BaseModel):
     """``cpu``, ``cuda`` or ``auto``."""
     compute_type: str = "int8"
     """CTranslate2's: ``int8``, ``int8_float16``, ``float16``, ``float32``..."""
+    cpu_threads: int = Field(1, ge=0)
+    """Threads per transcription on the CPU; 0: CTranslate2's default (4). One hears a voice-chat
+    utterance with tiny.en fastest, and leaves the other cores to the LLM and the voice; a
+    bigger model wants more."""
 
 
 class ChatSettings(BaseModel):
@@ -71,6 +75,10 @@ class ChatSettings(BaseModel):
     """How often a draft transcript is made while the user speaks."""
     vad_threshold: float = Field(0.5, gt=0, lt=1)
     """Speech probability at which the voice activity detector hears speech start."""
+    stt_window_s: float = Field(10.0, ge=5, le=30)
+    """Seconds of audio Whisper hears an utterance in. 30 is Whisper's own window, and costs the
+    same for any utterance; 10 hears a short question ~3x faster, about as well. A longer
+    utterance, or a transcript that loops, is heard again in the full 30 s."""
     llm_threads: int | None = Field(None, ge=1)
     """CPU threads of the embedded LLM; None: llama.cpp's default (half the cores)."""
     policy: str = "round_robin"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
 import sys
 import threading
@@ -66,6 +68,27 @@ async def test_a_reply_streams_in_pieces_of_english(llm: LocalLLM) -> None:
     assert len(words) >= 3, text
     assert COMMON_WORDS & set(words), text
     assert sum(c.isascii() for c in text) / len(text) > 0.95, text
+
+
+async def test_warming_up_loads_the_model_and_reads_the_prompt() -> None:
+    llm = LocalLLM(temperature=0.0)
+    persona = QUESTION[:1]
+    await llm.warm_up(persona)
+
+    assert llm.loaded
+    # llama.cpp keeps the persona prompt it read, for the first reply to start from.
+    persona_tokens = llm._model.tokenize(persona[0]["content"].encode(), add_bos=False)
+    assert llm._model.n_tokens > len(persona_tokens)
+    assert await collect(llm, QUESTION)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a thread's own priority is Linux's")
+async def test_replies_are_written_at_a_lower_priority_than_speech(llm: LocalLLM) -> None:
+    async with contextlib.aclosing(llm.stream(STORY)) as pieces:
+        await anext(pieces)
+        ours = os.getpriority(os.PRIO_PROCESS, 0)
+        priorities = [os.getpriority(os.PRIO_PROCESS, w.native_id) for w in workers()]
+        assert priorities and min(priorities) > ours
 
 
 async def test_max_tokens_bounds_the_reply(llm: LocalLLM) -> None:

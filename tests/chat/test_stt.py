@@ -12,7 +12,7 @@ from voxserve.audio import StreamResampler
 from voxserve.chat.stt import SAMPLE_RATE, Listener, TranscriptEvent
 from voxserve.errors import EngineError
 from voxserve.request import SpeechRequest
-from voxserve.voices.transcribe import Transcriber
+from voxserve.voices.transcribe import Transcriber, _ends_repeating
 
 SENTENCE = "Please remember to bring your umbrella tomorrow morning."
 FRAME = SAMPLE_RATE * 20 // 1000  # samples in a 20 ms frame
@@ -64,9 +64,13 @@ class FakeTranscriber:
     def __init__(self, text: str = "hello there") -> None:
         self.text = text
         self.heard: list[int] = []
+        self.windows: list[float] = []
 
-    def transcribe_samples(self, samples: np.ndarray, *, beam_size: int = 5) -> str:
+    def transcribe_samples(
+        self, samples: np.ndarray, *, beam_size: int = 5, window_s: float = 30.0
+    ) -> str:
         self.heard.append(len(samples))
+        self.windows.append(window_s)
         return self.text
 
 
@@ -142,6 +146,65 @@ async def test_two_utterances_give_two_finals(speech, transcriber):
         assert word_error_rate(SENTENCE, final.text) <= 0.2, final.text
     second_start = 0.5 + len(speech.samples) / SAMPLE_RATE + 1
     assert finals[0].end < second_start < finals[1].start + 0.2
+
+
+QUESTIONS = [
+    "What time does the library open?",
+    "Can you help me plan a trip?",
+    "Tell me something interesting about the ocean.",
+    "Good morning!",
+]
+
+
+@pytest.fixture(scope="module")
+async def questions(piper_synthesizer) -> list[tuple[str, np.ndarray]]:
+    """Each of QUESTIONS at 16 kHz, as the Listener hands an utterance over."""
+    spoken = []
+    for text in QUESTIONS:
+        request = SpeechRequest(input=text)
+        chunks = [chunk async for chunk in piper_synthesizer.stream(request)]
+        audio = np.concatenate([chunk.samples for chunk in chunks])
+        resampled = StreamResampler(chunks[0].sample_rate, SAMPLE_RATE).process(audio, last=True)
+        spoken.append((text, np.concatenate([silence(0.3), resampled, silence(0.2)])))
+    return spoken
+
+
+def test_a_short_window_hears_questions_as_well_as_whisper_s_own(questions, transcriber):
+    for text, samples in questions:
+        short = transcriber.transcribe_samples(samples, window_s=10)
+        full = transcriber.transcribe_samples(samples)
+        assert word_error_rate(text, short) <= max(word_error_rate(text, full), 0.2), (short, full)
+
+
+async def test_a_transcript_that_loops_in_a_short_window_is_heard_again_in_whisper_s(
+    piper_synthesizer, transcriber
+):
+    chunks = [chunk async for chunk in piper_synthesizer.stream(SpeechRequest(input="Yes."))]
+    audio = np.concatenate([chunk.samples for chunk in chunks])
+    yes = StreamResampler(chunks[0].sample_rate, SAMPLE_RATE).process(audio, last=True)
+    # In a 5 s window tiny.en hears "Yes." as "Yes. Yes.": the short window gives up on it...
+    assert transcriber._transcribe_short(yes, 5, 5.0) is None
+    # ...and the clip is heard again in the full window.
+    assert transcriber.transcribe_samples(yes, window_s=5) == "Yes."
+
+
+def test_silence_in_a_short_window_has_no_words(transcriber):
+    assert transcriber.transcribe_samples(silence(1.5), window_s=10) == ""
+
+
+def test_a_transcript_ending_in_a_repeat_is_a_loop():
+    assert _ends_repeating([7, 1, 2, 1, 2])
+    assert _ends_repeating([5, 6, 7, 5, 6, 7])
+    assert not _ends_repeating([3, 3])  # "very very": one token said twice is speech
+    assert not _ends_repeating([1, 2, 3, 1, 2])
+    assert not _ends_repeating([])
+
+
+async def test_the_listener_hears_in_its_window(speech):
+    transcriber = FakeTranscriber()
+    listener = Listener(transcriber, window_s=12)
+    await feed(listener, np.concatenate([silence(0.5), speech.samples, silence(1)]))
+    assert transcriber.windows and set(transcriber.windows) == {12}
 
 
 async def test_silence_and_low_noise_give_no_events():
@@ -225,7 +288,9 @@ class FailingTranscriber(FakeTranscriber):
         super().__init__()
         self.failures = failures
 
-    def transcribe_samples(self, samples: np.ndarray, *, beam_size: int = 5) -> str:
+    def transcribe_samples(
+        self, samples: np.ndarray, *, beam_size: int = 5, window_s: float = 30.0
+    ) -> str:
         self.heard.append(len(samples))
         if len(self.heard) <= self.failures:
             raise EngineError("transcription failed", code="stt_failed")

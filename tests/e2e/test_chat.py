@@ -156,6 +156,20 @@ def test_an_interrupted_reply_keeps_only_what_was_heard(chat_url, llm):
         assert "sentence number two" not in history
 
 
+def test_a_new_chat_loads_its_ears_and_voices_before_the_first_turn(tmp_path: Path, llm):
+    url, _ = llm
+    chat = ChatSettings(llm_base_url=url)
+    synthesizer = Synthesizer(Settings(data_dir=tmp_path, preload=False, chat=chat))
+    with running(create_app(synthesizer=synthesizer)) as http_url:
+        assert not synthesizer.transcriber.loaded and not synthesizer.registry.loaded_names()
+        with connect(ws_url(http_url)) as ws:
+            until(ws, "ready")
+            deadline = time.monotonic() + 60
+            while not (synthesizer.transcriber.loaded and synthesizer.registry.is_loaded("piper")):
+                assert time.monotonic() < deadline, "the chat did not warm up"
+                time.sleep(0.05)
+
+
 def test_an_unreachable_llm_is_a_clear_message_and_the_chat_goes_on(tmp_path: Path):
     with chat_server(tmp_path, f"http://127.0.0.1:{free_port()}/v1") as url:
         with connect(ws_url(url)) as ws:

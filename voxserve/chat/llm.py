@@ -46,6 +46,10 @@ class LLM(Protocol):
         """The reply to ``messages``, in pieces of text as they are generated."""
         ...
 
+    async def warm_up(self, messages: list[dict]) -> None:
+        """Get ready, before the first reply, to answer a conversation opening with ``messages``."""
+        ...
+
 
 class OpenAICompatibleLLM:
     """A chat-completions server reached over HTTP, streamed with server-sent events.
@@ -83,6 +87,9 @@ class OpenAICompatibleLLM:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    async def warm_up(self, messages: list[dict]) -> None:
+        """Nothing: the server keeps its own model warm, and a request would cost the user."""
 
     async def __aenter__(self) -> OpenAICompatibleLLM:
         return self

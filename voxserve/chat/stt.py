@@ -72,8 +72,15 @@ class TranscriptEvent:
 class SpeechToText(Protocol):
     """What a `Listener` needs of a transcriber; `voxserve.voices.transcribe.Transcriber` fits."""
 
-    def transcribe_samples(self, samples: np.ndarray, *, beam_size: int = 5) -> str:
-        """The words in float32 16 kHz mono `samples`; "" for none. Blocking."""
+    def load(self) -> None:
+        """Load the model now. Blocking."""
+        ...
+
+    def transcribe_samples(
+        self, samples: np.ndarray, *, beam_size: int = 5, window_s: float = 30.0
+    ) -> str:
+        """The words in float32 16 kHz mono `samples`, heard in a `window_s` window; "" for
+        none. Blocking."""
         ...
 
 
@@ -194,12 +201,15 @@ class Listener:
         partial_interval_ms: int = 1000,
         vad_threshold: float = 0.5,
         max_utterance_s: float = 30.0,
+        window_s: float = 10.0,
         vad: SileroVad | None = None,
     ) -> None:
         if not 0 < vad_threshold < 1:
             raise ValueError(f"vad_threshold must be between 0 and 1, got {vad_threshold}")
         self.transcriber = transcriber
         self.vad_threshold = vad_threshold
+        self.window_s = window_s
+        """The window Whisper hears an utterance in (see `Transcriber.transcribe_samples`)."""
         # Hysteresis: speech ends only when the probability falls well below the onset threshold.
         self.vad_release = max(vad_threshold - 0.15, 0.01)
         self._end_of_speech = round(end_of_speech_ms * SAMPLE_RATE / 1000)
@@ -214,11 +224,17 @@ class Listener:
         self._max_utterance = round(max_utterance_s * SAMPLE_RATE)
         self._pre_roll = round(_PRE_ROLL_SECONDS * SAMPLE_RATE)
         self._tail = round(_TAIL_SECONDS * SAMPLE_RATE)
-        self._vad = (vad or _shared_vad).stream()
+        self._vad_model = vad or _shared_vad
+        self._vad = self._vad_model.stream()
         self._position = 0  # stream position (samples) of the next VAD window
         self._utterance_id = 0
         self._partial: tuple[int, asyncio.Future[str]] | None = None
         self._start_listening()
+
+    def load(self) -> None:
+        """Load the VAD and Whisper now rather than at the first utterance. Blocking."""
+        self._vad_model.load()
+        self.transcriber.load()
 
     @property
     def speaking(self) -> bool:
@@ -316,10 +332,18 @@ class Listener:
             with contextlib.suppress(VoxserveError):
                 text = await guess.future
         if text is None:
-            text = await asyncio.to_thread(self.transcriber.transcribe_samples, samples)
+            text = await self._transcribe(samples)
         if not text:
             return []
         return [TranscriptEvent("final", text, start / SAMPLE_RATE, speech_end / SAMPLE_RATE)]
+
+    async def _transcribe(self, samples: np.ndarray, beam_size: int = 5) -> str:
+        return await asyncio.to_thread(
+            self.transcriber.transcribe_samples,
+            samples,
+            beam_size=beam_size,
+            window_s=self.window_s,
+        )
 
     # --- partial transcripts --------------------------------------------------------------
 
@@ -328,9 +352,7 @@ class Listener:
             return  # one in flight already: skip this one
         self._next_partial = end + self._partial_interval
         samples = self._audio_between(self._audio_start, end)
-        future = asyncio.ensure_future(
-            asyncio.to_thread(self.transcriber.transcribe_samples, samples, beam_size=1)
-        )
+        future = asyncio.ensure_future(self._transcribe(samples, beam_size=1))
         self._partial = (self._utterance_id, future)
         self._partial_end = end
 
@@ -353,9 +375,7 @@ class Listener:
 
     def _start_guess(self, speech_end: int) -> None:
         samples = self._audio_between(self._audio_start, speech_end + self._tail)
-        future = asyncio.ensure_future(
-            asyncio.to_thread(self.transcriber.transcribe_samples, samples)
-        )
+        future = asyncio.ensure_future(self._transcribe(samples))
         self._guess = _Guess(speech_end, future)
 
     def _collect_guess(self) -> list[TranscriptEvent]:
