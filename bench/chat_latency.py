@@ -1,7 +1,7 @@
 """Voice-to-voice latency of the voice chat, measured at the client (issue: voice chat).
 
 Questions spoken by the embedded voice are streamed to /v1/chat/ws in real time (20 ms frames);
-latency runs from the end of the question's speech to the first audio frame of the answer.
+latency runs from the end of the question's sound to the first audible sample of the answer.
 The server's own per-stage metrics give each stage's share. Fully offline with the embedded STT,
 LLM (the chat extra) and TTS; or --llm-base-url for another LLM. The baseline, in the same run, is
 the plain pipeline: the reply starts only once the end of speech is certain (no speculation), and
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import sys
@@ -40,14 +41,15 @@ QUESTIONS = [
     "Why is the sky blue?", "What is a good name for a cat?",
 ]  # fmt: skip
 FRAME = 320  # 20 ms at 16 kHz
+SOUNDING = 0.01  # -40 dBFS: a sample this loud is still speech
 STAGES = (
     "end_of_speech_to_final", "end_of_speech_to_confirmed", "llm_first_token",
     "llm_first_sentence", "tts_first_audio", "total_to_first_audio",
 )  # fmt: skip
 CONFIGS = {
-    "default (speculative, 10 s window)": {},
-    "speculative, Whisper's 30 s window": {"VOXSERVE_CHAT__STT_WINDOW_S": "30"},
-    "baseline: reply at end of speech, 30 s": {
+    "default: speculative, 10 s window": {},
+    "speculative, 30 s window": {"VOXSERVE_CHAT__STT_WINDOW_S": "30"},
+    "baseline: at end of speech, 30 s": {
         "VOXSERVE_CHAT__SPECULATE": "false",
         "VOXSERVE_CHAT__STT_WINDOW_S": "30",
     },
@@ -55,7 +57,8 @@ CONFIGS = {
 
 
 def spoken(text: str, synthesizer: Synthesizer) -> tuple[bytes, int]:
-    """The question as 16 kHz PCM with silence after it, and the sample where speech ends."""
+    """The question as 16 kHz PCM with silence after it, and the sample where its sound ends
+    (not where Piper's audio ends: it trails ~150 ms of near-silence, which would flatter us)."""
 
     async def speak() -> np.ndarray:
         chunks = [c async for c in synthesizer.stream(SpeechRequest(input=text))]
@@ -64,46 +67,49 @@ def spoken(text: str, synthesizer: Synthesizer) -> tuple[bytes, int]:
 
     speech = asyncio.run(speak())
     audio = np.concatenate([np.zeros(3200, np.float32), speech, np.zeros(32000, np.float32)])
-    return float_to_pcm16(audio), 3200 + len(speech)
+    sound_end = np.flatnonzero(np.abs(speech) > SOUNDING)[-1] + 1
+    return float_to_pcm16(audio), 3200 + int(sound_end)
 
 
 def turn(ws, pcm: bytes, speech_end: int) -> tuple[float, dict]:
-    """(client latency, server metrics) for one spoken question."""
+    """(client latency, server metrics) for one spoken question: from the end of its sound to the
+    answer's first audible sample, as a client that plays audio the moment it arrives hears it."""
     ws.send(json.dumps({"type": "start_listening"}))
     started = time.perf_counter()
-    ended_at = None
+    reply: dict = {"audible_at": None, "metrics": None}
     for number, offset in enumerate(range(0, len(pcm), FRAME * 2)):
         time.sleep(max(0.0, started + number * 0.02 - time.perf_counter()))  # real time
         ws.send(pcm[offset : offset + FRAME * 2])
-        if ended_at is None and offset // 2 >= speech_end:
-            ended_at = started + speech_end / 16000
-        try:
-            message = ws.recv(timeout=0)
-        except TimeoutError:
-            continue
-        if isinstance(message, bytes):
-            return time.perf_counter() - ended_at, _finish(ws)
-    while True:
-        message = ws.recv(timeout=60)
-        if isinstance(message, bytes):
-            return time.perf_counter() - ended_at, _finish(ws)
+        with contextlib.suppress(TimeoutError):
+            while reply["audible_at"] is None:  # everything waiting, not one message a frame
+                _take(reply, ws.recv(timeout=0))
+        if reply["audible_at"] is not None:
+            break
+    while reply["metrics"] is None:
+        _take(reply, ws.recv(timeout=120))
+    ws.send(json.dumps({"type": "playback_finished", "generation": reply["generation"]}))
+    return reply["audible_at"] - (started + speech_end / 16000), reply["metrics"]
 
 
-def _finish(ws) -> dict:
-    """Drain the reply; report playback finished so listening resumes."""
-    metrics, generation = {}, None
-    while not metrics:
-        message = ws.recv(timeout=120)
-        if isinstance(message, bytes):
-            continue
+def _take(reply: dict, message: bytes | str) -> None:
+    """Note what one message from the server says about the reply."""
+    now = time.perf_counter()
+    if isinstance(message, str):
         data = json.loads(message)
         if data["type"] == "audio_stream_start":
-            generation = data["generation"]
+            reply.update(generation=data["generation"], rate=data["sample_rate"], samples=0)
         elif data["type"] == "metrics":
-            metrics = data
-            generation = data["generation"]
-    ws.send(json.dumps({"type": "playback_finished", "generation": generation}))
-    return metrics
+            reply.update(generation=data["generation"], metrics=data)
+        return
+    if reply["audible_at"] is not None:
+        return
+    reply.setdefault("first_audio_at", now)  # playback starts here, and runs without a gap
+    samples = np.frombuffer(message[4:], "<i2")
+    loud = np.flatnonzero(np.abs(samples) > SOUNDING * 32768)
+    if len(loud):
+        offset = (reply["samples"] + loud[0]) / reply["rate"]
+        reply["audible_at"] = max(reply["first_audio_at"] + offset, now)
+    reply["samples"] += len(samples)
 
 
 def run_chat(
@@ -169,14 +175,15 @@ def main() -> None:
         ratio = round(ours["voice_to_voice_p50_ms"] / baseline["voice_to_voice_p50_ms"], 3)
         print(f"{'ratio (default / baseline)':40s} {ratio:8.2f}")
     print("\nserver stages, median ms (share of the server total)")
-    print(f"{'stage':28s}" + "".join(f" {name[:24]:>24s}" for name in results))
+    width = max(map(len, results)) + 2
+    print(f"{'stage':28s}" + "".join(f"{name:>{width}s}" for name in results))
     for stage in STAGES:
         cells = []
         for result in results.values():
             medians = result["server_stage_medians_ms"]
             total = medians["total_to_first_audio"] or 1
             cells.append(f"{medians[stage]:6d} ({medians[stage] / total:4.0%})")
-        print(f"{stage:28s}" + "".join(f" {cell:>24s}" for cell in cells))
+        print(f"{stage:28s}" + "".join(f"{cell:>{width}s}" for cell in cells))
     out = Path(__file__).parent / "results" / "chat_latency.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({**results, "p50_ratio": ratio, "settings": args.set}, indent=2))

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from voxserve.audio import StreamResampler, apply_fades, silence
+from voxserve.audio import StreamResampler, apply_fades, silence, trim_leading_silence
 
 from .signals import dominant_frequency, sine
 
@@ -67,3 +67,21 @@ def test_silence() -> None:
     assert quiet.dtype == np.float32
     assert len(quiet) == round(0.25 * 22050)
     assert not quiet.any()
+
+
+def test_leading_near_silence_is_cut_to_a_short_fade_in() -> None:
+    rate = 16000
+    tone = sine(440, 0.2, rate)[1:]  # loud from its first sample on
+    hush = np.full(800, 0.001, dtype=np.float32)  # 50 ms at -60 dBFS, as Piper opens sentences
+
+    trimmed = trim_leading_silence(np.concatenate([hush, tone]), rate)
+
+    assert len(trimmed) == 160 + len(tone)  # 10 ms kept before the first loud sample
+    assert trimmed[0] == 0.0  # faded in: no click
+    np.testing.assert_array_equal(trimmed[160:], tone)
+
+
+def test_audio_that_is_all_quiet_is_left_alone() -> None:
+    hush = np.full(800, 0.001, dtype=np.float32)
+
+    assert trim_leading_silence(hush, 16000) is hush

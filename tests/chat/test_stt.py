@@ -65,12 +65,14 @@ class FakeTranscriber:
         self.text = text
         self.heard: list[int] = []
         self.windows: list[float] = []
+        self.beams: list[int] = []
 
     def transcribe_samples(
         self, samples: np.ndarray, *, beam_size: int = 5, window_s: float = 30.0
     ) -> str:
         self.heard.append(len(samples))
         self.windows.append(window_s)
+        self.beams.append(beam_size)
         return self.text
 
 
@@ -200,11 +202,12 @@ def test_a_transcript_ending_in_a_repeat_is_a_loop():
     assert not _ends_repeating([])
 
 
-async def test_the_listener_hears_in_its_window(speech):
+async def test_the_listener_hears_in_its_window_and_beam(speech):
     transcriber = FakeTranscriber()
-    listener = Listener(transcriber, window_s=12)
+    listener = Listener(transcriber, window_s=12, beam_size=3, partial_interval_ms=10_000)
     await feed(listener, np.concatenate([silence(0.5), speech.samples, silence(1)]))
     assert transcriber.windows and set(transcriber.windows) == {12}
+    assert set(transcriber.beams) == {3}  # no drafts here: they are greedy whatever the beam
 
 
 async def test_silence_and_low_noise_give_no_events():
@@ -328,6 +331,22 @@ async def test_a_malformed_frame_is_refused(frame, message):
     listener = Listener(FakeTranscriber())
     with pytest.raises(ValueError, match=message):
         await listener.push(frame)
+
+
+async def test_speech_sent_as_float32_is_refused_as_the_wrong_sample_format(speech):
+    listener = Listener(FakeTranscriber())
+    float_frames = speech.samples.astype("<f4").tobytes()
+    for offset in range(0, len(float_frames), 4 * FRAME):
+        frame = float_frames[offset : offset + 4 * FRAME]
+        if np.any(np.frombuffer(frame, "<f4")):  # silence reads the same in any format
+            with pytest.raises(ValueError, match="32-bit float.*16-bit"):
+                await listener.push(frame)
+
+
+async def test_real_16_bit_speech_and_noise_are_never_taken_for_float32(speech):
+    noise = np.random.default_rng(3).normal(0, 10 ** (-50 / 20), SAMPLE_RATE)
+    for samples in (speech.samples, noise, np.abs(speech.samples)):  # rectified: no negatives
+        await feed(Listener(FakeTranscriber()), samples)  # no ValueError
 
 
 async def test_an_empty_frame_is_harmless():

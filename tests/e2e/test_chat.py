@@ -181,6 +181,9 @@ def test_an_unreachable_llm_is_a_clear_message_and_the_chat_goes_on(tmp_path: Pa
             assert error["code"] == "llm_unreachable" and "not reachable" in error["message"]
             ws.send(b"\x01")  # a broken frame: an error, not a crash
             assert until(ws, "error")["code"] == "invalid_message"
+            ws.send(np.full(320, 0.25, "<f4").tobytes())  # the wrong sample format
+            error = until(ws, "error")
+            assert error["code"] == "invalid_message" and "32-bit float" in error["message"]
             send(ws, type="dance")
             assert until(ws, "error")["code"] == "unknown_type"
             send(ws, type="reset")

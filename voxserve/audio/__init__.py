@@ -7,6 +7,7 @@ from voxserve.audio.dsp import (
     float_to_int16,
     float_to_pcm16,
     silence,
+    trim_leading_silence,
 )
 from voxserve.audio.encode import AUDIO_FORMATS, AudioEncoder, create_encoder
 from voxserve.audio.frames import AudioChunk
@@ -25,4 +26,5 @@ __all__ = [
     "float_to_int16",
     "float_to_pcm16",
     "silence",
+    "trim_leading_silence",
 ]

@@ -54,6 +54,23 @@ def _raised_cosine_ramp(length: int) -> np.ndarray:
     return (0.5 - 0.5 * np.cos(np.pi * np.arange(length) / max(length, 1))).astype(np.float32)
 
 
+def trim_leading_silence(
+    samples: np.ndarray,
+    sample_rate: int,
+    *,
+    threshold: float = 10 ** (-50 / 20),
+    keep_ms: float = 10.0,
+) -> np.ndarray:
+    """`samples` from `keep_ms` before the first one louder than `threshold` (-50 dBFS), faded in
+    over what is kept; unchanged if none is. Piper opens every sentence with ~50 ms of near-silence:
+    cut, the first word of a voice-chat reply is heard that much sooner."""
+    loud = np.flatnonzero(np.abs(samples) > threshold)
+    if not len(loud):
+        return samples
+    start = max(0, int(loud[0]) - round(keep_ms * sample_rate / 1000))
+    return apply_fades(samples[start:], sample_rate, keep_ms, 0.0)
+
+
 def silence(seconds: float, sample_rate: int) -> np.ndarray:
     """Float32 zeros lasting `seconds`."""
     return np.zeros(round(seconds * sample_rate), dtype=np.float32)

@@ -25,7 +25,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from voxserve.audio import float_to_pcm16
+from voxserve.audio import float_to_pcm16, trim_leading_silence
 from voxserve.chat.characters import (
     SPEAKER_POLICIES,
     USER,
@@ -91,6 +91,7 @@ class ChatSession:
             partial_interval_ms=settings.partial_interval_ms,
             vad_threshold=settings.vad_threshold,
             window_s=settings.stt_window_s,
+            beam_size=settings.stt_beam_size,
         )
         self.characters = [Character(**c) for c in settings.characters]
         self.policy = settings.policy
@@ -296,13 +297,15 @@ class ChatSession:
                          "final": False}
                     )  # fmt: skip
                     continue
+                samples = item.samples
                 if not started:
                     started = True
                     marks["tts_first_audio"] = time.monotonic()
+                    samples = trim_leading_silence(samples, voicing.sample_rate)
                     await reply.confirmed.wait()
                     reply.audio_started_at = time.monotonic()
                     await self._audio_starts(reply, voicing.sample_rate)
-                await self.send_bytes(header + float_to_pcm16(item.samples))
+                await self.send_bytes(header + float_to_pcm16(samples))
         if started:
             await self.send_json({"type": "audio_stream_stop", "generation": reply.generation})
 

@@ -46,6 +46,9 @@ VAD_WINDOW = 512
 VAD_CONTEXT = 64
 """Samples of the previous window fed in front of each window."""
 
+_FLOAT32_MIN_SAMPLES = 32  # fewer float32 samples are too few to tell
+_FLOAT32_BAND = (97 << 7, 127 << 7)  # upper words (sign aside) of 2**-30 <= |x| < 1
+_FLOAT32_SHARE = 0.5  # of the upper words in that band or silent: float32 (speech in 16 bits: <0.3)
 _PRE_ROLL_SECONDS = 0.3  # audio kept before the onset: the VAD triggers a window or two late
 _TAIL_SECONDS = 0.2  # silence kept after the end of speech, so the last word is not clipped
 
@@ -202,6 +205,7 @@ class Listener:
         vad_threshold: float = 0.5,
         max_utterance_s: float = 30.0,
         window_s: float = 10.0,
+        beam_size: int = 1,
         vad: SileroVad | None = None,
     ) -> None:
         if not 0 < vad_threshold < 1:
@@ -210,6 +214,8 @@ class Listener:
         self.vad_threshold = vad_threshold
         self.window_s = window_s
         """The window Whisper hears an utterance in (see `Transcriber.transcribe_samples`)."""
+        self.beam_size = beam_size
+        """Whisper's beam for whole utterances; drafts are always greedy (1)."""
         # Hysteresis: speech ends only when the probability falls well below the onset threshold.
         self.vad_release = max(vad_threshold - 0.15, 0.01)
         self._end_of_speech = round(end_of_speech_ms * SAMPLE_RATE / 1000)
@@ -337,11 +343,11 @@ class Listener:
             return []
         return [TranscriptEvent("final", text, start / SAMPLE_RATE, speech_end / SAMPLE_RATE)]
 
-    async def _transcribe(self, samples: np.ndarray, beam_size: int = 5) -> str:
+    async def _transcribe(self, samples: np.ndarray, beam_size: int | None = None) -> str:
         return await asyncio.to_thread(
             self.transcriber.transcribe_samples,
             samples,
-            beam_size=beam_size,
+            beam_size=beam_size or self.beam_size,
             window_s=self.window_s,
         )
 
@@ -440,4 +446,25 @@ def _frame_samples(frame: bytes) -> np.ndarray:
             f"an audio frame must hold at most {MAX_FRAME_SECONDS:g} s of 16 kHz audio "
             f"({int(MAX_FRAME_SECONDS * SAMPLE_RATE * 2)} bytes), got {size} bytes"
         )
-    return np.frombuffer(frame, dtype="<i2").astype(np.float32) / 32768.0
+    words = np.frombuffer(frame, dtype="<i2")
+    if _looks_like_float32(words):
+        raise ValueError(
+            "the audio frames look like 32-bit float samples: send 16-bit signed little-endian "
+            "PCM (s16le), mono, 16 kHz"
+        )
+    return words.astype(np.float32) / 32768.0
+
+
+def _looks_like_float32(words: np.ndarray) -> bool:
+    """Whether 16-bit words are float32 audio read two words a sample (a common client bug).
+
+    A float32 sample's upper word is its sign, exponent and top of its mantissa: for audio
+    between -180 dBFS and full scale it lies in a band of 3840 values (its sign aside), where the
+    upper words of real 16-bit speech or noise seldom fall. Silence is all zeros in any format.
+    """
+    if len(words) < 2 * _FLOAT32_MIN_SAMPLES or len(words) % 2:
+        return False
+    low, high = words[0::2], words[1::2].view(np.uint16) & 0x7FFF
+    in_band = (high >= _FLOAT32_BAND[0]) & (high < _FLOAT32_BAND[1])
+    zero = (high == 0) & (low == 0)
+    return bool(in_band.any()) and float(np.mean(in_band | zero)) >= _FLOAT32_SHARE
