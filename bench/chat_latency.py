@@ -4,8 +4,9 @@ Questions spoken by the embedded voice are streamed to /v1/chat/ws in real time 
 latency runs from the end of the question's sound to the first audible sample of the answer.
 The server's own per-stage metrics give each stage's share. Fully offline with the embedded STT,
 LLM (the chat extra) and TTS; or --llm-base-url for another LLM. The baseline, in the same run, is
-the plain pipeline: the reply starts only once the end of speech is certain (no speculation), and
-Whisper hears the utterance in its own 30 s window. A middle run shows the short window's share.
+the plain pipeline: the reply starts only once the end of speech is certain (no speculation),
+Whisper hears the utterance in its own 30 s window with a beam of 5 on one thread, and the LLM
+writes on llama.cpp's default of half the cores. A middle run shows the short window's share.
 Run: .venv/bin/python bench/chat_latency.py [--turns 20]. Prints a table, writes
 bench/results/chat_latency.json.
 """
@@ -16,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -49,9 +51,12 @@ STAGES = (
 CONFIGS = {
     "default: speculative, 10 s window": {},
     "speculative, 30 s window": {"VOXSERVE_CHAT__STT_WINDOW_S": "30"},
-    "baseline: at end of speech, 30 s": {
+    "baseline: plain pipeline": {
         "VOXSERVE_CHAT__SPECULATE": "false",
         "VOXSERVE_CHAT__STT_WINDOW_S": "30",
+        "VOXSERVE_CHAT__STT_BEAM_SIZE": "5",
+        "VOXSERVE_STT__CPU_THREADS": "1",
+        "VOXSERVE_CHAT__LLM_THREADS": str(max(1, (os.cpu_count() or 2) // 2)),  # llama.cpp's
     },
 }
 

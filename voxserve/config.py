@@ -39,10 +39,10 @@ class SttSettings(BaseModel):
     """``cpu``, ``cuda`` or ``auto``."""
     compute_type: str = "int8"
     """CTranslate2's: ``int8``, ``int8_float16``, ``float16``, ``float32``..."""
-    cpu_threads: int = Field(1, ge=0)
-    """Threads per transcription on the CPU; 0: CTranslate2's default (4). One hears a voice-chat
-    utterance with tiny.en fastest, and leaves the other cores to the LLM and the voice; a
-    bigger model wants more."""
+    cpu_threads: int = Field(2, ge=0)
+    """Threads per transcription on the CPU; 0: CTranslate2's default (4). On two cores, two hear
+    a voice-chat question with tiny.en in ~190 ms where one takes ~235 (the LLM and the voice
+    wait for its words anyway); a bigger model wants more."""
 
 
 class ChatSettings(BaseModel):

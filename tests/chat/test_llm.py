@@ -347,6 +347,17 @@ def test_build_messages_keeps_the_last_max_turns():
     assert len(build_messages(AVA, history)) == 11
 
 
+def test_old_turns_are_let_go_half_a_window_at_a_time():
+    # An LLM's prompt cache keeps what it has read only while the prompt's start stays the same.
+    def first_turn(turns: int) -> str:
+        history = [ChatTurn(USER, f"turn {n}") for n in range(turns)]
+        return build_messages(AVA, history, max_turns=4)[1]["content"]
+
+    assert [first_turn(n) for n in range(4, 11)] == [
+        "turn 0", "turn 2", "turn 2", "turn 4", "turn 4", "turn 6", "turn 6",
+    ]  # fmt: skip
+
+
 def test_build_messages_skips_empty_turns():
     messages = build_messages(AVA, [ChatTurn("Ava", "  "), ChatTurn(USER, "Still there?")])
     assert messages[1:] == [{"role": "user", "content": "Still there?"}]

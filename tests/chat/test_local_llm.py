@@ -175,6 +175,26 @@ async def test_a_long_conversation_keeps_its_latest_turns() -> None:
     assert "".join(await collect(small, messages, max_tokens=16)).strip()
 
 
+def test_a_conversation_outgrowing_the_context_lets_go_of_old_turns_in_blocks() -> None:
+    small = LocalLLM(n_ctx=256)
+    small.load()
+    said = [
+        {"role": ("user", "assistant")[n % 2], "content": f"Line {n}: the sky was blue that day."}
+        for n in range(60)
+    ]
+    system = {"role": "system", "content": "You are a helpful assistant."}
+
+    def prompt_start(lines: int) -> str:
+        fitted = small._fit_context([system, *said[:lines]], max_tokens=16)
+        assert fitted[0] == system and fitted[-1] == said[lines - 1]
+        return fitted[1]["content"]
+
+    starts = [prompt_start(lines) for lines in range(20, 60)]
+    # 40 more lines, but the prompt's start (all llama.cpp must read again) moved only a few times.
+    moves = sum(before != after for before, after in zip(starts, starts[1:], strict=False))
+    assert starts[0] != starts[-1] and moves <= 40 // 8 + 1
+
+
 async def test_bad_messages_are_refused(llm: LocalLLM) -> None:
     with pytest.raises(InvalidRequestError, match="role"):
         await collect(llm, [{"role": "tool", "content": "hi"}])

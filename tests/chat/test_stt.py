@@ -67,6 +67,9 @@ class FakeTranscriber:
         self.windows: list[float] = []
         self.beams: list[int] = []
 
+    def load(self) -> None:
+        pass
+
     def transcribe_samples(
         self, samples: np.ndarray, *, beam_size: int = 5, window_s: float = 30.0
     ) -> str:
@@ -208,6 +211,12 @@ async def test_the_listener_hears_in_its_window_and_beam(speech):
     await feed(listener, np.concatenate([silence(0.5), speech.samples, silence(1)]))
     assert transcriber.windows and set(transcriber.windows) == {12}
     assert set(transcriber.beams) == {3}  # no drafts here: they are greedy whatever the beam
+
+
+def test_warming_up_hears_a_second_in_the_listener_s_window_and_beam():
+    transcriber = FakeTranscriber()
+    Listener(transcriber, window_s=12, beam_size=3).warm_up()
+    assert (transcriber.heard, transcriber.windows, transcriber.beams) == ([SAMPLE_RATE], [12], [3])
 
 
 async def test_silence_and_low_noise_give_no_events():

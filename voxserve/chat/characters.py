@@ -54,12 +54,13 @@ def build_messages(
     The persona comes first as the system message, followed by a line naming the other characters
     present (``others`` plus anyone else speaking in the history) and asking for a short reply in
     plain speakable text: the reply goes straight to a text-to-speech engine. Then the last
-    ``max_turns`` turns: the user's as ``user``, the character's own as ``assistant``, other
-    characters' as ``user`` messages prefixed with their name, so the names are kept.
+    ``max_turns`` turns at most (see `_window_start`): the user's as ``user``, the character's own
+    as ``assistant``, other characters' as ``user`` messages prefixed with their name, so the names
+    are kept.
     """
     if max_turns < 0:
         raise ValueError(f"max_turns must be 0 or more, got {max_turns}")
-    recent = list(history[-max_turns:]) if max_turns else []
+    recent = list(history[_window_start(len(history), max_turns) :]) if max_turns else []
     present = _names_present(character, others, history)
     system = character.persona.strip()
     instructions = _instructions(character.name, present)
@@ -77,6 +78,19 @@ def build_messages(
         else:
             messages.append({"role": "user", "content": f"{turn.speaker}: {text}"})
     return messages
+
+
+def _window_start(turns: int, max_turns: int) -> int:
+    """Where the turns an LLM is shown begin, once there are more than ``max_turns``.
+
+    The oldest are let go half a window at a time, so the start stays put for many turns and the
+    LLM's prompt cache (llama.cpp's, a server's) keeps what it has read: a window sliding one turn
+    a turn would have it read the whole conversation again before every reply.
+    """
+    if turns <= max_turns:
+        return 0
+    step = max(1, max_turns // 2)
+    return -(-(turns - max_turns) // step) * step  # rounded up to a whole step
 
 
 def _names_present(

@@ -31,6 +31,7 @@ _ROLES = ("system", "user", "assistant")
 _MESSAGE_OVERHEAD = 8  # tokens a chat template adds around each message (ChatML: ~5)
 _LLM_NICENESS = 10  # see _yield_to_speech
 _STOP_POLL_SECONDS = 0.05  # how often a reply waiting for the model checks whether it is wanted
+_DROP_BLOCK = 8  # turns let go at once when a conversation outgrows the context (_fit_context)
 _MAX_DEFAULT_THREADS = 4  # a 135M model gains little from more: its threads wait on each other
 
 
@@ -209,20 +210,22 @@ class LocalLLM:
     def _fit_context(self, messages: list[dict], max_tokens: int) -> list[dict]:
         """``messages`` without the oldest turns that leave no room for the reply.
 
-        System messages and the last message are always kept; if those alone do not fit,
-        llama-cpp-python's own error says so.
+        Turns are let go `_DROP_BLOCK` at a time, counted from the oldest, so that the prompt's
+        start stays the same for many replies and llama.cpp reads only what is new (it keeps
+        the longest prefix it has read). System messages and the last message are always kept;
+        if those alone do not fit, llama-cpp-python's own error says so.
         """
         budget = self.n_ctx - max_tokens
         sizes = [self._count_tokens(message["content"]) + _MESSAGE_OVERHEAD for message in messages]
         total = sum(sizes) + _MESSAGE_OVERHEAD  # the assistant header the reply starts with
-        keep = [True] * len(messages)
-        for index, message in enumerate(messages[:-1]):
-            if total <= budget:
-                break
-            if message["role"] != "system":
-                keep[index] = False
-                total -= sizes[index]
-        fitted = [message for message, kept in zip(messages, keep, strict=True) if kept]
+        droppable = [i for i, m in enumerate(messages[:-1]) if m["role"] != "system"]
+        dropped = 0
+        while total > budget and dropped < len(droppable):
+            block = droppable[dropped : dropped + _DROP_BLOCK]
+            total -= sum(sizes[index] for index in block)
+            dropped += len(block)
+        gone = set(droppable[:dropped])
+        fitted = [message for index, message in enumerate(messages) if index not in gone]
         # Dropping a turn can leave two messages of one role side by side.
         return _merge_consecutive(fitted)
 

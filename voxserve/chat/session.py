@@ -117,13 +117,13 @@ class ChatSession:
         """Load and run every model of the chat once, while the user gets ready to speak.
 
         Cold, the first turn answered ~2 s later than the next ones (loading the voice takes
-        ~1.9 s, the LLM reading its persona prompt ~0.5 s). A step that fails is left to the
-        turn that meets it, which reports it.
+        ~1.9 s, the LLM reading its persona prompt ~0.5 s, Whisper's first run ~75 ms). A step
+        that fails is left to the turn that meets it, which reports it.
         """
         character = self.characters[0]
         others = [c for c in self.characters if c.name != character.name]
         steps: list[Callable[[], Awaitable]] = [
-            functools.partial(asyncio.to_thread, self.listener.load)
+            functools.partial(asyncio.to_thread, self.listener.warm_up)
         ]
         if self.llm is not None:
             messages = build_messages(character, [], others=others)

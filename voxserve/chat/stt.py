@@ -237,10 +237,16 @@ class Listener:
         self._partial: tuple[int, asyncio.Future[str]] | None = None
         self._start_listening()
 
-    def load(self) -> None:
-        """Load the VAD and Whisper now rather than at the first utterance. Blocking."""
+    def warm_up(self) -> None:
+        """Load the VAD and Whisper now rather than at the first utterance, and have Whisper hear
+        a second of silence in this listener's window: its first run is slower (tiny.en, two
+        cores: ~310 ms where the next ones take ~235). Blocking."""
         self._vad_model.load()
         self.transcriber.load()
+        silence = np.zeros(SAMPLE_RATE, dtype=np.float32)
+        self.transcriber.transcribe_samples(
+            silence, beam_size=self.beam_size, window_s=self.window_s
+        )
 
     @property
     def speaking(self) -> bool:

@@ -43,7 +43,7 @@ class Transcriber:
         model_path: str | None = None,
         device: str = "cpu",
         compute_type: str = "int8",
-        cpu_threads: int = 1,
+        cpu_threads: int = 2,
     ) -> None:
         self.model_path = model_path
         """A faster-whisper (CTranslate2) model directory; None: the bundled tiny.en."""
