@@ -45,7 +45,8 @@ QUESTIONS = [
 FRAME = 320  # 20 ms at 16 kHz
 SOUNDING = 0.01  # -40 dBFS: a sample this loud is still speech
 STAGES = (
-    "end_of_speech_to_final", "end_of_speech_to_confirmed", "llm_first_token",
+    "end_of_speech_detection", "transcription", "end_of_speech_to_final",
+    "end_of_speech_to_confirmed", "llm_first_token",
     "llm_first_sentence", "tts_first_audio", "total_to_first_audio",
 )  # fmt: skip
 CONFIGS = {

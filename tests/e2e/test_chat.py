@@ -135,6 +135,9 @@ def test_a_spoken_question_gets_a_spoken_answer_and_listening_resumes(chat_url, 
         assert text["text"] == "The library opens at nine. It closes at six."
         metrics = until(ws, "metrics")
         assert metrics["total_to_first_audio"] > 0 and "llm_first_token" in metrics
+        assert metrics["transcription"] > 0 and metrics["end_of_speech_detection"] > 0
+        heard = metrics["end_of_speech_detection"] + metrics["transcription"]
+        assert abs(heard - metrics["end_of_speech_to_final"]) <= 1  # each rounded to 1 ms
         send(ws, type="playback_finished", generation=stop["generation"], played_ms=4000)
         assert until(ws, "listening")["active"] is True  # resumed by itself
 

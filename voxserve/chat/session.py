@@ -187,7 +187,9 @@ class ChatSession:
         elif event.kind == "partial":
             await self.send_json({"type": "transcript_partial", "text": event.text})
         elif event.kind == "tentative" and self.listening:  # not while the assistant talks
-            await self.respond(event.text, self._ended_at(event, pushed_at), tentative=True)
+            await self.respond(
+                event.text, self._ended_at(event, pushed_at), event.heard_in, tentative=True
+            )
         elif event.kind == "speech_resumed":
             if self.reply is not None and not self.reply.confirmed.is_set():
                 await self._cancel_reply()
@@ -198,7 +200,7 @@ class ChatSession:
             if reply and not reply.confirmed.is_set() and reply.user_text == event.text:
                 self._confirm(reply)
             else:
-                await self.respond(event.text, self._ended_at(event, pushed_at))
+                await self.respond(event.text, self._ended_at(event, pushed_at), event.heard_in)
 
     def _ended_at(self, event: TranscriptEvent, pushed_at: float) -> float:
         """When, on our clock, the user stopped speaking: ``event.end`` is in stream time, and the
@@ -206,10 +208,16 @@ class ChatSession:
         return pushed_at - (self._heard / INPUT_RATE - event.end)
 
     async def respond(
-        self, user_text: str, speech_ended_at: float | None = None, *, tentative: bool = False
+        self,
+        user_text: str,
+        speech_ended_at: float | None = None,
+        heard_in: float | None = None,
+        *,
+        tentative: bool = False,
     ) -> None:
         """Answer the user: the previous reply, if still going, is cancelled. A ``tentative``
-        answer is prepared but held back until ``_confirm``."""
+        answer is prepared but held back until ``_confirm``. ``heard_in``: the seconds the
+        transcription of ``user_text`` took, for the turn's metrics."""
         await self._cancel_reply()
         history = [*self.history, ChatTurn(USER, user_text)]
         last = next((t.speaker for t in reversed(history) if t.speaker != USER), None)
@@ -217,7 +225,7 @@ class ChatSession:
         self.generation += 1
         reply = Reply(self.generation, character, user_text)
         started = speech_ended_at or time.monotonic()
-        reply.task = asyncio.create_task(self._speak(reply, history, started))
+        reply.task = asyncio.create_task(self._speak(reply, history, started, heard_in))
         self.reply = reply
         if not tentative:
             self._confirm(reply)
@@ -228,9 +236,13 @@ class ChatSession:
         reply.confirmed_at = time.monotonic()
         reply.confirmed.set()
 
-    async def _speak(self, reply: Reply, history: list[ChatTurn], started: float) -> None:
+    async def _speak(
+        self, reply: Reply, history: list[ChatTurn], started: float, heard_in: float | None
+    ) -> None:
         character, generation = reply.character, reply.generation
         marks: dict[str, float] = {"start": started, "final": time.monotonic()}
+        if heard_in is not None:
+            marks["transcription"] = heard_in
         try:
             if self.llm is None:
                 raise InvalidRequestError(
@@ -487,6 +499,9 @@ def _stages(marks: dict[str, float]) -> dict[str, int]:
         "end_of_speech_to_final": marks["final"] - start,
         "end_of_speech_to_confirmed": marks["confirmed"] - start,
     }
+    if "transcription" in marks:  # the rest of the way to the transcript: hearing the pause
+        heard_in = stages["transcription"] = marks["transcription"]
+        stages["end_of_speech_detection"] = stages["end_of_speech_to_final"] - heard_in
     for name in ("llm_first_token", "llm_first_sentence", "tts_first_audio"):
         if name in marks:
             stages[name] = marks[name] - marks["final"]

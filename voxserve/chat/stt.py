@@ -25,6 +25,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -70,6 +71,9 @@ class TranscriptEvent:
 
     end: float = 0.0
     """Where the audio heard ends (partial), or where speech ended (final), in stream seconds."""
+
+    heard_in: float = 0.0
+    """Seconds Whisper took to hear the utterance (tentative, final); else 0."""
 
 
 class SpeechToText(Protocol):
@@ -338,16 +342,23 @@ class Listener:
         self._speech_start = self._silence_start = None
         if speech_end - start < self._min_speech:
             return []
-        text = None
+        heard = None
         if guess is not None and guess.speech_end == speech_end:
             # The same audio: heard already, or being heard. A failed guess is heard again.
             with contextlib.suppress(VoxserveError):
-                text = await guess.future
-        if text is None:
-            text = await self._transcribe(samples)
+                heard = await guess.future
+        text, seconds = heard or await self._hear(samples)
         if not text:
             return []
-        return [TranscriptEvent("final", text, start / SAMPLE_RATE, speech_end / SAMPLE_RATE)]
+        return [
+            TranscriptEvent("final", text, start / SAMPLE_RATE, speech_end / SAMPLE_RATE, seconds)
+        ]
+
+    async def _hear(self, samples: np.ndarray) -> tuple[str, float]:
+        """A whole utterance's words, and the seconds it took to hear them."""
+        started = time.monotonic()
+        text = await self._transcribe(samples)
+        return text, time.monotonic() - started
 
     async def _transcribe(self, samples: np.ndarray, beam_size: int | None = None) -> str:
         return await asyncio.to_thread(
@@ -387,8 +398,7 @@ class Listener:
 
     def _start_guess(self, speech_end: int) -> None:
         samples = self._audio_between(self._audio_start, speech_end + self._tail)
-        future = asyncio.ensure_future(self._transcribe(samples))
-        self._guess = _Guess(speech_end, future)
+        self._guess = _Guess(speech_end, asyncio.ensure_future(self._hear(samples)))
 
     def _collect_guess(self) -> list[TranscriptEvent]:
         guess = self._guess
@@ -396,7 +406,7 @@ class Listener:
             return []
         guess.told = True
         try:
-            text = guess.future.result()
+            text, seconds = guess.future.result()
         except VoxserveError as error:  # the final will try again, and report it
             logger.warning("tentative transcription failed: %s", error)
             return []
@@ -404,7 +414,7 @@ class Listener:
             return []
         assert self._speech_start is not None
         start, end = self._speech_start / SAMPLE_RATE, guess.speech_end / SAMPLE_RATE
-        return [TranscriptEvent("tentative", text, start, end)]
+        return [TranscriptEvent("tentative", text, start, end, seconds)]
 
     # --- audio kept -----------------------------------------------------------------------
 
@@ -433,7 +443,7 @@ class Listener:
 class _Guess:
     speech_end: int
     """Where the pause it was heard at began."""
-    future: asyncio.Future[str]
+    future: asyncio.Future[tuple[str, float]]
     told: bool = False
     """Whether a tentative event went out for it."""
 
