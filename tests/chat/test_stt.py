@@ -345,7 +345,7 @@ async def test_a_malformed_frame_is_refused(frame, message):
 async def test_speech_sent_as_float32_is_refused_as_the_wrong_sample_format(speech):
     listener = Listener(FakeTranscriber())
     float_frames = speech.samples.astype("<f4").tobytes()
-    for offset in range(0, len(float_frames), 4 * FRAME):
+    for offset in range(0, len(float_frames) - 4 * FRAME + 1, 4 * FRAME):  # whole 20 ms frames
         frame = float_frames[offset : offset + 4 * FRAME]
         if np.any(np.frombuffer(frame, "<f4")):  # silence reads the same in any format
             with pytest.raises(ValueError, match="32-bit float.*16-bit"):
