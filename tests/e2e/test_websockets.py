@@ -190,7 +190,8 @@ def test_tts_provider_protocol(server_url):
             while len(audio) < status["length_bytes"]:
                 audio += ws.recv(timeout=30)
             with wave.open(io.BytesIO(audio)) as wav:
-                assert wav.getframerate() == 24000 and wav.getnframes() > 12000
+                # "Hello." lasts about half a second; Piper's timing varies from run to run.
+                assert wav.getframerate() == 24000 and wav.getnframes() > 0.3 * 24000
 
 
 @pytest.mark.parametrize(
