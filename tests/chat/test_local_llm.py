@@ -175,6 +175,11 @@ async def test_a_long_conversation_keeps_its_latest_turns() -> None:
     assert "".join(await collect(small, messages, max_tokens=16)).strip()
 
 
+def test_replies_are_written_on_every_core_up_to_four_unless_told() -> None:
+    assert LocalLLM().n_threads == min(os.cpu_count() or 1, 4)
+    assert LocalLLM(n_threads=1).n_threads == 1
+
+
 def test_a_conversation_outgrowing_the_context_lets_go_of_old_turns_in_blocks() -> None:
     small = LocalLLM(n_ctx=256)
     small.load()

@@ -129,6 +129,9 @@ def test_a_spoken_question_gets_a_spoken_answer_and_listening_resumes(chat_url, 
         assert audio and all(struct.unpack("<I", m[:4])[0] == 1 for m in audio)
         seconds = sum(len(m) - 4 for m in audio) / 2 / 22050
         assert 2.0 < seconds < 8.0
+        # Piper's ~50 ms of near-silence before the first word is cut to a 10 ms fade-in.
+        opening = np.frombuffer(b"".join(m[4:] for m in audio[:4]), "<i2")
+        assert np.flatnonzero(np.abs(opening) > 32767 * 10 ** (-50 / 20))[0] <= 0.015 * 22050
         text = until(ws, "assistant_text")
         while not text["final"]:
             text = until(ws, "assistant_text")
