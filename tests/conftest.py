@@ -1,4 +1,5 @@
-"""Shared fixtures: the real default voice loaded once, and the real server on a loopback port."""
+"""Shared fixtures: a home of their own for the tests, the real default voice loaded once, and the
+real server on a loopback port."""
 
 from __future__ import annotations
 
@@ -18,6 +19,23 @@ import uvicorn
 
 from voxserve.config import Settings
 from voxserve.synthesis.synthesizer import Synthesizer
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Point HOME, the XDG directories and VOXSERVE_DATA_DIR into a temporary home for the whole
+    session, and drop VOXSERVE_* settings inherited from the shell: no test reads the user's
+    configuration or writes into their ``~/.local/share/voxserve``, whatever it builds its
+    settings from (``Settings()``, ``load_settings()``, a server in a child process)."""
+    home = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as patch:
+        for name in [name for name in os.environ if name.startswith("VOXSERVE_")]:
+            patch.delenv(name)
+        patch.setenv("HOME", str(home))
+        patch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+        patch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
+        patch.setenv("VOXSERVE_DATA_DIR", str(home / ".local" / "share" / "voxserve"))
+        yield home
 
 
 def free_port() -> int:
@@ -59,6 +77,11 @@ def running(app) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def logged_with_traceback(caplog: pytest.LogCaptureFixture, error: type[Exception]) -> bool:
+    """Whether an ``error`` was logged with its traceback (in any thread: servers run in one)."""
+    return any(record.exc_info and record.exc_info[0] is error for record in caplog.records)
 
 
 @pytest.fixture(scope="session")

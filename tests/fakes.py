@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import shutil
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -17,7 +21,7 @@ from voxserve.config import Settings
 from voxserve.engines.base import Capabilities, Engine, SynthesisOptions, Voice
 from voxserve.engines.registry import EngineRegistry
 from voxserve.request import SpeechRequest
-from voxserve.synthesis.synthesizer import Synthesizer
+from voxserve.synthesis.synthesizer import SpokenSegment, Synthesizer
 
 
 class FakeEngine(Engine):
@@ -97,12 +101,38 @@ class FakeEngine(Engine):
             self.finished.append(text)
 
 
-def make_synthesizer(engine: FakeEngine, **settings) -> Synthesizer:
-    """A synthesizer whose default engine and voice are the fake's."""
-    settings = Settings(**{"default_engine": "fake", "default_voice": "tone", **settings})
+class FaultySynthesizer(Synthesizer):
+    """The real synthesizer, with a bug: once a segment whose text holds ``fault_on`` has been
+    spoken, it raises RuntimeError, mid-stream. (It cannot be the engine's fault: the
+    synthesizer turns whatever an engine raises into an EngineError, which transports expect.)"""
+
+    fault_on = "boom"
+
+    async def render(self, *args, **kwargs) -> AsyncIterator:
+        async with contextlib.aclosing(super().render(*args, **kwargs)) as items:
+            async for item in items:
+                yield item
+                if isinstance(item, SpokenSegment) and self.fault_on in item.segment.text:
+                    raise RuntimeError("a bug after the engine")
+
+
+def make_synthesizer(
+    engine: FakeEngine, synthesizer_class: type[Synthesizer] = Synthesizer, **settings
+) -> Synthesizer:
+    """A synthesizer whose default engine and voice are the fake's.
+
+    Without a ``data_dir`` it gets a temporary one of its own, removed with it: a test's voices
+    and chats never reach the user's data directory, nor another test's.
+    """
+    own_dir = None if "data_dir" in settings else tempfile.mkdtemp(prefix="voxserve-test-")
+    defaults = {"default_engine": "fake", "default_voice": "tone", "data_dir": own_dir}
+    settings = Settings(**{**defaults, **settings})
     registry = EngineRegistry(settings)
     registry.register(engine)
-    return Synthesizer(settings, registry)
+    synthesizer = synthesizer_class(settings, registry)
+    if own_dir is not None:
+        weakref.finalize(synthesizer, shutil.rmtree, own_dir, ignore_errors=True)
+    return synthesizer
 
 
 async def collect(synthesizer: Synthesizer, request: SpeechRequest, progress=None) -> np.ndarray:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from voxserve.config import ConfigError, load_settings
+from voxserve.engines.runpod import RunpodEngine
 
 
 @pytest.fixture
@@ -64,3 +65,40 @@ def test_bad_configuration_says_what_is_wrong(tmp_path: Path, content: str, mess
 def test_a_missing_explicit_config_file_is_an_error(tmp_path: Path):
     with pytest.raises(ConfigError, match="not found"):
         load_settings(tmp_path / "nope.toml", environ={})
+
+
+LIST_VALUES = [
+    ("joe", ["joe"]),
+    ("joe, warm_female", ["joe", "warm_female"]),
+    ('["joe", "warm_female"]', ["joe", "warm_female"]),
+]
+
+
+@pytest.mark.parametrize(("value", "items"), LIST_VALUES)
+def test_a_list_setting_given_as_a_string_is_its_items_not_its_letters(
+    tmp_path: Path, value: str, items: list[str]
+):
+    environ = {
+        "HOME": str(tmp_path),
+        "VOXSERVE_SPEAKERS__PIPER": value,
+        "VOXSERVE_AUTH__CORS_ORIGINS": value.replace("joe", "https://a.example"),
+    }
+    settings = load_settings(environ=environ)
+    assert settings.speakers["piper"] == items
+    origins = [item.replace("joe", "https://a.example") for item in items]
+    assert settings.auth.cors_origins == origins
+
+
+@pytest.mark.parametrize(("value", "items"), LIST_VALUES)
+def test_an_engines_list_setting_from_the_environment_is_its_items(
+    tmp_path: Path, value: str, items: list[str]
+):
+    environ = {
+        "HOME": str(tmp_path),
+        "VOXSERVE_ENGINES__RUNPOD__ENDPOINT_ID": "abc123",
+        "VOXSERVE_ENGINES__RUNPOD__VOICES": value,
+        "VOXSERVE_ENGINES__RUNPOD__LANGUAGES": "en",
+    }
+    engine = RunpodEngine(load_settings(environ=environ).engine_settings("runpod"))
+    assert [voice.id for voice in engine.voices()] == items
+    assert engine.capabilities.languages == ("en",)

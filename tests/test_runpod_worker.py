@@ -149,8 +149,27 @@ async def test_sampling_goes_with_the_request_to_engines_that_sample(tmp_path: P
     for engine in (sampler, fixed):
         worker = RunpodWorker(make_synthesizer(engine, data_dir=tmp_path))
         assert "audio_base64" in await worker.handle(job(prompt="Sample me.", **fields))
-    assert sampler.options[-1].sampling == SamplingOptions(top_p=0.95, **fields)
+    assert sampler.options[-1].sampling == SamplingOptions(**fields)  # top_p: the engine's own
     assert fixed.options[-1].sampling is None  # it does not sample: nothing to pass
+
+
+@pytest.mark.parametrize(
+    ("fields", "sampling"),
+    [
+        ({}, None),
+        ({"temperature": 0.5}, SamplingOptions(temperature=0.5)),
+        ({"top_k": 20, "seed": 3}, SamplingOptions(top_k=20, seed=3)),
+    ],
+)
+async def test_sampling_a_job_leaves_out_keeps_the_engines_configured_value(
+    tmp_path: Path, fields: dict, sampling: SamplingOptions | None
+):
+    # Only what the job gives goes to the engine; None everywhere else is the engine's setting
+    # (SamplingOptions), where a worker-side default would override the worker's configuration.
+    engine = FakeEngine(sampling=True)
+    worker = RunpodWorker(make_synthesizer(engine, data_dir=tmp_path))
+    assert "audio_base64" in await worker.handle(job(prompt="Sample me.", **fields))
+    assert engine.options[-1].sampling == sampling
 
 
 async def test_an_engine_failure_asks_runpod_for_a_fresh_worker(tmp_path: Path):

@@ -3,7 +3,7 @@
     async for chunk in voxserve.synthesize(voxserve.SpeechRequest(input="Hello!", voice="joe")):
         ...
 
-    voxserve.synthesize_to_file("Hello!", "hello.mp3")
+    voxserve.synthesize_to_file("Hello!", "hello.mp3")  # async code: synthesize_to_file_async
 
 Names are imported on first use, so ``import voxserve.client`` stays light.
 """
@@ -23,6 +23,7 @@ _EXPORTS = {
     "load_settings": "voxserve.config",
     "synthesize": "voxserve.api",
     "synthesize_to_file": "voxserve.api",
+    "synthesize_to_file_async": "voxserve.api",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from voxserve.audio import AUDIO_FORMATS, fix_wav_header
 from voxserve.audio.frames import AudioChunk
@@ -23,6 +24,7 @@ from voxserve.synthesis.dialogue import (
 )
 from voxserve.synthesis.synthesizer import ProgressCallback, Synthesizer, encode_chunks
 
+T = TypeVar("T")
 _default_synthesizer: Synthesizer | None = None
 
 
@@ -65,16 +67,31 @@ def synthesize_to_file(
 ) -> Path:
     """Blocking: speak a request into a file, its format taken from the extension when it names one.
 
-    The file is written atomically: it appears complete or not at all.
+    The file is written atomically: it appears complete or not at all. Callable from code that
+    runs an event loop too (a notebook, an async app), though that loop waits meanwhile; there,
+    ``await synthesize_to_file_async(...)`` instead.
     """
+    return run_blocking(
+        synthesize_to_file_async(request, path, synthesizer=synthesizer, progress=progress)
+    )
+
+
+async def synthesize_to_file_async(
+    request: SpeechRequest | str,
+    path: str | os.PathLike,
+    *,
+    synthesizer: Synthesizer | None = None,
+    progress: ProgressCallback | None = None,
+) -> Path:
+    """``synthesize_to_file`` for async code: the event loop goes on while the file is written."""
     if isinstance(request, str):
         request = SpeechRequest(input=request)
     path = Path(path)
     request = request.model_copy(update={"response_format": output_format(path, request)})
     synthesizer = synthesizer or default_synthesizer()
     prepared = synthesizer.prepare(request)
-    write_atomically(
-        path, request.response_format, lambda: synthesizer.stream_encoded(prepared, progress)
+    await write_atomically(
+        path, request.response_format, synthesizer.stream_encoded(prepared, progress)
     )
     return path
 
@@ -87,6 +104,19 @@ def dialogue_to_file(
     progress: ProgressCallback | None = None,
 ) -> list[TurnTiming]:
     """Blocking: render a dialogue into a file (atomically); returns where each turn sits."""
+    return run_blocking(
+        dialogue_to_file_async(request, path, synthesizer=synthesizer, progress=progress)
+    )
+
+
+async def dialogue_to_file_async(
+    request: DialogueRequest,
+    path: str | os.PathLike,
+    *,
+    synthesizer: Synthesizer | None = None,
+    progress: ProgressCallback | None = None,
+) -> list[TurnTiming]:
+    """``dialogue_to_file`` for async code."""
     path = Path(path)
     request = request.model_copy(update={"response_format": output_format(path, request)})
     synthesizer = synthesizer or default_synthesizer()
@@ -100,11 +130,25 @@ def dialogue_to_file(
             else:
                 yield item
 
-    write_atomically(
+    await write_atomically(
         path, request.response_format,
-        lambda: encode_chunks(audio(), request.response_format, dialogue.sample_rate),
+        encode_chunks(audio(), request.response_format, dialogue.sample_rate),
     )  # fmt: skip
     return timings
+
+
+def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to its end and return its result, from any code.
+
+    ``asyncio.run`` cannot start a loop in a thread that already runs one, so there the coroutine
+    runs in a worker thread with its own loop while the caller waits.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="voxserve-run") as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def output_format(path: Path, request: SpeechOptions) -> str:
@@ -119,25 +163,30 @@ def output_format(path: Path, request: SpeechOptions) -> str:
     return audio_format or request.response_format
 
 
-def write_atomically(
-    path: Path, audio_format: str, encoded: Callable[[], AsyncIterator[bytes]]
-) -> None:
-    """Stream encoded audio into ``path`` through a temporary file renamed into place."""
+async def write_atomically(path: Path, audio_format: str, encoded: AsyncIterator[bytes]) -> None:
+    """Stream encoded audio into ``path`` through a temporary file renamed into place; the file
+    work runs in threads, so the event loop never waits on the disk."""
+    temporary, file = await asyncio.to_thread(_open_temporary, path)
+    try:
+        with file:
+            async with contextlib.aclosing(encoded):
+                async for data in encoded:
+                    await asyncio.to_thread(file.write, data)
+        await asyncio.to_thread(_put_in_place, temporary, path, audio_format)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _open_temporary(path: Path) -> tuple[Path, BinaryIO]:
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(
         dir=path.parent, prefix=f".{path.name}.", suffix=".part"
     )
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            asyncio.run(_drain(encoded(), file))
-        if audio_format == "wav":
-            Path(temporary).write_bytes(fix_wav_header(Path(temporary).read_bytes()))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    return Path(temporary), os.fdopen(descriptor, "wb")
 
 
-async def _drain(encoded: AsyncIterator[bytes], file: BinaryIO) -> None:
-    async for data in encoded:
-        file.write(data)
+def _put_in_place(temporary: Path, path: Path, audio_format: str) -> None:
+    if audio_format == "wav":  # the sizes in its header are known only now
+        temporary.write_bytes(fix_wav_header(temporary.read_bytes()))
+    os.replace(temporary, path)

@@ -53,8 +53,14 @@ def main(context: click.Context, config: Path | None) -> None:
 @click.option("--port", type=int, help="Port to listen on [default: 8880].")
 @click.option("--preload/--no-preload", default=None, help="Load the default engine at start.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--insecure",
+    is_flag=True,
+    default=None,
+    help="Serve a non-loopback address without API keys (auth.insecure): anyone can use it.",
+)
 @click.pass_context
-def serve(context: click.Context, **overrides: Any) -> None:
+def serve(context: click.Context, insecure: bool | None, **overrides: Any) -> None:
     """Start the HTTP server."""
     import logging
 
@@ -62,7 +68,7 @@ def serve(context: click.Context, **overrides: Any) -> None:
 
     from voxserve.server.app import create_app
 
-    settings = _settings(context, **overrides)
+    settings = _settings(context, **overrides, auth={"insecure": True} if insecure else None)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s:%(name)s: %(message)s"
     )
@@ -70,9 +76,28 @@ def serve(context: click.Context, **overrides: Any) -> None:
         f"voxserve on http://{settings.host}:{settings.port}  (default voice: "
         f"{settings.default_voice}, engine: {settings.default_engine})"
     )
-    uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level
-    )
+    try:
+        app = create_app(settings)
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from error
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+
+
+@main.group()
+def keys() -> None:
+    """API keys for auth.api_keys or auth.api_keys_file."""
+
+
+@keys.command("new")
+@click.option(
+    "--scope", type=click.Choice(["speech", "admin"]), default="speech", show_default=True
+)
+def new_key(scope: str) -> None:
+    """Print a new random key, as a line for auth.api_keys_file."""
+    import secrets
+
+    key = secrets.token_urlsafe(32)  # URL-safe: fits a header, a query and a subprotocol
+    click.echo(f"{key} admin" if scope == "admin" else key)
 
 
 @main.command()

@@ -2,7 +2,9 @@
 
 Nested keys use a double underscore in the environment: ``VOXSERVE_ENGINES__PIPER__THREADS=2``
 sets ``[engines.piper] threads = 2``. Values that look like JSON objects or lists are parsed
-as JSON.
+as JSON. A plain string given for a list setting is its comma-separated items:
+``VOXSERVE_ENGINES__RUNPOD__VOICES=joe,warm_female`` (engines read their untyped list settings
+through ``as_list``).
 """
 
 from __future__ import annotations
@@ -12,9 +14,18 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 ENV_PREFIX = "VOXSERVE_"
 DEFAULT_CONFIG_FILE = Path("~/.config/voxserve/config.toml")
@@ -53,7 +64,8 @@ class ChatSettings(BaseModel):
     llm_base_url: str | None = None
     """An OpenAI-compatible endpoint (Ollama, llama.cpp's server, vLLM, OpenRouter...); None: the
     embedded SmolLM2 (the ``chat`` extra)."""
-    llm_api_key: str | None = None
+    llm_api_key: SecretStr | None = None
+    """Sent to the endpoint only; never logged or shown."""
     llm_model: str = "default"
     llm_first_token_timeout: float = Field(15.0, gt=0)
     """Seconds to wait for the first word of a reply before telling the user the LLM is slow."""
@@ -100,6 +112,70 @@ class ChatSettings(BaseModel):
             },
         ]  # fmt: skip
     )
+
+
+Scope = Literal["speech", "admin"]
+
+
+class ApiKey(BaseModel):
+    """One API key (``[[auth.api_keys]]``); a plain string in the list is a ``speech`` key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: SecretStr
+    """Sent as ``Authorization: Bearer KEY``; never logged or shown (``voxserve keys new``)."""
+    scope: Scope = "speech"
+    """``speech``: every route but the admin ones; ``admin``: those too (deleting voices,
+    ``/metrics``)."""
+    name: str | None = None
+    """A label for the operator; the key itself is never used as one."""
+    requests_per_minute: int | None = Field(None, ge=1)
+    """This key's own limit; None: ``auth.requests_per_minute``."""
+    characters_per_minute: int | None = Field(None, ge=1)
+    """This key's own limit; None: ``auth.characters_per_minute``."""
+
+    @field_validator("key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        secret = value.get_secret_value()
+        if len(secret) < 8 or secret != secret.strip():
+            raise ValueError("an API key needs 8 or more characters and no surrounding spaces")
+        return value
+
+
+class AuthSettings(BaseModel):
+    """Access control (``[auth]``). With no keys, nothing asks for one: fine on loopback, refused
+    on any other address unless ``insecure`` is set."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_keys: list[ApiKey] = Field(default_factory=list)
+    """Keys: strings (scope ``speech``) or tables with ``key``, ``scope``, ``name`` and limits."""
+    api_keys_file: Path | None = None
+    """A file of keys, one a line: ``KEY`` or ``KEY admin``; ``#`` starts a comment. Read at
+    start, beside ``api_keys``."""
+    open_listing: bool = True
+    """``GET /v1/models``, ``/v1/audio/models`` and ``/v1/audio/voices`` need no key: Open WebUI
+    lists voices and models without sending its key."""
+    cors_origins: list[str] = Field(default_factory=list)
+    """Web origins (``https://app.example.com``, or ``*``) whose pages may call the API; empty:
+    only the server's own pages. WebSockets from another origin are refused the same way."""
+    requests_per_minute: int | None = Field(None, ge=1)
+    """Requests (and WebSocket connections) a key, or an address without a key, may start per
+    minute; None: no limit."""
+    characters_per_minute: int | None = Field(None, ge=1)
+    """Characters of text to speak a key, or an address without a key, may send per minute."""
+    insecure: bool = False
+    """Serve a non-loopback address with no keys (``voxserve serve --insecure``): anyone who
+    can reach the port can use it."""
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _strings_are_speech_keys(cls, value: Any) -> Any:
+        # (A comma-separated string was already made a list, as for every list setting.)
+        if isinstance(value, list):
+            return [{"key": item} if isinstance(item, str) else item for item in value]
+        return value
 
 
 class RunpodSettings(BaseModel):
@@ -178,9 +254,15 @@ class Settings(BaseModel):
     stt: SttSettings = Field(default_factory=SttSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
     runpod: RunpodSettings = Field(default_factory=RunpodSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
 
     engines: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Per-engine tables, e.g. ``[engines.piper] threads = 2``."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _strings_for_lists(cls, data: Any) -> Any:
+        return split_list_strings(cls, data)
 
     @field_validator("voice_aliases", mode="before")
     @classmethod
@@ -196,6 +278,44 @@ class Settings(BaseModel):
     @property
     def data_path(self) -> Path:
         return self.data_dir.expanduser()
+
+
+def as_list(value: Any) -> Any:
+    """A list setting's value: a string is its comma-separated items (``"joe"`` -> ``["joe"]``,
+    never its letters); anything else is left as it is."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+def split_list_strings(model: type[BaseModel], data: Any) -> Any:
+    """``data`` for ``model`` with every string given for a list-typed field, in nested sections
+    and dict values too, made a list by ``as_list``. Environment values are strings, and
+    pydantic would refuse them for a list (an untyped setting would iterate their letters)."""
+    if not isinstance(data, Mapping):
+        return data
+    return {
+        key: _listify(model.model_fields[key].annotation, value)
+        if key in model.model_fields else value
+        for key, value in data.items()
+    }  # fmt: skip
+
+
+def _listify(annotation: Any, value: Any) -> Any:
+    origin = get_origin(annotation)
+    if origin in (Union, UnionType):  # list[str] | None
+        for option in get_args(annotation):
+            if option is not type(None):
+                value = _listify(option, value)
+        return value
+    if origin in (list, tuple, set, frozenset):
+        return as_list(value)
+    if origin in (dict, Mapping) and isinstance(value, Mapping):
+        _, item_type = get_args(annotation)
+        return {key: _listify(item_type, item) for key, item in value.items()}
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return split_list_strings(annotation, value)
+    return value
 
 
 class ConfigError(ValueError):

@@ -5,16 +5,21 @@
     ├── NotFoundError              404: unknown voice, model or resource
     ├── ConflictError              409: a name already taken
     ├── PayloadTooLargeError       413: a request body over the limit
-    ├── OverloadedError            429: the engine's queue is full; carries retry_after seconds
+    ├── RateLimitedError           429: over a per-key limit; carries retry_after seconds
+    │   └── OverloadedError        429: the engine's queue is full
     ├── EngineUnavailableError     503: an engine's extra is not installed or its model is missing
     ├── EngineError                500: an engine failed while synthesizing
     └── LLMError (chat/llm.py)     502: the chat LLM failed or is unreachable; has ``retryable``
 
 Transports translate these (HTTP: OpenAI's error shape; WebSocket: a JSON error message);
-third-party errors are translated where they are caught, with ``raise ... from``.
+third-party errors are translated where they are caught, with ``raise ... from``. Anything else
+reaching a transport is a bug: ``as_client_error`` logs it with its traceback and makes it an
+``internal_error`` for the client.
 """
 
 from __future__ import annotations
+
+import logging
 
 
 class VoxserveError(Exception):
@@ -59,13 +64,18 @@ class PayloadTooLargeError(VoxserveError):
     error_type = "invalid_request_error"
 
 
-class OverloadedError(VoxserveError):
+class RateLimitedError(VoxserveError):
     status_code = 429
     error_type = "rate_limit_error"
 
-    def __init__(self, message: str, *, retry_after: int):
-        super().__init__(message, code="overloaded")
+    def __init__(self, message: str, *, retry_after: int, code: str = "rate_limited"):
+        super().__init__(message, code=code)
         self.retry_after = retry_after
+
+
+class OverloadedError(RateLimitedError):
+    def __init__(self, message: str, *, retry_after: int):
+        super().__init__(message, retry_after=retry_after, code="overloaded")
 
 
 class EngineUnavailableError(VoxserveError):
@@ -76,3 +86,20 @@ class EngineUnavailableError(VoxserveError):
 class EngineError(VoxserveError):
     status_code = 500
     error_type = "engine_error"
+
+
+def as_client_error(error: Exception, logger: logging.Logger, doing: str) -> VoxserveError:
+    """What to tell a client about ``error``, raised while ``doing`` something for it.
+
+    A VoxserveError is told as it is. Anything else is a bug: it is logged with its traceback
+    and told as ``internal_error``, never with its details, so that a background task that meets
+    one reports it instead of ending silently.
+    """
+    if isinstance(error, VoxserveError):
+        return error
+    logger.error("unexpected error while %s", doing, exc_info=error)
+    internal = VoxserveError(
+        f"internal error while {doing} (see the server's log)", code="internal_error"
+    )
+    internal.__cause__ = error
+    return internal

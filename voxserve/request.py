@@ -28,7 +28,8 @@ class SpeechOptions(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     voice: str | None = None
-    """A voice id or alias; None means the configured default voice."""
+    """A voice id or alias; None means the configured default voice. OpenAI's newer SDKs send
+    ``{"id": "..."}``: that is read as its id."""
     model: str | None = None
     """An engine name; OpenAI's model names (tts-1, tts-1-hd, gpt-4o-mini-tts) mean the default."""
     response_format: AudioFormat = "mp3"
@@ -41,6 +42,15 @@ class SpeechOptions(BaseModel):
     normalize: bool = True
     """Read numbers, dates, units, URLs... as words; drop markdown and emoji."""
     sampling: Sampling | None = None
+
+    @field_validator("voice", mode="before")
+    @classmethod
+    def _voice_object(cls, value: object) -> object:
+        if isinstance(value, dict):
+            if not isinstance(value.get("id"), str):
+                raise ValueError('a voice object needs an "id" string: {"id": "joe"}')
+            return value["id"].strip() or None
+        return value
 
     @field_validator("voice", "model", "language", "instructions", mode="before")
     @classmethod

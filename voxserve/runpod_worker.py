@@ -13,7 +13,8 @@ A job's input (any other field is refused):
     transcript      what the clip says; without it the clip is transcribed (the stt extra;
                     without that extra the job is refused, saying so)
     temperature, top_p, top_k, max_new_tokens, seed
-                    sampling, for engines that sample (below)
+                    sampling, for engines that sample (below); a field not given keeps the
+                    engine's configured value
 
 Its output: ``{"audio_base64": a WAV in base64, "duration": seconds, "sample_rate": Hz}``. A job
 that cannot be done answers RunPod's ``{"error": "message"}``, the message naming the field at
@@ -56,10 +57,11 @@ class WorkerInput(BaseModel):
     transcript: str | None = None
     voice: str | None = None
     engine: str | None = None
-    temperature: float = Field(0.3, ge=0.0, le=2.0)
-    top_p: float = Field(0.95, gt=0.0, le=1.0)
-    top_k: int = Field(50, ge=1)
-    max_new_tokens: int = Field(1024, ge=1)
+    # None: the engine's configured value (a default here would override the worker's settings).
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=1)
+    max_new_tokens: int | None = Field(None, ge=1)
     seed: int | None = None
 
     @field_validator("prompt")
@@ -77,8 +79,10 @@ class WorkerInput(BaseModel):
             raise ValueError("the clip at audio_url is the voice: give one, not both")
         return self
 
-    def sampling(self) -> Sampling:
-        return Sampling(**self.model_dump(include=set(Sampling.model_fields)))
+    def sampling(self) -> Sampling | None:
+        """The sampling fields the job gave; None when it gave none."""
+        given = self.model_dump(include=set(Sampling.model_fields), exclude_none=True)
+        return Sampling(**given) if given else None
 
 
 class RunpodWorker:

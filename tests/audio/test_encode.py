@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import struct
 
 import av
@@ -59,6 +60,22 @@ def test_output_streams_while_audio_arrives(fmt: str) -> None:
     # Never more than 1 s of input (10 chunks) without any output, from the start to the end.
     assert chunks_with_bytes[0] < 10
     assert max(np.diff([*chunks_with_bytes, len(outputs) - 1])) <= 10
+
+
+@pytest.mark.parametrize("sample_rate", [22050, 24000])
+def test_mp3_outputs_joined_end_to_end_decode_as_one_stream(sample_rate: int) -> None:
+    first = b"".join(encode_in_chunks("mp3", sine(440, 1.0, sample_rate), sample_rate))
+    second = b"".join(encode_in_chunks("mp3", sine(660, 0.5, sample_rate), sample_rate))
+    for output in (first, second):
+        # An MPEG frame sync (11 set bits) at the first byte: no ID3v2 tag before the audio, and
+        # the first frame is audio, not a Xing/Info frame claiming one output's length.
+        assert output[0] == 0xFF and output[1] & 0xE0 == 0xE0
+        assert b"Xing" not in output[:200] and b"Info" not in output[:200]
+    with av.open(io.BytesIO(first + second)) as container:
+        frames = list(container.decode(audio=0))
+    seconds = sum(frame.samples for frame in frames) / sample_rate
+    assert 1.5 <= seconds <= 1.5 + 2 * EXTRA_SECONDS_ALLOWED["mp3"]
+    assert {frame.sample_rate for frame in frames} == {sample_rate}
 
 
 @pytest.mark.parametrize("fmt", list(AUDIO_FORMATS))

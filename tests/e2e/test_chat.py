@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import signal
 import struct
 import threading
 import time
@@ -15,9 +18,10 @@ import numpy as np
 import pytest
 from websockets.sync.client import connect
 
-from tests.conftest import free_port, running
-from tests.fakes import fake_chat_llm
+from tests.conftest import free_port, logged_with_traceback, running
+from tests.fakes import FakeEngine, FaultySynthesizer, fake_chat_llm, make_synthesizer
 from voxserve.audio import StreamResampler, float_to_pcm16
+from voxserve.chat.local_llm import LocalLLM
 from voxserve.config import ChatSettings, Settings
 from voxserve.request import SpeechRequest
 from voxserve.server.app import create_app
@@ -389,3 +393,85 @@ def test_with_history_off_nothing_is_listed_or_resumed(tmp_path: Path, llm):
             until(ws, "ready")
             send(ws, type="resume", conversation_id="0" * 32)
             assert until(ws, "error")["code"] == "history_disabled"
+
+
+def next_of(ws, kinds: tuple[str, ...], timeout: float = 60) -> dict:
+    """The next message of one of ``kinds``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        message = ws.recv(timeout=max(0.1, deadline - time.monotonic()))
+        if isinstance(message, str) and (data := json.loads(message))["type"] in kinds:
+            return data
+
+
+def crash_mid_reply(ws, llm: LocalLLM) -> tuple[int, dict]:
+    """Kill the embedded LLM's process while it writes a long reply; returns its id and the
+    message the turn ended with. A reply can end before the kill lands: then the next turn,
+    which starts a new process, is tried."""
+    for _ in range(3):
+        send(ws, type="text", text="Tell me a long story about a dragon and a knight.")
+        next_of(ws, ("assistant_text",))  # its first sentence is spoken; the LLM writes on
+        crashed = llm.process_id
+        os.kill(crashed, signal.SIGKILL)
+        ending = next_of(ws, ("error", "metrics"))
+        if ending["type"] == "error":
+            break
+    return crashed, ending
+
+
+def test_the_embedded_llm_crashing_costs_only_the_reply_it_was_writing(tmp_path: Path):
+    # One thread, and room for a long story: the kill lands while the reply is being written.
+    chat = ChatSettings(llm_threads=1, max_reply_tokens=1000)
+    app = create_app(synthesizer=Synthesizer(Settings(data_dir=tmp_path, chat=chat)))
+    with running(app) as url, connect(ws_url(url)) as ws:
+        until(ws, "ready")
+        llm = app.state.chat_llm
+        assert isinstance(llm, LocalLLM)  # no llm_base_url: the embedded one
+
+        crashed, ending = crash_mid_reply(ws, llm)
+        speech = httpx.post(
+            url + "/v1/audio/speech", json={"input": "Still here.", "voice": "joe"}, timeout=60
+        )  # another client, right after the crash
+        assert ending["type"] == "error" and ending["code"] == "llm_error"
+        assert "died (signal 9, SIGKILL)" in ending["message"]
+        assert speech.status_code == 200 and speech.headers["content-type"] == "audio/mpeg"
+        assert len(speech.content) > 1000
+
+        send(ws, type="text", text="What is the capital of France?")  # the same connection
+        until(ws, "audio_stream_start")
+        text = next_of(ws, ("assistant_text",))
+        while not text["final"]:
+            text = next_of(ws, ("assistant_text",))
+        words = re.findall(r"[a-z']+", text["text"].lower())
+        assert len(words) >= 3 and {"the", "a", "is", "of", "paris"} & set(words), text
+        assert llm.process_id not in (None, crashed)
+
+
+def test_a_bug_mid_reply_is_an_internal_error_and_the_chat_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    def reply(messages: list[dict]) -> str:  # FaultySynthesizer fails after saying "boom"
+        return "It goes boom here. Never heard." if "break" in messages[-1]["content"] else "Fine."
+
+    with running(fake_chat_llm(reply)) as llm_url:
+        chat = ChatSettings(
+            llm_base_url=llm_url + "/v1",
+            characters=[{"name": "Ava", "voice": "tone", "persona": "You are Ava."}],
+        )
+        synthesizer = make_synthesizer(
+            FakeEngine(), FaultySynthesizer, data_dir=tmp_path, chat=chat
+        )
+        with running(create_app(synthesizer=synthesizer)) as url, connect(ws_url(url)) as ws:
+            until(ws, "ready")
+            send(ws, type="text", text="Please break.")
+            until(ws, "audio_stream_start")  # mid-reply
+            error = until(ws, "error")
+            assert error["code"] == "internal_error"
+            assert "see the server's log" in error["message"]
+            send(ws, type="text", text="And now?")
+            seen: list = []
+            start = until(ws, "audio_stream_start", seen)
+            stop = until(ws, "audio_stream_stop", seen)
+            assert start["generation"] == stop["generation"] == 2
+            assert [m for m in seen if isinstance(m, bytes)]
+    assert logged_with_traceback(caplog, RuntimeError)

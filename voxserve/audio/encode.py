@@ -41,6 +41,10 @@ _CONTAINER_FORMATS: dict[str, ContainerFormat] = {
             codec="libmp3lame",
             sample_format="fltp",
             bit_rate=96_000,
+            # Bare MPEG frames from the first byte: clients such as LibreChat join responses end
+            # to end, and an ID3v2 tag (or a Xing/Info frame giving one response's length) in the
+            # middle of the joined stream stops strict decoders there.
+            muxer_options={"id3v2_version": "0", "write_xing": "0"},
         ),
         ContainerFormat(
             name="opus",

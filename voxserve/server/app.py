@@ -11,11 +11,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from voxserve import __version__
 from voxserve.config import Settings, load_settings
+from voxserve.server.auth import AccessControl, AccessPolicy, redact_keys_in_logs
+from voxserve.server.auth import router as auth_router
 from voxserve.server.dialogue import router as dialogue_router
 from voxserve.server.errors import install_error_handlers
 from voxserve.server.metrics import RequestCounter, ServerMetrics
@@ -43,10 +46,12 @@ def create_app(settings: Settings | None = None, synthesizer: Synthesizer | None
     """The application; pass a synthesizer to serve engines of your own (plugins, test doubles)."""
     settings = synthesizer.settings if synthesizer else settings or load_settings()
     metrics = ServerMetrics()
+    access_policy = AccessPolicy.from_settings(settings)  # refuses an exposed server with no keys
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         nonlocal synthesizer
+        redact_keys_in_logs()  # after uvicorn has set up its loggers
         synthesizer = synthesizer or Synthesizer(settings)
         metrics.watch(synthesizer)
         app.state.synthesizer = synthesizer
@@ -69,13 +74,28 @@ def create_app(settings: Settings | None = None, synthesizer: Synthesizer | None
         with contextlib.suppress(asyncio.CancelledError):
             await reaper
         synthesizer.registry.unload_all()
+        if app.state.chat_llm is not None:  # the embedded one's child process ends with us
+            await app.state.chat_llm.aclose()
         if app.state.chat_history is not None:
             app.state.chat_history.close()
 
     app = FastAPI(title="voxserve", version=__version__, lifespan=lifespan)
     app.state.metrics = metrics
+    app.state.access_policy = access_policy
+    # Each added middleware wraps the ones before: CORS answers preflights before any key is
+    # asked for, and refusals are counted like every other answer.
+    app.add_middleware(AccessControl, policy=access_policy)
     app.add_middleware(RequestCounter, metrics=metrics)
+    if settings.auth.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.auth.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["X-Sample-Rate", "X-Engine", "X-Timing-Url", "Retry-After"],
+        )
     install_error_handlers(app)
+    app.include_router(auth_router)
     app.include_router(openai_router)
     app.include_router(voices_router)
     app.include_router(dialogue_router)

@@ -12,20 +12,16 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from voxserve.audio import AudioChunk, create_encoder
-from voxserve.errors import InvalidRequestError, NotFoundError, VoxserveError
+from voxserve.errors import InvalidRequestError, NotFoundError
 from voxserve.request import SpeechRequest
+from voxserve.server.auth import charge_characters
 from voxserve.server.errors import validation_error
-from voxserve.server.openai import (
-    audio_after_first,
-    content_type,
-    read_body,
-    sse_delta,
-    sse_event,
-)
+from voxserve.server.openai import read_body
+from voxserve.server.speech_response import Piece, speech_response, usage
 from voxserve.synthesis.dialogue import (
     DialogueRequest,
     PreparedDialogue,
@@ -62,7 +58,8 @@ async def speech_as_dialogue(request: Request, speech: SpeechRequest) -> Respons
         {**speech.model_dump(exclude={"input", "stream"}),
          "turns": [{"speaker": turn.speaker, "text": turn.text} for turn in turns]}
     )  # fmt: skip
-    return await dialogue_response(request, prepare_dialogue(synthesizer, dialogue), dialogue)
+    prepared = prepare_dialogue(synthesizer, dialogue)
+    return await dialogue_response(request, prepared, dialogue, streamed=speech.stream)
 
 
 @router.get("/v1/audio/dialogue/{timing_id}/timing")
@@ -74,9 +71,10 @@ async def dialogue_timing(request: Request, timing_id: str) -> JSONResponse:
 
 
 async def dialogue_response(
-    request: Request, dialogue: PreparedDialogue, options: DialogueRequest
+    request: Request, dialogue: PreparedDialogue, options: DialogueRequest, *, streamed: bool = True
 ) -> Response:
     synthesizer: Synthesizer = request.app.state.synthesizer
+    charge_characters(dialogue.characters)
     timing_id = uuid.uuid4().hex
     record = {"status": "in_progress", "sample_rate": dialogue.sample_rate, "turns": []}
     store: OrderedDict = request.app.state.dialogue_timings
@@ -87,55 +85,29 @@ async def dialogue_response(
         "X-Sample-Rate": str(dialogue.sample_rate),
         "X-Timing-Url": f"/v1/audio/dialogue/{timing_id}/timing",
     }
-    items = render_dialogue(synthesizer, dialogue)
-    if options.stream_format == "sse":
-        events = _sse_events(items, dialogue, record)
-        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
-    audio = _encoded(items, dialogue, record)
-    try:
-        first = await anext(audio, b"")  # a failure before any audio is still a proper status
-    except BaseException:
-        await audio.aclose()
-        raise
-    media_type = content_type(dialogue.response_format, dialogue.sample_rate)
-    return StreamingResponse(
-        audio_after_first(first, audio), media_type=media_type, headers=headers
+    return await speech_response(
+        _pieces(render_dialogue(synthesizer, dialogue), dialogue, record),
+        audio_format=dialogue.response_format,
+        sample_rate=dialogue.sample_rate,
+        sse=options.stream_format == "sse",
+        streamed=streamed,
+        headers=headers,
+        done=lambda: {**usage(dialogue.characters), "turns": record["turns"]},
     )
 
 
-async def _encoded(
+async def _pieces(
     items: AsyncIterator[AudioChunk | TurnTiming], dialogue: PreparedDialogue, record: dict
-) -> AsyncIterator[bytes]:
+) -> AsyncIterator[Piece]:
+    """The encoded audio with a ``dialogue.turn`` event after each turn; the timings recorded."""
     encoder = create_encoder(dialogue.response_format, dialogue.sample_rate)
     async with contextlib.aclosing(items):
         async for item in items:
             if isinstance(item, TurnTiming):
                 record["turns"].append(item.to_dict())
+                yield {"type": "dialogue.turn", **item.to_dict()}
             elif data := await encode(encoder, item.samples):
                 yield data
     if tail := encoder.finish():
         yield tail
     record["status"] = "complete"
-
-
-async def _sse_events(
-    items: AsyncIterator[AudioChunk | TurnTiming], dialogue: PreparedDialogue, record: dict
-) -> AsyncIterator[bytes]:
-    encoder = create_encoder(dialogue.response_format, dialogue.sample_rate)
-    async with contextlib.aclosing(items):
-        try:
-            async for item in items:
-                if isinstance(item, TurnTiming):
-                    record["turns"].append(item.to_dict())
-                    yield sse_event({"type": "dialogue.turn", **item.to_dict()})
-                elif data := await encode(encoder, item.samples):
-                    yield sse_delta(data)
-        except VoxserveError as error:
-            yield sse_event({"type": "error", **error.to_dict()})
-            return
-    if tail := encoder.finish():
-        yield sse_delta(tail)
-    record["status"] = "complete"
-    usage = {"input_tokens": dialogue.characters, "output_tokens": 0,
-             "total_tokens": dialogue.characters}  # fmt: skip
-    yield sse_event({"type": "speech.audio.done", "usage": usage, "turns": record["turns"]})

@@ -10,17 +10,30 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.types import Scope
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from voxserve.errors import InvalidRequestError, OverloadedError, VoxserveError
+from voxserve.errors import InvalidRequestError, RateLimitedError, VoxserveError
 from voxserve.server.metrics import route_of
 
 logger = logging.getLogger("voxserve.server")
 
 
+def retry_headers(status: int) -> dict[str, str]:
+    """``x-should-retry: false`` on a refusal that the same request would get again.
+
+    OpenAI's SDKs retry 408, 409, 429 and 5xx answers unless this header says not to; ours are
+    validation errors (a 409 here is a name already taken), so retrying only adds latency. Busy
+    (429) and server errors are left to the client's retry policy.
+    """
+    if 400 <= status < 500 and status != 429:
+        return {"x-should-retry": "false"}
+    return {}
+
+
 def error_response(error: VoxserveError) -> JSONResponse:
-    headers = None
-    if isinstance(error, OverloadedError):
-        headers = {"Retry-After": str(error.retry_after)}
+    headers = retry_headers(error.status_code)
+    if isinstance(error, RateLimitedError):
+        headers["Retry-After"] = str(error.retry_after)
     return JSONResponse(error.to_dict(), status_code=error.status_code, headers=headers)
 
 
@@ -35,6 +48,15 @@ def validation_error(error: ValidationError | RequestValidationError) -> Invalid
 
 def count_error(app: FastAPI, scope: Scope, code: str) -> None:
     app.state.metrics.errors.labels(route_of(scope), code).inc()
+
+
+def client_gone(websocket: WebSocket, error: BaseException | None = None) -> bool:
+    """Whether a WebSocket's client has left, ``error`` being what a send to it raised: then there
+    is nobody to tell, and nothing to report (after a first failed send, starlette raises a plain
+    RuntimeError on the next)."""
+    return isinstance(error, WebSocketDisconnect) or WebSocketState.DISCONNECTED in (
+        websocket.client_state, websocket.application_state,
+    )  # fmt: skip
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -55,7 +77,8 @@ def install_error_handlers(app: FastAPI) -> None:
         status = error.status_code
         body = VoxserveError(str(error.detail), code=str(status)).to_dict()
         body["error"]["type"] = "invalid_request_error" if status < 500 else "server_error"
-        return JSONResponse(body, status_code=status, headers=getattr(error, "headers", None))
+        headers = {**retry_headers(status), **(getattr(error, "headers", None) or {})}
+        return JSONResponse(body, status_code=status, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, error: Exception) -> JSONResponse:

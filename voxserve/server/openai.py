@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from voxserve import __version__
-from voxserve.audio import AUDIO_FORMATS, fix_wav_header
 from voxserve.engines.registry import OPENAI_MODEL_NAMES, engine_class
-from voxserve.errors import InvalidRequestError, PayloadTooLargeError, VoxserveError
+from voxserve.errors import InvalidRequestError, PayloadTooLargeError
 from voxserve.request import SpeechRequest
+from voxserve.server.auth import charge_characters
 from voxserve.server.errors import validation_error
+from voxserve.server.speech_response import speech_response, usage
 from voxserve.server.uploads import read_audio_form
 from voxserve.synthesis.synthesizer import CloneReference, Synthesizer
 from voxserve.text.dialogue import is_dialogue
@@ -82,10 +81,16 @@ def parse_speech_request(body: bytes) -> SpeechRequest:
         raise validation_error(error) from error
 
 
-def content_type(audio_format: str, sample_rate: int) -> str:
-    if audio_format == "pcm":
-        return f"audio/pcm;rate={sample_rate};channels=1;encoding=s16le"
-    return AUDIO_FORMATS[audio_format]
+PCM_SAMPLE_RATE = 24_000
+"""OpenAI's ``pcm`` is 24 kHz, and its clients (pipecat, LiveKit, ...) play it at that rate
+without reading the content type, so ``pcm`` here is resampled to it unless ``sample_rate`` says
+otherwise. The other formats carry their rate, and keep the engine's."""
+
+
+def with_openai_defaults(speech: SpeechRequest) -> SpeechRequest:
+    if speech.response_format == "pcm" and speech.sample_rate is None:
+        return speech.model_copy(update={"sample_rate": PCM_SAMPLE_RATE})
+    return speech
 
 
 @router.post("/v1/audio/speech")
@@ -97,74 +102,27 @@ async def create_speech(request: Request) -> Response:
         speech, reference = await parse_speech_form(request, synthesizer)
     else:
         speech = parse_speech_request(await read_body(request, settings.max_input_chars))
+    speech = with_openai_defaults(speech)
     if settings.dialogue_in_speech and is_dialogue(speech.input, settings.dialogue_delimiter):
         from voxserve.server.dialogue import speech_as_dialogue
 
         return await speech_as_dialogue(request, speech)
+    charge_characters(len(speech.input))
     prepared = synthesizer.prepare(speech, reference)
-    headers = {"X-Sample-Rate": str(prepared.sample_rate), "X-Engine": prepared.engine.name}
-    media_type = content_type(speech.response_format, prepared.sample_rate)
-    if not speech.stream:
-        audio = b"".join([data async for data in synthesizer.stream_encoded(prepared)])
-        if speech.response_format == "wav":
-            audio = fix_wav_header(audio)
-        return Response(audio, media_type=media_type, headers=headers)
-    # The first audio is made before answering, so being busy (429), a load failure or an engine
-    # failure is a proper status rather than a broken stream; it costs no latency, since the
-    # headers would otherwise only be followed by that same first audio.
-    stream = synthesizer.stream_encoded(prepared)
-    try:
-        first = await anext(stream, b"")
-    except BaseException:
-        await stream.aclose()
-        raise
-    if speech.stream_format == "sse":
-        events = _sse_events(first, stream, len(speech.input))
-        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
-    return StreamingResponse(
-        audio_after_first(first, stream), media_type=media_type, headers=headers
+    return await speech_response(
+        synthesizer.stream_encoded(prepared),
+        audio_format=speech.response_format,
+        sample_rate=prepared.sample_rate,
+        sse=speech.stream_format == "sse",
+        streamed=speech.stream,
+        headers={"X-Sample-Rate": str(prepared.sample_rate), "X-Engine": prepared.engine.name},
+        done=lambda: usage(len(speech.input)),
     )
 
 
-async def audio_after_first(first: bytes, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """An encoded stream whose first piece was made before the response started."""
-    async with contextlib.aclosing(stream):
-        try:
-            yield first
-            async for data in stream:
-                yield data
-        except VoxserveError as error:
-            # Headers are gone already: end the stream early and say why in the log.
-            logger.error("speech stream failed: %s", error.message, exc_info=error.__cause__)
-
-
-async def _sse_events(
-    first: bytes, stream: AsyncIterator[bytes], characters: int
-) -> AsyncIterator[bytes]:
-    """OpenAI's ``speech.audio.delta`` / ``speech.audio.done`` events, audio base64-encoded."""
-    async with contextlib.aclosing(stream):
-        try:
-            yield sse_delta(first)
-            async for data in stream:
-                yield sse_delta(data)
-        except VoxserveError as error:
-            yield sse_event({"type": "error", **error.to_dict()})
-            return
-    usage = {"input_tokens": characters, "output_tokens": 0, "total_tokens": characters}
-    yield sse_event({"type": "speech.audio.done", "usage": usage})
-
-
-def sse_delta(audio: bytes) -> bytes:
-    return sse_event({"type": "speech.audio.delta", "audio": base64.b64encode(audio).decode()})
-
-
-def sse_event(event: dict) -> bytes:
-    return f"data: {json.dumps(event)}\n\n".encode()
-
-
-@router.get("/v1/models")
-async def list_models(request: Request) -> JSONResponse:
-    synthesizer: Synthesizer = request.app.state.synthesizer
+def model_entries(synthesizer: Synthesizer) -> list[dict[str, Any]]:
+    """Every engine (installed or not, with its capabilities), then OpenAI's names for the
+    default engine."""
     registry = synthesizer.registry
     models = []
     for name in registry.names():
@@ -182,7 +140,19 @@ async def list_models(request: Request) -> JSONResponse:
     default = synthesizer.settings.default_engine
     for alias in OPENAI_MODEL_NAMES:
         models.append({"id": alias, "object": "model", "owned_by": "voxserve", "engine": default})
-    return JSONResponse({"object": "list", "data": models})
+    return models
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> JSONResponse:
+    return JSONResponse({"object": "list", "data": model_entries(request.app.state.synthesizer)})
+
+
+@router.get("/v1/audio/models")
+async def list_speech_models(request: Request) -> JSONResponse:
+    """The speech models in the shape of ``/v1/audio/voices`` (as OpenAI-style TTS servers and
+    their clients list them)."""
+    return JSONResponse({"models": model_entries(request.app.state.synthesizer)})
 
 
 @router.get("/metrics")

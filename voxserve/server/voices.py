@@ -42,7 +42,9 @@ def engine_voice_json(voice: Voice) -> dict[str, Any]:
 
 
 def profile_json(profile: VoiceProfile) -> dict[str, Any]:
-    return {"object": "voice", "type": "profile", **profile.model_dump()}
+    # "name" as every voice in the listing has it (OpenAI-style clients show it).
+    return {"object": "voice", "type": "profile", "name": profile.display_name,
+            **profile.model_dump()}  # fmt: skip
 
 
 @router.get("")

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import json
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import APIRouter, Query, Request, WebSocket, WebSocketDisconnect
 
@@ -14,7 +17,7 @@ from voxserve.chat.llm import LLM, OpenAICompatibleLLM
 from voxserve.chat.session import ChatSession
 from voxserve.config import ChatSettings, Settings
 from voxserve.errors import VoxserveError
-from voxserve.server.errors import count_error
+from voxserve.server.errors import client_gone, count_error
 from voxserve.server.metrics import route_of
 
 logger = logging.getLogger("voxserve.chat")
@@ -28,7 +31,7 @@ def chat_llm(settings: ChatSettings) -> LLM | None:
         return OpenAICompatibleLLM(
             settings.llm_base_url,
             settings.llm_model,
-            settings.llm_api_key,
+            settings.llm_api_key.get_secret_value() if settings.llm_api_key else None,
             timeout=settings.llm_timeout,
             first_token_timeout=settings.llm_first_token_timeout,
         )
@@ -85,15 +88,23 @@ async def chat(websocket: WebSocket) -> None:
     app.state.metrics.requests.labels(route_of(websocket.scope), "101").inc()
     send_lock = asyncio.Lock()
 
+    # A send to a client that has left goes nowhere: the receive loop below sees it leave and
+    # closes the session. Raised, it would reach a reply's task as a failed reply, and be logged
+    # and reported as one.
+    async def send(send_frame: Callable[[Any], Awaitable[None]], data: str | bytes) -> None:
+        async with send_lock:
+            if client_gone(websocket):
+                return
+            with contextlib.suppress(WebSocketDisconnect):
+                await send_frame(data)
+
     async def send_json(message: dict) -> None:
         if message.get("type") == "error":
             count_error(app, websocket.scope, message.get("code") or "chat_error")
-        async with send_lock:
-            await websocket.send_text(json.dumps(message))
+        await send(websocket.send_text, json.dumps(message))
 
     async def send_bytes(data: bytes) -> None:
-        async with send_lock:
-            await websocket.send_bytes(data)
+        await send(websocket.send_bytes, data)
 
     synthesizer = app.state.synthesizer
     session = ChatSession(

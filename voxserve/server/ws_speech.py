@@ -12,9 +12,10 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
 from voxserve.audio import create_encoder
-from voxserve.errors import VoxserveError
+from voxserve.errors import RateLimitedError, VoxserveError, as_client_error
 from voxserve.request import SpeechOptions
-from voxserve.server.errors import count_error, validation_error
+from voxserve.server.auth import charge_characters
+from voxserve.server.errors import client_gone, count_error, validation_error
 from voxserve.server.metrics import route_of
 from voxserve.synthesis.synthesizer import SpokenSegment, Synthesizer, Voicing, encode
 from voxserve.synthesis.text_stream import TextStream
@@ -125,6 +126,10 @@ class SpeechStreamSession:
         self.expect(State.OPEN, "not_started", "send start before text")
         if not isinstance(data.get("text"), str):
             raise ProtocolError("invalid_message", '"text" must be a string', "text")
+        try:
+            charge_characters(len(data["text"]))
+        except RateLimitedError as error:  # this text is refused; the utterance goes on
+            raise ProtocolError(error.code, error.message, "text") from error
         self.text.push(data["text"])
 
     async def on_flush(self, _: dict) -> None:
@@ -165,8 +170,11 @@ class SpeechStreamSession:
                         await self.send_bytes(data)
             if tail := encoder.finish():
                 await self.send_bytes(tail)
-        except VoxserveError as error:
-            await self.send_error(error.code or "engine_failed", error.message, error.param)
+        except Exception as error:  # a bug too ends the utterance: told, never silent
+            if client_gone(self.websocket, error):
+                raise
+            told = as_client_error(error, logger, "speaking an utterance")
+            await self.send_error(told.code or "engine_failed", told.message, told.param)
             # Text the client sent before it heard of the failure is dropped until its end.
             self.state = State.FAILED if self.state is State.OPEN else State.IDLE
         else:

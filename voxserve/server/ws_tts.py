@@ -7,6 +7,7 @@ One JSON request -> a JSON status -> the audio as a WAV file in binary frames;
 from __future__ import annotations
 
 import json
+import logging
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -14,12 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from voxserve import __version__
 from voxserve.audio import fix_wav_header
 from voxserve.engines.base import Engine
-from voxserve.errors import InvalidRequestError, VoxserveError
+from voxserve.errors import InvalidRequestError, as_client_error
 from voxserve.request import SpeechRequest
-from voxserve.server.errors import count_error, validation_error
+from voxserve.server.auth import charge_characters
+from voxserve.server.errors import client_gone, count_error, validation_error
 from voxserve.server.metrics import route_of
 from voxserve.synthesis.synthesizer import Synthesizer
 
+logger = logging.getLogger("voxserve.server")
 router = APIRouter()
 FRAME_BYTES = 1 << 20
 SPEAKER_ROLES = ("primary male", "primary female", "secondary male", "secondary female")
@@ -48,11 +51,14 @@ async def tts_provider(websocket: WebSocket) -> None:
                 return
             try:
                 await _answer(websocket, synthesizer, message)
-            except VoxserveError as error:
-                code = error.code or "invalid_request"
+            except Exception as error:  # a bug too is told, and the next request is served
+                if client_gone(websocket, error):
+                    return
+                told = as_client_error(error, logger, "answering a /ws/tts request")
+                code = told.code or "invalid_request"
                 count_error(websocket.app, websocket.scope, code)
                 await websocket.send_text(
-                    json.dumps({"status": "error", "message": error.message, "code": code})
+                    json.dumps({"status": "error", "message": told.message, "code": code})
                 )
     except WebSocketDisconnect:
         return
@@ -83,6 +89,7 @@ async def _answer(websocket: WebSocket, synthesizer: Synthesizer, message: dict)
     except ValidationError as error:
         raise validation_error(error) from error
     prepared = synthesizer.prepare(speech)
+    charge_characters(len(provider.text))
     if not synthesizer.registry.is_loaded(engine.name):
         await websocket.send_text(
             json.dumps(

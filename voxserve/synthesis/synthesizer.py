@@ -38,6 +38,7 @@ from voxserve.voices.store import VoiceProfile, VoiceStore
 from voxserve.voices.transcribe import Transcriber
 
 FADE_MS = 5.0  # long enough to remove clicks at joins, too short to hear
+NOTHING_TO_SAY_SECONDS = 0.15  # what a text with nothing to speak in it ("...") answers
 
 
 @dataclass(frozen=True)
@@ -309,11 +310,15 @@ class Synthesizer:
             )
         voicing = self.voicing(request, reference)
         text = normalize_text(request.input) if request.normalize else request.input
-        segments = plan_segments(text, voicing.voice.id, self.plan_options(voicing.engine))
-        if not segments:
-            raise InvalidRequestError(
-                "input has nothing to speak", param="input", code="empty_input"
-            )
+        # No segments ("...", an emoji) is a request with nothing to say, not a bad one: clients
+        # that speak an LLM's reply a sentence at a time send such pieces, and a refusal would
+        # break their reply. It answers a moment of silence (``stream``); only blank input is
+        # refused, by the request's own validation.
+        # Without a letter or a digit there is nothing to speak, normalized or not ("..." as
+        # written would reach the engine, which makes no audio of it).
+        speakable = any(character.isalnum() for character in text)
+        options = self.plan_options(voicing.engine)
+        segments = plan_segments(text, voicing.voice.id, options) if speakable else []
         return PreparedSpeech(request, voicing, segments)
 
     async def stream(
@@ -321,6 +326,11 @@ class Synthesizer:
     ) -> AsyncIterator[AudioChunk]:
         """Audio at the output rate, with pauses and fades, as soon as each piece is ready."""
         prepared = speech if isinstance(speech, PreparedSpeech) else self.prepare(speech)
+        if not prepared.segments:
+            # Audio of the requested format either way: players and clients expect some.
+            rate = prepared.sample_rate
+            yield AudioChunk(silence(NOTHING_TO_SAY_SECONDS, rate), rate)
+            return
         rendered = self.render(
             prepared.voicing, iterate(prepared.segments), len(prepared.segments), progress
         )

@@ -67,7 +67,7 @@ function chatUrl() {
 
 function connect() {
   setConnection("connecting", "connecting…");
-  socket = new WebSocket(chatUrl());
+  socket = openSocket(chatUrl());
   socket.binaryType = "arraybuffer";
   socket.onopen = () => {
     reconnectDelayMs = 500;
@@ -344,7 +344,7 @@ function showConversation(ready) {
 
 async function loadConversations() {
   try {
-    const response = await fetch("/v1/chat/conversations?limit=30");
+    const response = await authorizedFetch("/v1/chat/conversations?limit=30");
     if (!response.ok) return; // saving is off on this server: the picker stays "New"
     const options = (await response.json()).data.map((saved) => {
       const option = document.createElement("option");
@@ -418,7 +418,7 @@ function updateState() {
 
 async function loadVoices() {
   try {
-    const response = await fetch("/v1/audio/voices");
+    const response = await authorizedFetch("/v1/audio/voices");
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     voices = (await response.json()).voices || [];
   } catch (error) {
@@ -486,6 +486,8 @@ window.voxserveReady = setupAudio().catch((error) => {
   throw error;
 });
 updateState();
-loadVoices();
-loadConversations();
-connect();
+ensureAccess().then(() => {
+  loadVoices();
+  loadConversations();
+  connect();
+});

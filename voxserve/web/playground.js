@@ -28,7 +28,7 @@ function showError(text) {
 
 async function loadVoices() {
   try {
-    const response = await fetch("/v1/audio/voices");
+    const response = await authorizedFetch("/v1/audio/voices");
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     const body = await response.json();
     for (const voice of body.voices || []) {
@@ -64,7 +64,7 @@ async function speak() {
   statusLine.textContent = "synthesizing…";
   const started = performance.now();
   try {
-    const response = await fetch("/v1/audio/speech", {
+    const response = await authorizedFetch("/v1/audio/speech", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({
@@ -106,4 +106,4 @@ form.onsubmit = (event) => {
   event.preventDefault();
   speak();
 };
-window.voxserveReady = loadVoices().then(() => ({ voices: voiceSelect.options.length }));
+window.voxserveReady = ensureAccess().then(loadVoices).then(() => ({ voices: voiceSelect.options.length }));

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from voxserve.config import as_list
+
 ENV_PREFIX = "HIGGS_"
 # Keys of any engine's table that the synthesizer and registry read themselves.
 SYNTHESIZER_KEYS = frozenset({"concurrency", "keep_alive"})
@@ -140,8 +142,7 @@ def _convert(name: str, value: Any, kind: Any, where: str) -> Any:
         if kind.startswith("float"):
             return float(value)
         if kind.startswith("tuple"):
-            items = value.split(",") if isinstance(value, str) else list(value)
-            return tuple(str(item).strip() for item in items if str(item).strip())
+            return tuple(str(item).strip() for item in as_list(value) if str(item).strip())
         return str(value).strip()
     except (TypeError, ValueError) as error:
         raise ValueError(f"invalid {where}={value!r} for {name}: {error}") from None

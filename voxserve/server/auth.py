@@ -1,0 +1,421 @@
+"""Access control: API keys with scopes, per-key rate limits, and who may open a WebSocket.
+
+One ASGI middleware guards HTTP and WebSockets alike, before any route runs:
+
+- ``/v1/*``, ``/ws/*`` and ``/metrics`` need a key when keys are configured; ``/health``, the web
+  pages and their scripts never do (a page must load to ask for a key). Listing models and voices
+  is open by ``auth.open_listing``. Admin routes (voice deletion, metrics) need an ``admin`` key.
+- A key comes as ``Authorization: Bearer KEY``; a browser's WebSocket cannot set headers, so
+  there it may also come as the subprotocol ``voxserve.key.KEY`` or the query parameter
+  ``api_key``. The query parameter is removed from the request before anything can log it.
+- With no keys configured, the ``Authorization`` header is not read at all: clients that send
+  ``Bearer undefined`` or an empty bearer (Open WebUI, SDKs with a dummy key) just work.
+- A WebSocket whose ``Origin`` is neither the server's own nor in ``auth.cors_origins`` is
+  refused: browsers apply no CORS to WebSockets, so any page could otherwise use a local server.
+- Requests per minute are counted here; characters per minute where a transport reads the text
+  to speak (`charge_characters`), through the caller's identity in a context variable.
+
+Keys are held only as SHA-256 digests; a key never appears in a log line, error or metric.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import ipaddress
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from voxserve.config import ApiKey, AuthSettings, ConfigError, Settings
+from voxserve.errors import RateLimitedError, VoxserveError
+from voxserve.server.errors import error_response
+
+logger = logging.getLogger("voxserve.auth")
+router = APIRouter()
+
+KEY_QUERY_PARAMETER = "api_key"
+KEY_SUBPROTOCOL_PREFIX = "voxserve.key."
+PAGE_SUBPROTOCOL = "voxserve"
+"""Offered beside the key subprotocol by the pages: the one the server answers with, so that the
+key is not echoed back in the handshake."""
+PROTECTED_PREFIXES = ("/v1/", "/ws/", "/metrics")
+LISTING_ROUTES = frozenset({"/v1/models", "/v1/audio/models", "/v1/audio/voices"})
+ADMIN_ROUTES = (
+    ("DELETE", "/v1/audio/voices/"),
+    ("GET", "/metrics"),
+)
+"""(method, path prefix) pairs only an admin key may use."""
+_JUNK_BEARERS = frozenset({"", "undefined", "null", "none"})
+_MAX_BUCKETS = 10_000
+
+
+class UnauthorizedError(VoxserveError):
+    status_code = 401
+    error_type = "invalid_request_error"
+
+
+class ForbiddenError(VoxserveError):
+    status_code = 403
+    error_type = "invalid_request_error"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request comes from: a key (by digest and scope) or, without one, an address."""
+
+    identity: str
+    scope: str | None
+    """``speech`` or ``admin`` for a key; None for an address without one."""
+    requests_per_minute: int | None
+    characters_per_minute: int | None
+
+
+_current: contextvars.ContextVar[tuple[Principal, RateLimiter] | None] = contextvars.ContextVar(
+    "voxserve_principal", default=None
+)
+
+
+def charge_characters(count: int) -> None:
+    """Count ``count`` characters of text to speak against the caller's per-minute limit;
+    raises RateLimitedError (429) when over it. A no-op outside a request (the library, tests)."""
+    current = _current.get()
+    if current is not None and count > 0:
+        principal, limiter = current
+        limiter.take(principal, "characters", principal.characters_per_minute, count)
+
+
+# --- logs -----------------------------------------------------------------------------------
+
+_KEY_IN_TEXT = re.compile(
+    rf"({KEY_QUERY_PARAMETER}=|{re.escape(KEY_SUBPROTOCOL_PREFIX)}|authorization: *bearer +)"
+    r"[^\s&,;\"']+",
+    re.IGNORECASE,
+)
+_LOGGERS_WITH_REQUESTS = ("uvicorn.error", "uvicorn.access", "websockets")
+"""Loggers that print request lines and headers: uvicorn's WebSocket handshake at debug level
+prints the whole request, query string and Authorization header included."""
+
+
+class RedactKeys(logging.Filter):
+    """Replaces any key in a log record (query parameter, subprotocol, bearer header) by ***."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = _KEY_IN_TEXT.sub(r"\1***", message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+def redact_keys_in_logs() -> None:
+    """Put `RedactKeys` on the loggers and handlers requests are logged through. Called once
+    the server's logging is set up (uvicorn configures its own at start)."""
+    loggers = [logging.getLogger(), *map(logging.getLogger, _LOGGERS_WITH_REQUESTS)]
+    for target in [*loggers, *(handler for logger in loggers for handler in logger.handlers)]:
+        if not any(isinstance(existing, RedactKeys) for existing in target.filters):
+            target.addFilter(RedactKeys())
+
+
+# --- settings -> policy ------------------------------------------------------------------
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def read_keys_file(path: Path) -> list[ApiKey]:
+    """``KEY`` or ``KEY SCOPE`` a line; blank lines and ``#`` comments are skipped."""
+    try:
+        text = path.expanduser().read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"auth.api_keys_file {path}: {error.strerror}") from error
+    keys = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        if len(words) > 2 or (len(words) == 2 and words[1] not in ("speech", "admin")):
+            raise ConfigError(
+                f"auth.api_keys_file {path}, line {number}: expected KEY or KEY SCOPE "
+                "(scope speech or admin)"
+            )
+        try:
+            keys.append(ApiKey(key=words[0], scope=words[1] if len(words) == 2 else "speech"))
+        except ValueError as error:
+            raise ConfigError(
+                f"auth.api_keys_file {path}, line {number}: an API key needs 8 or more characters"
+            ) from error
+    return keys
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+def check_exposure(settings: Settings, keys: list[ApiKey]) -> None:
+    """Refuse to serve a non-loopback address with no keys, unless told it is meant."""
+    if keys or settings.auth.insecure or is_loopback(settings.host):
+        return
+    raise ConfigError(
+        f"refusing to serve {settings.host} without API keys: anyone who can reach it could use "
+        "it. Set auth.api_keys or auth.api_keys_file (VOXSERVE_AUTH__API_KEYS), or pass "
+        "--insecure (auth.insecure = true) if that is what you want."
+    )
+
+
+class AccessPolicy:
+    """What each path needs, and who a request's credentials make it."""
+
+    def __init__(self, settings: AuthSettings, keys: list[ApiKey]):
+        self.settings = settings
+        self.keys = {digest(key.key.get_secret_value()): key for key in keys}
+        self.limiter = RateLimiter()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AccessPolicy:
+        keys = list(settings.auth.api_keys)
+        if settings.auth.api_keys_file is not None:
+            keys += read_keys_file(settings.auth.api_keys_file)
+        check_exposure(settings, keys)
+        return cls(settings.auth, keys)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.keys)
+
+    def required_scope(self, method: str, path: str) -> str | None:
+        """``speech``, ``admin``, or None for an open path."""
+        if not path.startswith(PROTECTED_PREFIXES) or path == "/v1/auth":
+            return None
+        if any(method == m and path.startswith(prefix) for m, prefix in ADMIN_ROUTES):
+            return "admin"
+        if self.settings.open_listing and method == "GET" and path.rstrip("/") in LISTING_ROUTES:
+            return None
+        return "speech"
+
+    def principal(self, key: str | None, address: str) -> Principal | None:
+        """The key's principal; an address's when keys are off; None for a wrong or missing
+        key when they are on."""
+        auth = self.settings
+        if not self.enabled:
+            return Principal(
+                f"address:{address}", None, auth.requests_per_minute, auth.characters_per_minute
+            )
+        entry = self.keys.get(digest(key)) if key else None
+        if entry is None:
+            return None
+        return Principal(
+            f"key:{digest(entry.key.get_secret_value())[:16]}",
+            entry.scope,
+            entry.requests_per_minute or auth.requests_per_minute,
+            entry.characters_per_minute or auth.characters_per_minute,
+        )
+
+    def origin_allowed(self, origin: str | None, hosts: tuple[str | None, ...]) -> bool:
+        """Whether a WebSocket from a page of ``origin`` may open, where ``hosts`` are the
+        names the request was sent to (``Host``, and a proxy's ``X-Forwarded-Host``)."""
+        if origin is None:  # not a browser: nothing to protect against
+            return True
+        allowed = self.settings.cors_origins
+        if "*" in allowed or origin.rstrip("/") in {o.rstrip("/") for o in allowed}:
+            return True
+        netloc = urlsplit(origin).netloc.lower()
+        return any(host is not None and netloc == host.lower() for host in hosts)
+
+
+# --- rate limits -------------------------------------------------------------------------
+
+
+@dataclass
+class _Bucket:
+    level: float
+    updated: float
+
+
+@dataclass
+class RateLimiter:
+    """Token buckets, one per principal and kind, refilled continuously to their per-minute
+    capacity: a burst of a minute's worth is allowed, then the steady rate."""
+
+    clock: Callable[[], float] = time.monotonic
+    _buckets: dict[tuple[str, str], _Bucket] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take(self, principal: Principal, kind: str, per_minute: int | None, amount: int) -> None:
+        if per_minute is None:
+            return
+        now = self.clock()
+        # A request bigger than a whole minute's budget waits for a full bucket, then goes.
+        needed = min(amount, per_minute)
+        with self._lock:
+            if len(self._buckets) > _MAX_BUCKETS:
+                self._forget_full_buckets(now)
+            bucket = self._buckets.setdefault((principal.identity, kind), _Bucket(per_minute, now))
+            bucket.level = min(per_minute, bucket.level + (now - bucket.updated) * per_minute / 60)
+            bucket.updated = now
+            if bucket.level >= needed:
+                bucket.level -= amount
+                return
+            wait = (needed - bucket.level) * 60 / per_minute
+        raise RateLimitedError(
+            f"over the limit of {per_minute} {kind} per minute; retry in {math.ceil(wait)} s",
+            retry_after=max(1, math.ceil(wait)),
+            code=f"{kind}_rate_limited",
+        )
+
+    def _forget_full_buckets(self, now: float) -> None:
+        # A bucket untouched for a minute is full again: the same as none, so many addresses
+        # passing by cost no memory.
+        for owner, bucket in list(self._buckets.items()):
+            if now - bucket.updated >= 60:
+                del self._buckets[owner]
+
+
+# --- the middleware ----------------------------------------------------------------------
+
+
+class AccessControl:
+    """The ASGI middleware; see the module's docstring."""
+
+    def __init__(self, app: ASGIApp, policy: AccessPolicy):
+        self.app = app
+        self.policy = policy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        query_key = _pop_query_key(scope)
+        headers = _headers(scope)
+        websocket = scope["type"] == "websocket"
+        protocol_key = _subprotocol_key(scope) if websocket else None
+        hosts = (headers.get("host"), headers.get("x-forwarded-host"))
+        if websocket and not self.policy.origin_allowed(headers.get("origin"), hosts):
+            await _deny(scope, send, ForbiddenError(
+                "this origin may not open a WebSocket here; add it to auth.cors_origins",
+                code="origin_not_allowed",
+            ))  # fmt: skip
+            return
+        needed = self.policy.required_scope(scope.get("method", "GET"), scope["path"])
+        key = protocol_key or query_key or _bearer(headers.get("authorization"))
+        client = scope.get("client") or ("unknown", 0)
+        principal = self.policy.principal(key, client[0])
+        try:
+            if needed is not None:
+                principal = _authorize(principal, needed, bool(key))
+                limiter = self.policy.limiter
+                limiter.take(principal, "requests", principal.requests_per_minute, 1)
+        except VoxserveError as error:
+            if error.status_code == 401:
+                logger.warning("refused %s %s from %s: %s", scope.get("method", "WS"),
+                               scope["path"], client[0], error.code)  # fmt: skip
+            await _deny(scope, send, error)
+            return
+        token = _current.set((principal, self.policy.limiter) if principal else None)
+        try:
+            if protocol_key is not None:
+                send = _answering_page_subprotocol(send)
+            await self.app(scope, receive, send)
+        finally:
+            _current.reset(token)
+
+
+def _authorize(principal: Principal | None, needed: str, key_given: bool) -> Principal:
+    if principal is None:
+        raise UnauthorizedError(
+            "the API key is not valid" if key_given else
+            "an API key is needed: send Authorization: Bearer KEY",
+            code="invalid_api_key",
+        )  # fmt: skip
+    if needed == "admin" and principal.scope not in (None, "admin"):
+        raise ForbiddenError("this needs an admin key", code="insufficient_scope")
+    return principal
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+
+
+def _bearer(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip() if scheme.lower() == "bearer" else scheme
+    return None if token.lower() in _JUNK_BEARERS else token
+
+
+def _pop_query_key(scope: Scope) -> str | None:
+    """Take ``api_key`` out of the query string, in place: the server's access log prints the
+    very scope the app gets."""
+    raw = scope.get("query_string", b"")
+    if KEY_QUERY_PARAMETER.encode() not in raw:
+        return None
+    pairs = parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
+    keys = [value for name, value in pairs if name == KEY_QUERY_PARAMETER]
+    scope["query_string"] = urlencode(
+        [(name, value) for name, value in pairs if name != KEY_QUERY_PARAMETER]
+    ).encode("latin-1")
+    return keys[-1] if keys and keys[-1] else None
+
+
+def _subprotocol_key(scope: Scope) -> str | None:
+    for protocol in scope.get("subprotocols") or ():
+        if protocol.startswith(KEY_SUBPROTOCOL_PREFIX):
+            return protocol[len(KEY_SUBPROTOCOL_PREFIX) :] or None
+    return None
+
+
+def _answering_page_subprotocol(send: Send) -> Send:
+    """A browser that offered subprotocols fails a handshake that picks none; pick the page's."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "websocket.accept" and not message.get("subprotocol"):
+            message = {**message, "subprotocol": PAGE_SUBPROTOCOL}
+        await send(message)
+
+    return sending
+
+
+async def _deny(scope: Scope, send: Send, error: VoxserveError) -> None:
+    response = error_response(error)
+    if error.status_code == 401:
+        response.headers["www-authenticate"] = "Bearer"
+    if scope["type"] == "http":
+        start = "http.response.start"
+    elif "websocket.http.response" in scope.get("extensions", {}):
+        start = "websocket.http.response.start"  # the handshake answered with our JSON error
+    else:
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    await send({"type": start, "status": error.status_code, "headers": response.raw_headers})
+    await send({"type": start.replace(".start", ".body"), "body": response.body})
+
+
+@router.get("/v1/auth")
+async def access(request: Request) -> JSONResponse:
+    """Whether this server needs a key, and whether the one sent (if any) is good: the pages
+    ask for a key only when they must."""
+    policy: AccessPolicy = request.app.state.access_policy
+    current = _current.get()
+    principal = current[0] if current else None
+    return JSONResponse({
+        "required": policy.enabled,
+        "authorized": principal is not None,
+        "scope": principal.scope if principal and policy.enabled else None,
+    })  # fmt: skip
