@@ -101,6 +101,36 @@ def test_a_speech_key_speaks_but_only_an_admin_key_deletes(keyed_url):
     assert httpx.get(f"{keyed_url}/metrics", headers=bearer(ADMIN_KEY)).status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "admin_status"),
+    [
+        ("POST", "/v1/audio/voices/import", 400),  # past access control: no package sent
+        ("GET", "/v1/audio/voices/nobody/export", 404),
+        ("POST", "/v1/audio/voices/backup", 201),
+        ("GET", "/v1/audio/voices/backups", 200),
+        ("POST", "/v1/audio/voices/restore", 404),  # a backup that does not exist
+        ("DELETE", "/v1/audio/voices/nobody", 404),
+    ],
+)
+def test_the_voice_librarys_admin_routes_need_an_admin_key(keyed_url, method, path, admin_status):
+    body = {"backup": "voices-none.zip"} if path.endswith("/restore") else None
+    url = keyed_url + path
+    assert httpx.request(method, url, json=body).status_code == 401
+    refused = httpx.request(method, url, json=body, headers=bearer(SPEECH_KEY))
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "insufficient_scope"
+    allowed = httpx.request(method, url, json=body, headers=bearer(ADMIN_KEY))
+    assert allowed.status_code == admin_status, allowed.text
+
+
+def test_a_speech_key_still_reads_and_makes_voices(keyed_url):
+    voices = f"{keyed_url}/v1/audio/voices"
+    made = httpx.post(voices, json={"name": "reader", "voice": "tone"}, headers=bearer(SPEECH_KEY))
+    assert made.status_code == 201
+    assert httpx.get(f"{voices}/reader", headers=bearer(SPEECH_KEY)).json()["voice"] == "tone"
+    assert "reader" in {voice["id"] for voice in httpx.get(voices).json()["voices"]}
+
+
 def test_health_pages_and_listings_stay_open(keyed_url):
     assert httpx.get(f"{keyed_url}/health").json()["status"] == "ok"
     assert "<html" in httpx.get(f"{keyed_url}/").text

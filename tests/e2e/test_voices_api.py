@@ -1,16 +1,25 @@
-"""Voice profiles over HTTP, on the real server: upload, transcription, use, and bad input."""
+"""Voice profiles over HTTP, on the real server: upload, transcription, use, and bad input; the
+library's admin operations (packages, backups) on a server of the fake engine's."""
 
 from __future__ import annotations
 
 import io
+import itertools
+import json
 import uuid
 import wave
+import zipfile
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
+from tests.conftest import running
+from tests.fakes import FakeEngine, make_synthesizer
 from voxserve.audio import create_encoder, fix_wav_header
+from voxserve.server.app import create_app
+from voxserve.server.voice_admin import MAX_PACKAGE_BODY_BYTES
 
 CLIP_TEXT = "The quick brown fox jumps over the lazy dog. Please remember to bring your umbrella."
 
@@ -140,3 +149,184 @@ def test_duplicate_and_unknown_fields(server_url):
     )  # fmt: skip
     assert odd.status_code == 400 and odd.json()["error"]["param"] == "colour"
     assert httpx.post(f"{server_url}/v1/audio/voices", json={}).json()["error"]["param"] == "name"
+    for route_word in ("backups", "import", "restore", "backup"):  # their paths are routes
+        taken = httpx.post(f"{server_url}/v1/audio/voices", json={"name": route_word})
+        assert (taken.status_code, taken.json()["error"]["param"]) == (409, "name")
+
+
+# --- the library's admin operations: packages and backups -----------------------------------
+
+
+@pytest.fixture
+def fake_url(tmp_path: Path):
+    """A server of its own on the fake engine: what a test imports or restores is its alone."""
+    with running(create_app(synthesizer=make_synthesizer(FakeEngine(), data_dir=tmp_path))) as url:
+        yield url
+
+
+def tone_clip(seconds: float = 4.0, rate: int = 22050) -> bytes:
+    """A warbling tone: audio that passes the reference checks without a speech engine."""
+    time = np.arange(int(seconds * rate)) / rate
+    return wav_of(0.3 * np.sin(2 * np.pi * 220 * time) * (1 + 0.3 * np.sin(2 * np.pi * 3 * time)))
+
+
+def zipped(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as package:
+        for name, data in members.items():
+            package.writestr(name, data)
+    return buffer.getvalue()
+
+
+def import_package(url: str, package: bytes, **fields: str) -> httpx.Response:
+    files = {"package": ("voice.zip", package, "application/zip")}
+    return httpx.post(f"{url}/v1/audio/voices/import", data=fields, files=files, timeout=60)
+
+
+def without_times(profile: dict) -> dict:
+    return {key: value for key, value in profile.items() if key not in ("created_at", "updated_at")}
+
+
+PROFILE_JSON = json.dumps({"id": "packed", "display_name": "Packed", "transcript": "A tone."})
+
+
+def test_an_exported_profile_imports_back_the_same(fake_url):
+    created = create(fake_url, "grandpa", tone_clip(), display="Grandpa", tags="family",
+                     transcript="A warbling tone.", defaults='{"speed": 0.9}')  # fmt: skip
+    assert created.status_code == 201, created.text
+    voice = f"{fake_url}/v1/audio/voices/grandpa"
+    exported = httpx.get(f"{voice}/export")
+    assert exported.status_code == 200
+    assert exported.headers["content-type"] == "application/zip"
+    assert exported.headers["content-disposition"] == 'attachment; filename="grandpa.zip"'
+    audio = httpx.get(f"{voice}/sample").content
+    assert httpx.delete(voice).status_code == 200
+
+    imported = import_package(fake_url, exported.content)
+    assert imported.status_code == 201, imported.text
+    assert without_times(imported.json()) == without_times(created.json())
+    assert without_times(httpx.get(voice).json()) == without_times(created.json())
+    assert httpx.get(f"{voice}/sample").content == audio  # not faded and levelled again
+
+    again = import_package(fake_url, exported.content)
+    assert again.status_code == 409
+    assert (again.json()["error"]["code"], again.json()["error"]["param"]) == (
+        "voice_exists", "package",
+    )  # fmt: skip
+    assert httpx.patch(voice, json={"display_name": "Changed"}).status_code == 200
+    replaced = import_package(fake_url, exported.content, replace="true")
+    assert replaced.status_code == 201, replaced.text
+    assert httpx.get(voice).json()["display_name"] == "Grandpa"
+    assert httpx.get(f"{voice}/sample").content == audio
+
+
+def test_a_packaged_clip_is_prepared_like_an_upload(fake_url):
+    clip = tone_clip(rate=22050)
+    package = zipped({"profile.json": PROFILE_JSON.encode(), "reference.wav": clip})
+    imported = import_package(fake_url, package)
+    assert imported.status_code == 201, imported.text
+    sample = httpx.get(f"{fake_url}/v1/audio/voices/packed/sample").content
+    with wave.open(io.BytesIO(sample)) as stored:
+        assert stored.getframerate() == 24000  # resampled, as an uploaded clip is
+
+
+@pytest.mark.parametrize(
+    ("members", "code", "said"),
+    [
+        ({"profile.json": PROFILE_JSON, "../../evil.sh": "rm -rf ~"}, "invalid_package",
+         "unexpected files: ../../evil.sh"),
+        ({"profile.json": PROFILE_JSON, "reference.wav": "not audio at all" * 100},
+         "invalid_audio", "reference.wav"),
+        ({"reference.wav": "x"}, "invalid_package", "no profile.json"),
+        (None, "invalid_package", "not a voice package"),
+    ],
+)  # fmt: skip
+def test_a_bad_package_is_refused_and_stores_nothing(fake_url, tmp_path, members, code, said):
+    before = httpx.get(f"{fake_url}/v1/audio/voices").json()["voices"]
+    package = b"PK not a zip" if members is None else zipped(
+        {name: data.encode() for name, data in members.items()}
+    )  # fmt: skip
+    response = import_package(fake_url, package)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == (code, "package")
+    assert said in error["message"]
+    assert httpx.get(f"{fake_url}/v1/audio/voices").json()["voices"] == before
+    assert not list(tmp_path.parent.rglob("evil.sh"))
+
+
+def test_an_import_names_its_wrong_fields(fake_url):
+    package = zipped({"profile.json": PROFILE_JSON.encode()})
+    odd = import_package(fake_url, package, replace="maybe")
+    assert (odd.status_code, odd.json()["error"]["param"]) == (400, "replace")
+    unknown = import_package(fake_url, package, colour="blue")
+    assert (unknown.status_code, unknown.json()["error"]["param"]) == (400, "colour")
+    missing = httpx.post(f"{fake_url}/v1/audio/voices/import", json={"package": "voice.zip"})
+    assert missing.status_code == 400
+    assert missing.json()["error"]["code"] == "missing_package"
+
+
+def test_an_oversized_package_is_refused_as_it_arrives(fake_url):
+    url = f"{fake_url}/v1/audio/voices/import"
+    declared = import_package(fake_url, b"\0" * (MAX_PACKAGE_BODY_BYTES + 1))
+    assert declared.status_code == 413
+    assert (declared.json()["error"]["code"], declared.json()["error"]["param"]) == (
+        "upload_too_large", "package",
+    )  # fmt: skip
+    # Chunked, the body declares no length: it is counted as it comes.
+    head = (b"--b\r\nContent-Disposition: form-data; name=\"package\"; filename=\"p.zip\"\r\n"
+            b"Content-Type: application/zip\r\n\r\n")  # fmt: skip
+    megabytes = itertools.repeat(b"\0" * 2**20, MAX_PACKAGE_BODY_BYTES // 2**20 + 1)
+    chunked = httpx.post(
+        url, content=itertools.chain([head], megabytes),
+        headers={"content-type": "multipart/form-data; boundary=b"}, timeout=60,
+    )  # fmt: skip
+    assert chunked.status_code == 413
+    assert chunked.json()["error"]["param"] == "package"
+
+
+def test_a_backup_brings_a_deleted_profile_back(fake_url, tmp_path):
+    voices = f"{fake_url}/v1/audio/voices"
+    assert httpx.post(voices, json={"name": "narrator", "voice": "tone"}).status_code == 201
+    taken = httpx.post(f"{voices}/backup")
+    assert taken.status_code == 201
+    name = taken.json()["backup"]
+    assert name.startswith("voices-") and name.endswith(".zip")
+    listing = httpx.get(f"{voices}/backups")
+    listed = listing.json()["backups"]
+    assert listed[0] == taken.json() and listed[0]["size"] > 0
+    assert str(tmp_path) not in listing.text and all("/" not in b["backup"] for b in listed)
+
+    assert httpx.delete(f"{voices}/narrator").status_code == 200
+    assert httpx.get(f"{voices}/narrator").status_code == 404
+    restored = httpx.post(f"{voices}/restore", json={"backup": name})
+    assert restored.status_code == 200, restored.text
+    assert restored.json() == {"backup": name, "restored": True}
+    assert httpx.get(f"{voices}/narrator").json()["voice"] == "tone"
+
+    # Without a name, the newest: the one the delete took, before it deleted.
+    assert httpx.delete(f"{voices}/narrator").status_code == 200
+    newest = httpx.get(f"{voices}/backups").json()["backups"][0]["backup"]
+    assert httpx.post(f"{voices}/restore").json() == {"backup": newest, "restored": True}
+    assert httpx.get(f"{voices}/narrator").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "param"),
+    [
+        ({"backup": "voices-20000101-000000-000000000.zip"}, 404, "backup"),
+        ({"backup": "../x"}, 400, "backup"),
+        ({"backup": "/etc/passwd"}, 400, "backup"),
+        ({"backup": 7}, 400, "backup"),
+        ({"from": "latest"}, 400, "from"),
+        ({}, 404, "backup"),  # no backup taken yet
+    ],
+)
+def test_a_restore_names_only_a_listed_backup(fake_url, body, status, param):
+    voices = f"{fake_url}/v1/audio/voices"
+    assert httpx.post(voices, json={"name": "kept", "voice": "tone"}).status_code == 201
+    refused = httpx.post(f"{voices}/restore", json=body)
+    assert refused.status_code == status, refused.text
+    assert refused.json()["error"]["param"] == param
+    assert httpx.get(f"{voices}/kept").status_code == 200
+    assert httpx.get(f"{voices}/backups").json() == {"backups": []}  # none taken: nothing ran

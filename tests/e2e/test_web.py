@@ -15,7 +15,6 @@ import struct
 import time
 import wave
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -307,9 +306,8 @@ def question_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     path = tmp_path_factory.mktemp("microphone") / "question.wav"
     spoken = path.with_name("spoken.wav")
-    # In a thread of its own: Playwright's sync API keeps an event loop running in this one.
-    with ThreadPoolExecutor(1) as thread:
-        thread.submit(synthesize_to_file, SpeechRequest(input=QUESTION), spoken).result()
+    # Playwright's sync API keeps an event loop running here: synthesize_to_file works anyway.
+    synthesize_to_file(SpeechRequest(input=QUESTION), spoken)
     with wave.open(str(spoken)) as source, wave.open(str(path), "wb") as target:
         target.setparams(source.getparams())
         pad = bytes(2 * source.getframerate())  # 1 s of silence
@@ -317,8 +315,7 @@ def question_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def real_chat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def serve_with_chat(data_dir: Path, **settings) -> Iterator[str]:
     """The real server, its chat answered by an OpenAI-compatible LLM server on loopback."""
     from tests.fakes import fake_chat_llm
     from voxserve.config import ChatSettings, Settings
@@ -326,12 +323,15 @@ def real_chat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from voxserve.synthesis.synthesizer import Synthesizer
 
     with running(fake_chat_llm(lambda messages: "It opens at nine in the morning.")) as llm:
-        settings = Settings(
-            data_dir=tmp_path_factory.mktemp("web-chat"),
-            chat=ChatSettings(llm_base_url=llm + "/v1"),
-        )
+        chat = ChatSettings(llm_base_url=llm + "/v1")
+        settings = Settings(data_dir=data_dir, chat=chat, **settings)
         with running(create_app(synthesizer=Synthesizer(settings))) as url:
             yield url
+
+
+@pytest.fixture(scope="module")
+def real_chat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    yield from serve_with_chat(tmp_path_factory.mktemp("web-chat"))
 
 
 def test_a_spoken_question_is_heard_and_answered_aloud(
@@ -388,20 +388,8 @@ def test_a_conversation_comes_back_after_a_reload(real_chat, browser) -> None:
 
 @pytest.fixture(scope="module")
 def keyed_chat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The real server with an API key, its chat answered by an LLM server on loopback."""
-    from tests.fakes import fake_chat_llm
-    from voxserve.config import ChatSettings, Settings
-    from voxserve.server.app import create_app
-    from voxserve.synthesis.synthesizer import Synthesizer
-
-    with running(fake_chat_llm(lambda messages: "It opens at nine in the morning.")) as llm:
-        settings = Settings(
-            data_dir=tmp_path_factory.mktemp("web-keyed"),
-            chat=ChatSettings(llm_base_url=llm + "/v1"),
-            auth={"api_keys": [PAGE_KEY]},
-        )
-        with running(create_app(synthesizer=Synthesizer(settings))) as url:
-            yield url
+    """The real server with an API key."""
+    yield from serve_with_chat(tmp_path_factory.mktemp("web-keyed"), auth={"api_keys": [PAGE_KEY]})
 
 
 PAGE_KEY = "page-key-0123456789"

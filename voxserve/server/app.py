@@ -23,6 +23,7 @@ from voxserve.server.dialogue import router as dialogue_router
 from voxserve.server.errors import install_error_handlers
 from voxserve.server.metrics import RequestCounter, ServerMetrics
 from voxserve.server.openai import router as openai_router
+from voxserve.server.voices import ROUTE_WORDS
 from voxserve.server.voices import router as voices_router
 from voxserve.server.ws_chat import chat_llm, conversation_store
 from voxserve.server.ws_chat import router as chat_router
@@ -62,7 +63,7 @@ def create_app(settings: Settings | None = None, synthesizer: Synthesizer | None
         app.state.library = VoiceLibrary(
             synthesizer.voices,
             settings,
-            reserved | set(settings.voice_aliases),
+            reserved | set(settings.voice_aliases) | ROUTE_WORDS,
             synthesizer.transcriber,  # one Whisper model for profiles and cloning requests
         )
         if settings.preload:

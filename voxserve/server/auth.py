@@ -4,7 +4,8 @@ One ASGI middleware guards HTTP and WebSockets alike, before any route runs:
 
 - ``/v1/*``, ``/ws/*`` and ``/metrics`` need a key when keys are configured; ``/health``, the web
   pages and their scripts never do (a page must load to ask for a key). Listing models and voices
-  is open by ``auth.open_listing``. Admin routes (voice deletion, metrics) need an ``admin`` key.
+  is open by ``auth.open_listing``. Admin routes (`ADMIN_ROUTES`: the voice library's deletion,
+  import, export, backups and restore; metrics) need an ``admin`` key.
 - A key comes as ``Authorization: Bearer KEY``; a browser's WebSocket cannot set headers, so
   there it may also come as the subprotocol ``voxserve.key.KEY`` or the query parameter
   ``api_key``. The query parameter is removed from the request before anything can log it.
@@ -52,10 +53,13 @@ key is not echoed back in the handshake."""
 PROTECTED_PREFIXES = ("/v1/", "/ws/", "/metrics")
 LISTING_ROUTES = frozenset({"/v1/models", "/v1/audio/models", "/v1/audio/voices"})
 ADMIN_ROUTES = (
-    ("DELETE", "/v1/audio/voices/"),
-    ("GET", "/metrics"),
+    ("DELETE", re.compile(r"/v1/audio/voices/.*")),
+    ("POST", re.compile(r"/v1/audio/voices/(import|backup|restore)")),
+    ("GET", re.compile(r"/v1/audio/voices/(backups|[^/]+/export)")),
+    ("GET", re.compile(r"/metrics.*")),
 )
-"""(method, path prefix) pairs only an admin key may use."""
+"""(method, pattern of the whole path) pairs only an admin key may use: patterns, as a voice's
+export has its id in the middle of its path."""
 _JUNK_BEARERS = frozenset({"", "undefined", "null", "none"})
 _MAX_BUCKETS = 10_000
 
@@ -203,7 +207,7 @@ class AccessPolicy:
         """``speech``, ``admin``, or None for an open path."""
         if not path.startswith(PROTECTED_PREFIXES) or path == "/v1/auth":
             return None
-        if any(method == m and path.startswith(prefix) for m, prefix in ADMIN_ROUTES):
+        if any(method == m and pattern.fullmatch(path) for m, pattern in ADMIN_ROUTES):
             return "admin"
         if self.settings.open_listing and method == "GET" and path.rstrip("/") in LISTING_ROUTES:
             return None

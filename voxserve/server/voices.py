@@ -2,6 +2,8 @@
 
 Creating is compatible with OpenAI's custom voices where they overlap (multipart ``name`` and
 ``audio_sample``); the other fields are voxserve's. A profile's id works as ``voice`` everywhere.
+The library's admin operations (import, export, backup, restore) are here too, for admin keys;
+their work is in voice_admin.py.
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ from voxserve.audio import fix_wav_header
 from voxserve.engines.base import Voice
 from voxserve.errors import InvalidRequestError, NotFoundError
 from voxserve.request import SpeechRequest
+from voxserve.server import voice_admin
 from voxserve.server.uploads import read_audio_form
 from voxserve.synthesis.synthesizer import Synthesizer
 from voxserve.voices.library import VoiceLibrary
 from voxserve.voices.store import VoiceProfile
 
 router = APIRouter(prefix="/v1/audio/voices")
+ROUTE_WORDS = frozenset({"import", "backup", "backups", "restore"})
+"""Paths beside ``/{voice_id}``: no profile may take one of these names."""
 TEXT_FIELDS = (
     "display_name", "description", "language", "engine", "voice", "transcript",
     "speaker_description", "scene_prompt",
@@ -64,6 +69,45 @@ async def create_voice(request: Request) -> JSONResponse:
     fields["id"] = fields.pop("name")
     profile = await asyncio.to_thread(_library(request).create, fields, audio)
     return JSONResponse(profile_json(profile), status_code=201)
+
+
+# Admin routes first: "/{voice_id}" would take "backups" for a voice's id.
+
+
+@router.post("/import", status_code=201)
+async def import_voice(request: Request) -> JSONResponse:
+    package, replace = await voice_admin.read_package_form(request)
+    library = _library(request)
+    profile = await asyncio.to_thread(voice_admin.import_package, library, package, replace)
+    return JSONResponse(profile_json(profile), status_code=201)
+
+
+@router.post("/backup", status_code=201)
+async def backup_voices(request: Request) -> JSONResponse:
+    backup = await asyncio.to_thread(voice_admin.take_backup, _library(request).store)
+    return JSONResponse(backup, status_code=201)
+
+
+@router.get("/backups")
+async def list_backups(request: Request) -> JSONResponse:
+    backups = await asyncio.to_thread(voice_admin.list_backups, _library(request).store)
+    return JSONResponse({"backups": backups})
+
+
+@router.post("/restore")
+async def restore_voices(request: Request) -> JSONResponse:
+    name = voice_admin.backup_name(await _json_object(request))
+    restored = await asyncio.to_thread(voice_admin.restore, _library(request).store, name)
+    return JSONResponse({"backup": restored, "restored": True})
+
+
+@router.get("/{voice_id}/export")
+async def export_voice(request: Request, voice_id: str) -> Response:
+    store = _library(request).store
+    name, package = await asyncio.to_thread(voice_admin.export_package, store, voice_id)
+    disposition = f'attachment; filename="{name}"'  # a profile id: no quotes or slashes in it
+    return Response(package, media_type="application/zip",
+                    headers={"Content-Disposition": disposition})  # fmt: skip
 
 
 @router.get("/{voice_id}")
@@ -112,15 +156,7 @@ def _engine_voice(request: Request, voice_id: str) -> Voice:
 async def _read_fields(request: Request) -> tuple[dict[str, Any], bytes | None]:
     """Fields and audio from a multipart form, or fields from a JSON body."""
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        try:
-            data = json.loads(await request.body() or b"{}")
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise InvalidRequestError(
-                f"body is not valid JSON: {error}", code="invalid_json"
-            ) from error
-        if not isinstance(data, dict):
-            raise InvalidRequestError("body must be a JSON object", code="invalid_json")
-        return data, None
+        return await _json_object(request), None
     form, audio = await read_audio_form(request, "audio_sample")
     fields: dict[str, Any] = {}
     for key, value in form.items():
@@ -137,6 +173,19 @@ async def _read_fields(request: Request) -> tuple[dict[str, Any], bytes | None]:
         else:
             raise InvalidRequestError(f"unknown field {key!r}", param=key, code="unknown_field")
     return fields, audio
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    """A JSON object body; an empty body is an empty object."""
+    try:
+        data = json.loads(await request.body() or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InvalidRequestError(
+            f"body is not valid JSON: {error}", code="invalid_json"
+        ) from error
+    if not isinstance(data, dict):
+        raise InvalidRequestError("body must be a JSON object", code="invalid_json")
+    return data
 
 
 def _list_field(value: str) -> list[str]:

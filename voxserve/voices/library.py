@@ -5,16 +5,22 @@ All blocking (audio processing, transcription): call them from a worker thread w
 
 from __future__ import annotations
 
+import io
+import wave
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import ValidationError
 
 from voxserve.config import Settings
 from voxserve.errors import ConflictError, InvalidRequestError
-from voxserve.voices.reference import ReferenceLimits, prepare_reference
-from voxserve.voices.store import VoiceProfile, VoiceStore, check_name
+from voxserve.voices.reference import ReferenceAudio, ReferenceLimits, prepare_reference
+from voxserve.voices.store import REFERENCE_FILE, VoiceProfile, VoiceStore, check_name
 from voxserve.voices.transcribe import Transcriber
+
+_WAV_HEADER_BYTES = 44
+"""The canonical RIFF header of a PCM WAV, as `ReferenceAudio.to_wav_bytes` writes it."""
 
 
 class VoiceLibrary:
@@ -35,7 +41,11 @@ class VoiceLibrary:
         self.reserved = reserved or set()
         """Names already taken by engine voices, built-ins and aliases."""
 
-    def create(self, fields: dict[str, Any], audio: bytes | None = None) -> VoiceProfile:
+    def create(
+        self, fields: dict[str, Any], audio: bytes | None = None, *, keep_prepared: bool = False
+    ) -> VoiceProfile:
+        """``keep_prepared``: store ``audio`` as it is when it is already a prepared reference
+        (it is checked all the same); see `import_package`."""
         name = check_name(str(fields.get("id") or "").strip().lower())
         if name in self.reserved:
             raise ConflictError(
@@ -44,35 +54,61 @@ class VoiceLibrary:
                 code="voice_exists",
             )
         profile = _profile({"display_name": name, **fields, "id": name})
-        wav, transcript = self._reference(audio, profile.transcript)
+        wav, transcript = self._reference(audio, profile.transcript, keep_prepared)
         if transcript:
             profile = profile.model_copy(update={"transcript": transcript})
         return self.store.create(profile, wav)
 
     def update(
-        self, profile_id: str, fields: dict[str, Any], audio: bytes | None = None
+        self,
+        profile_id: str,
+        fields: dict[str, Any],
+        audio: bytes | None = None,
+        *,
+        keep_prepared: bool = False,
     ) -> VoiceProfile:
         # New audio without a transcript is transcribed: the old transcript was of the old audio.
-        wav, transcript = self._reference(audio, fields.get("transcript"))
+        wav, transcript = self._reference(audio, fields.get("transcript"), keep_prepared)
         if transcript:
             fields = {**fields, "transcript": transcript}
         return self.store.update(profile_id, fields, wav)
 
     def import_package(self, path: Path, *, replace: bool = False) -> VoiceProfile:
-        """Add a package made by ``export``; its audio is checked like an upload."""
+        """Add a package made by ``export``. Its audio is checked like an upload, and kept byte for
+        byte when it is already a prepared reference (what export writes): preparing it again
+        would fade and level it a second time, and an export and import must give it back."""
         profile, audio = self.store.read_package(path)
-        fields = profile.model_dump(exclude={"has_reference", "created_at", "updated_at"})
-        if replace and self.store.find(profile.id):
-            return self.update(profile.id, {k: v for k, v in fields.items() if k != "id"}, audio)
-        return self.create(fields, audio)
+        exists = self.store.find(profile.id) is not None
+        if exists and not replace:  # refused before the audio is decoded (and maybe transcribed)
+            raise ConflictError(
+                f"a voice profile named {profile.id!r} exists already; import with replace to "
+                "replace it",
+                param="package",
+                code="voice_exists",
+            )
+        fields = profile.model_dump(exclude={"id", "has_reference", "created_at", "updated_at"})
+        try:
+            if exists:
+                return self.update(profile.id, fields, audio, keep_prepared=True)
+            return self.create({**fields, "id": profile.id}, audio, keep_prepared=True)
+        except InvalidRequestError as error:
+            if error.param != "audio_sample":
+                raise
+            # The audio came in the package, not as an upload field: say where it is.
+            raise InvalidRequestError(
+                f"the package's {REFERENCE_FILE}: {error.message}", param="package", code=error.code
+            ) from error
 
-    def _reference(self, audio: bytes | None, transcript: str | None) -> tuple[bytes | None, str]:
+    def _reference(
+        self, audio: bytes | None, transcript: str | None, keep_prepared: bool = False
+    ) -> tuple[bytes | None, str]:
         if audio is None:
             return None, transcript or ""
         reference = prepare_reference(audio, self.limits)
         if not (transcript or "").strip():
             transcript = self.transcriber.transcribe(reference)
-        return reference.to_wav_bytes(), transcript.strip()
+        kept = keep_prepared and _is_prepared(audio, reference)
+        return audio if kept else reference.to_wav_bytes(), transcript.strip()
 
 
 def _profile(fields: dict[str, Any]) -> VoiceProfile:
@@ -82,3 +118,25 @@ def _profile(fields: dict[str, Any]) -> VoiceProfile:
         first = error.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or None
         raise InvalidRequestError(f"{field}: {first['msg']}", param=field) from error
+
+
+def _is_prepared(audio: bytes, reference: ReferenceAudio) -> bool:
+    """Whether ``audio`` is already what preparing it gave, ``reference``: a plain 16-bit mono
+    WAV at the reference rate holding only samples (nothing a decoder might read beyond them),
+    no longer than the speech found in it plus preparation's margins, and levelled alike."""
+    try:
+        with wave.open(io.BytesIO(audio)) as clip:
+            shape = (clip.getnchannels(), clip.getsampwidth(), clip.getframerate())
+            samples = np.frombuffer(clip.readframes(clip.getnframes()), dtype="<i2") / 32768
+    except (wave.Error, EOFError):
+        return False
+    return (
+        shape == (1, 2, reference.sample_rate)
+        and len(audio) == _WAV_HEADER_BYTES + 2 * len(samples)
+        and len(samples) <= len(reference.samples) + reference.sample_rate // 2
+        and abs(_level_db(samples) - _level_db(reference.samples)) < 0.5
+    )
+
+
+def _level_db(samples: np.ndarray) -> float:
+    return 10 * float(np.log10(np.mean(np.square(samples), dtype=np.float64) + 1e-12))
