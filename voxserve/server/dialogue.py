@@ -20,8 +20,8 @@ from voxserve.errors import InvalidRequestError, NotFoundError
 from voxserve.request import SpeechRequest
 from voxserve.server.auth import charge_characters
 from voxserve.server.errors import validation_error
-from voxserve.server.openai import read_body
 from voxserve.server.speech_response import Piece, speech_response, usage
+from voxserve.server.uploads import read_body
 from voxserve.synthesis.dialogue import (
     DialogueRequest,
     PreparedDialogue,

@@ -14,31 +14,18 @@ from pydantic import ValidationError
 
 from voxserve import __version__
 from voxserve.engines.registry import OPENAI_MODEL_NAMES, engine_class
-from voxserve.errors import InvalidRequestError, PayloadTooLargeError
+from voxserve.errors import InvalidRequestError
 from voxserve.request import SpeechRequest
 from voxserve.server.auth import charge_characters
+from voxserve.server.dialogue import speech_as_dialogue
 from voxserve.server.errors import validation_error
 from voxserve.server.speech_response import speech_response, usage
-from voxserve.server.uploads import read_audio_form
+from voxserve.server.uploads import read_audio_form, read_body
 from voxserve.synthesis.synthesizer import CloneReference, Synthesizer
 from voxserve.text.dialogue import is_dialogue
 
 logger = logging.getLogger("voxserve.server")
 router = APIRouter()
-
-
-async def read_body(request: Request, max_chars: int) -> bytes:
-    """The request body, refused as soon as it outgrows what a valid request could need."""
-    limit = 64 * 1024 + 4 * max_chars  # UTF-8 needs at most 4 bytes a character, plus JSON fields
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLargeError(f"request body is over {limit} bytes", code="body_too_large")
-    body = bytearray()
-    async for part in request.stream():
-        body += part
-        if len(body) > limit:
-            raise PayloadTooLargeError(f"request body is over {limit} bytes", code="body_too_large")
-    return bytes(body)
 
 
 async def parse_speech_form(
@@ -104,8 +91,6 @@ async def create_speech(request: Request) -> Response:
         speech = parse_speech_request(await read_body(request, settings.max_input_chars))
     speech = with_openai_defaults(speech)
     if settings.dialogue_in_speech and is_dialogue(speech.input, settings.dialogue_delimiter):
-        from voxserve.server.dialogue import speech_as_dialogue
-
         return await speech_as_dialogue(request, speech)
     charge_characters(len(speech.input))
     prepared = synthesizer.prepare(speech, reference)

@@ -1,4 +1,5 @@
-"""Multipart forms that carry one audio file (voice uploads, clips to clone)."""
+"""Request bodies, refused as soon as they outgrow their limit: JSON bodies, and multipart forms
+that carry one audio file (voice uploads, clips to clone)."""
 
 from __future__ import annotations
 
@@ -32,3 +33,17 @@ async def read_audio_form(request: Request, file_field: str) -> tuple[dict[str, 
             if len(audio) > MAX_AUDIO_BYTES:
                 raise too_large
     return fields, audio
+
+
+async def read_body(request: Request, max_chars: int) -> bytes:
+    """The request body, refused as soon as it outgrows what a valid request could need."""
+    limit = 64 * 1024 + 4 * max_chars  # UTF-8 needs at most 4 bytes a character, plus JSON fields
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"request body is over {limit} bytes", code="body_too_large")
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > limit:
+            raise PayloadTooLargeError(f"request body is over {limit} bytes", code="body_too_large")
+    return bytes(body)
