@@ -2,6 +2,8 @@
 
     VoxserveError                  base; carries message, param, code and an HTTP status
     ├── InvalidRequestError        400: the request is wrong (bad field, engine can't honour it)
+    ├── UnauthorizedError          401: no API key, or not a valid one
+    ├── ForbiddenError             403: a key without the scope, or a WebSocket's foreign origin
     ├── NotFoundError              404: unknown voice, model or resource
     ├── ConflictError              409: a name already taken
     ├── PayloadTooLargeError       413: a request body over the limit
@@ -46,6 +48,16 @@ class VoxserveError(Exception):
 
 class InvalidRequestError(VoxserveError):
     status_code = 400
+    error_type = "invalid_request_error"
+
+
+class UnauthorizedError(VoxserveError):
+    status_code = 401
+    error_type = "invalid_request_error"
+
+
+class ForbiddenError(VoxserveError):
+    status_code = 403
     error_type = "invalid_request_error"
 
 

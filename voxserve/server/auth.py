@@ -39,7 +39,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from voxserve.config import ApiKey, AuthSettings, ConfigError, Settings
-from voxserve.errors import RateLimitedError, VoxserveError
+from voxserve.errors import ForbiddenError, RateLimitedError, UnauthorizedError, VoxserveError
 from voxserve.server.errors import error_response
 
 logger = logging.getLogger("voxserve.auth")
@@ -62,16 +62,6 @@ ADMIN_ROUTES = (
 export has its id in the middle of its path."""
 _JUNK_BEARERS = frozenset({"", "undefined", "null", "none"})
 _MAX_BUCKETS = 10_000
-
-
-class UnauthorizedError(VoxserveError):
-    status_code = 401
-    error_type = "invalid_request_error"
-
-
-class ForbiddenError(VoxserveError):
-    status_code = 403
-    error_type = "invalid_request_error"
 
 
 @dataclass(frozen=True)
