@@ -35,7 +35,10 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO
 
-MISSING_EXTRA = "the embedded LLM needs the chat extra: pip install 'voxserve[chat]'"
+MISSING_EXTRA = (
+    "the embedded LLM needs the chat extra: `make serve` builds it portably (by hand: "
+    "pip install 'voxserve[chat]' with CMAKE_ARGS set to the Makefile's LLAMA_CMAKE_ARGS)"
+)
 _MESSAGE_OVERHEAD = 8  # tokens a chat template adds around each message (ChatML: ~5)
 _LLM_NICENESS = 10  # see _yield_to_speech
 
