@@ -15,10 +15,24 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
+from hypothesis import settings as hypothesis_settings
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from voxserve.config import Settings
+from voxserve.server.serving import server as voxserve_server
 from voxserve.synthesis.synthesizer import Synthesizer
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Hypothesis keeps its caches in the working directory (the checkout), from collection on:
+    # they go with pytest's own cache instead.
+    if config.cache is not None:
+        set_hypothesis_home_dir(config.cache.mkdir("hypothesis"))
+    # The same cases on every run, so the suite passes or fails for the code, not for the draw;
+    # HYPOTHESIS_PROFILE=explore draws new ones (and keeps failures in the cache) to hunt bugs.
+    hypothesis_settings.register_profile("repeatable", derandomize=True, database=None)
+    hypothesis_settings.register_profile("explore", derandomize=False)
+    hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -62,9 +76,11 @@ def piper_synthesizer(settings: Settings) -> Synthesizer:
 
 @contextlib.contextmanager
 def running(app) -> Iterator[str]:
-    """Serve an app with uvicorn on a free loopback port, in a thread; yields its URL."""
+    """Serve an app on a free loopback port, in a thread, as ``voxserve serve`` serves it (on the
+    app's settings, if it has them); yields its URL."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    settings = getattr(getattr(app, "state", None), "settings", None) or Settings()
+    server = voxserve_server(app, settings, host="127.0.0.1", port=port, log_level="warning")
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60  # startup loads the default voice: slow on a busy machine

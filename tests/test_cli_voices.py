@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import zipfile
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from click.testing import CliRunner
 from voxserve.api import synthesize_to_file
 from voxserve.cli import main
 from voxserve.request import SpeechRequest
+from voxserve.voices.profile import VoiceProfile
+from voxserve.voices.store import VoiceStore
 
 CLIP_TEXT = "Every evening she wrote a letter to her brother, though she never sent one."
 
@@ -90,3 +93,29 @@ def test_a_package_with_no_real_audio_is_refused_and_stores_nothing(run, tmp_pat
     refused = run("import", "--package", str(package))
     assert refused.exit_code != 0 and "could not read the audio" in refused.output
     assert "fake" not in run("list").output
+
+
+def test_a_damaged_store_can_be_listed_and_restored(run, tmp_path: Path):
+    root = tmp_path / "data" / "voices"
+    store = VoiceStore(root)
+    store.create(VoiceProfile(id="kept", display_name="Kept"))
+    store.backup()
+    with sqlite3.connect(root / "voices.db") as db:
+        db.execute("INSERT INTO profiles VALUES ('../../etc', '{}', 0, 0)")
+    listed = run("list")  # crashed before, on the bad row
+    assert listed.exit_code == 0 and "kept" in listed.output
+
+    (root / "voices.db").write_bytes(b"not a database" * 100)
+    listed = run("list")  # crashed before, so the CLI could not undo a bad restore
+    assert listed.exit_code == 0 and "kept" not in listed.output
+    refused = run("create", "--name", "other")
+    assert refused.exit_code != 0 and "read-only" in refused.output
+
+    bogus = tmp_path / "bogus.zip"
+    with zipfile.ZipFile(bogus, "w") as archive:
+        archive.writestr("voices.db", b"garbage" * 100)
+    refused = run("restore", "--from", str(bogus))
+    assert refused.exit_code != 0 and "cannot be restored" in refused.output
+    restored = run("restore")
+    assert restored.exit_code == 0, restored.output
+    assert "kept" in run("list").output

@@ -229,6 +229,8 @@ async def test_a_file_that_is_not_audio_is_refused_naming_audio_url(cloning, fil
         "http://localhost:{port}/clip.wav",
         "http://[::1]:{port}/clip.wav",
         "http://[::ffff:127.0.0.1]:{port}/clip.wav",
+        "http://[2002:7f00:1::]:{port}/clip.wav",  # 6to4 of 127.0.0.1
+        "http://[64:ff9b::7f00:1]:{port}/clip.wav",  # NAT64 of 127.0.0.1
         "http://10.1.2.3/clip.wav",
         "http://169.254.169.254/latest/meta-data/",
         "http://0.0.0.0:{port}/clip.wav",
@@ -243,6 +245,37 @@ async def test_private_addresses_are_refused_unless_allowed(
     output = await worker.handle(job(prompt="Hi.", audio_url=url.format(port=port)))
     assert "only public addresses can be fetched" in output["error"], output["error"]
     assert engine.calls == []
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://{host}/clip.wav", "audio_url: {host!r} is not a valid host name"),
+        ("http://127.0.0.1:{port}\\@8.8.8.8/clip.wav", "audio_url must not hold a backslash"),
+        ("http://u:p@127.0.0.1:{port}/clip.wav", "audio_url must not hold a user name"),
+    ],
+)
+async def test_a_malformed_url_is_the_jobs_fault_and_keeps_the_worker(
+    cloning, files_url: str, url: str, message: str
+):
+    # A 300-character host name was an uncaught UnicodeError: "internal error" with
+    # refresh_worker, so any job could have RunPod restart workers.
+    worker, engine = cloning
+    fields = {"host": "a" * 300, "port": files_url.rsplit(":", 1)[1]}
+    output = await worker.handle(job(prompt="Hi.", audio_url=url.format(**fields), transcript="x"))
+    assert list(output) == ["error"], output
+    assert output["error"].startswith(message.format(host=fields["host"][:100]))
+    assert engine.calls == []
+
+
+async def test_a_bug_is_an_internal_error_without_a_fresh_worker(worker, monkeypatch, caplog):
+    async def broken(job):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(worker, "speak", broken)
+    output = await worker.handle(job(prompt="Hi."))
+    assert output == {"error": "internal error (see the worker's log)"}
+    assert any(record.exc_info for record in caplog.records)
 
 
 @pytest.mark.parametrize("url", ["ftp://example.com/clip.wav", "file:///etc/passwd", "clip.wav"])

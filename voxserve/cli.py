@@ -64,9 +64,8 @@ def serve(context: click.Context, insecure: bool | None, **overrides: Any) -> No
     """Start the HTTP server."""
     import logging
 
-    import uvicorn
-
     from voxserve.server.app import create_app
+    from voxserve.server.serving import server
 
     settings = _settings(context, **overrides, auth={"insecure": True} if insecure else None)
     logging.basicConfig(
@@ -80,7 +79,11 @@ def serve(context: click.Context, insecure: bool | None, **overrides: Any) -> No
         app = create_app(settings)
     except ConfigError as error:
         raise click.ClickException(str(error)) from error
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+    serving = server(app, settings)
+    with contextlib.suppress(KeyboardInterrupt):
+        serving.run()
+    if not serving.started:  # uvicorn has logged why (the port is taken...)
+        sys.exit(3)
 
 
 @main.group()
@@ -407,7 +410,9 @@ def voices_import(context: click.Context, package: Path, replace: bool) -> None:
 @click.pass_context
 def voices_backup(context: click.Context) -> None:
     """Back up every profile and its audio."""
-    stderr.print(f"wrote {_library(_settings(context)).store.backup()}")
+    with _errors():
+        path = _library(_settings(context)).store.backup()
+    stderr.print(f"wrote {path}")
 
 
 @voices.command("restore")
@@ -431,10 +436,10 @@ def _library(settings: Settings) -> Any:
     from voxserve.voices.library import VoiceLibrary
     from voxserve.voices.store import VoiceStore
 
-    reserved = {voice.id for voice in _registry(settings).all_voices()} | set(
-        settings.voice_aliases
-    )
-    return VoiceLibrary(VoiceStore(settings.data_path / "voices"), settings, reserved)
+    registry = _registry(settings)
+    reserved = {voice.id for voice in registry.all_voices()} | set(settings.voice_aliases)
+    store = VoiceStore(settings.data_path / "voices")
+    return VoiceLibrary(store, settings, reserved, registry=registry)
 
 
 def _fields(options: dict[str, Any]) -> dict[str, Any]:

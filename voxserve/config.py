@@ -97,6 +97,9 @@ class ChatSettings(BaseModel):
     llm_threads: int | None = Field(None, ge=1)
     """CPU threads of the embedded LLM; None: every core, up to four (its threads yield to the
     voice's)."""
+    preload: bool = False
+    """Warm the chat's models (Whisper, the LLM, the characters' voices) when the server starts;
+    off: the first chat connection warms them. Either way they are warmed once per process."""
     policy: str = "round_robin"
     keep_history: bool = True
     """Save conversations, so that they can be listed and resumed."""
@@ -159,7 +162,12 @@ class AuthSettings(BaseModel):
     lists voices and models without sending its key."""
     cors_origins: list[str] = Field(default_factory=list)
     """Web origins (``https://app.example.com``, or ``*``) whose pages may call the API; empty:
-    only the server's own pages. WebSockets from another origin are refused the same way."""
+    only the server's own pages. WebSockets and state-changing requests (POST, PATCH, DELETE)
+    from another origin are refused."""
+    allowed_hosts: list[str] = Field(default_factory=list)
+    """Names clients may reach the server by (the ``Host`` header; ``*``: any). Empty: any name
+    when keys are configured; without keys, IP addresses, ``localhost`` and the machine's own
+    name only, so that a web page cannot rebind its own DNS name to this server."""
     requests_per_minute: int | None = Field(None, ge=1)
     """Requests (and WebSocket connections) a key, or an address without a key, may start per
     minute; None: no limit."""
@@ -176,6 +184,26 @@ class AuthSettings(BaseModel):
         if isinstance(value, list):
             return [{"key": item} if isinstance(item, str) else item for item in value]
         return value
+
+
+class ConnectionSettings(BaseModel):
+    """What one client may hold open (``[connections]``; environment
+    ``VOXSERVE_CONNECTIONS__MAX_WEBSOCKETS_PER_CLIENT`` and so on). A client is its socket's peer
+    address: behind a proxy, every client is the proxy."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_websockets_per_client: int = Field(16, ge=1)
+    """WebSockets one address may have open at once; the next is refused at the handshake (429)."""
+    max_websockets: int = Field(256, ge=1)
+    """WebSockets open at once, all clients together."""
+    max_requests_per_client: int = Field(64, ge=1)
+    """HTTP requests one address may have in progress at once; the next gets 429."""
+    header_timeout: float = Field(10.0, gt=0)
+    """Seconds a connection may take to send a request's headers (from its opening, or from the
+    end of its previous response) before it is closed."""
+    body_timeout: float = Field(10.0, gt=0)
+    """Seconds a request's body may pause between two pieces before the request gets 408."""
 
 
 class RunpodSettings(BaseModel):
@@ -210,8 +238,19 @@ class Settings(BaseModel):
     """OpenAI voice names (and any other alias) -> a voxserve voice."""
 
     max_input_chars: int = Field(4096, ge=1)
+    max_spoken_chars: int = Field(8192, ge=1)
+    """Characters a speech input may read as once normalized (numbers, symbols and units said as
+    words): "1" * 4096 reads as 16,383, "<" * 4096 as 40,959, and would run for minutes."""
     max_dialogue_chars: int = Field(100_000, ge=1)
     """A dialogue (a podcast, a scene) may be longer than one speech request."""
+    max_stream_chars: int = Field(100_000, ge=1)
+    """Text one utterance of ``/v1/audio/speech/stream`` may hold, from its ``start`` to its
+    ``end`` (as much as a dialogue: a long reply read as it is written). Over it the utterance is
+    refused (``utterance_too_long``) and the connection takes the next one."""
+    max_websocket_message_bytes: int = Field(1 << 20, ge=64 * 1024)
+    """The largest WebSocket message a client may send (uvicorn's ``ws_max_size``); a larger one
+    closes the connection (1009). A text message is refused well before that, at 4 x
+    ``max_input_chars`` + 4096 characters (``message_too_large``), and the connection goes on."""
     dialogue_delimiter: str = "|||"
     """Separates speaker and text in a dialogue line: ``Alice|||Hello!``."""
     dialogue_in_speech: bool = True
@@ -245,8 +284,11 @@ class Settings(BaseModel):
     """Per engine, the voices for the TTS-provider speaker roles 0-3: primary male, primary female,
     secondary male, secondary female."""
 
+    voice_paths: list[Path] = Field(default_factory=list)
+    """Directories whose audio files ``voice`` may name to clone (``"/srv/voices/ann.wav"``), for
+    trusted clients only: they may read any clip in them. Empty: ``voice`` is never a path."""
     allow_voice_paths: bool = False
-    """Let ``voice`` name an audio file on the server to clone (only for trusted clients)."""
+    """Replaced by ``voice_paths``: true, which let a client name any file, is refused."""
     reference_min_seconds: float = Field(3.0, gt=0)
     reference_max_seconds: float = Field(30.0, gt=0)
     """Speech a voice profile's reference clip must hold, after silence is trimmed."""
@@ -255,7 +297,13 @@ class Settings(BaseModel):
     chat: ChatSettings = Field(default_factory=ChatSettings)
     runpod: RunpodSettings = Field(default_factory=RunpodSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    connections: ConnectionSettings = Field(default_factory=ConnectionSettings)
 
+    allow_downloads: bool = False
+    """Let an engine the operator set up (the default engine, or one with an ``[engines.NAME]``
+    table) fetch its model weights from the Hugging Face Hub when it first loads. Off: weights
+    come from local directories and the Hugging Face cache only, and a request for an engine
+    whose weights are not here gets 400 ``engine_not_configured``."""
     engines: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Per-engine tables, e.g. ``[engines.piper] threads = 2``."""
 
@@ -263,6 +311,16 @@ class Settings(BaseModel):
     @classmethod
     def _strings_for_lists(cls, data: Any) -> Any:
         return split_list_strings(cls, data)
+
+    @field_validator("allow_voice_paths")
+    @classmethod
+    def _replaced_by_voice_paths(cls, value: bool) -> bool:
+        if value:
+            raise ValueError(
+                "replaced by voice_paths, the directories whose clips a client may name as "
+                'voice: voice_paths = ["/srv/voices"]'
+            )
+        return value
 
     @field_validator("voice_aliases", mode="before")
     @classmethod

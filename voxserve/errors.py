@@ -7,9 +7,12 @@
     ├── NotFoundError              404: unknown voice, model or resource
     ├── ConflictError              409: a name already taken
     ├── PayloadTooLargeError       413: a request body over the limit
+    ├── UnsupportedMediaTypeError  415: a body of a type the route does not take
+    ├── RequestTimeoutError        408: a request's body stopped coming
     ├── RateLimitedError           429: over a per-key limit; carries retry_after seconds
     │   └── OverloadedError        429: the engine's queue is full
     ├── EngineUnavailableError     503: an engine's extra is not installed or its model is missing
+    ├── InsufficientStorageError   507: the disk is full, or the voice store is read-only
     ├── EngineError                500: an engine failed while synthesizing
     └── LLMError (chat/llm.py)     502: the chat LLM failed or is unreachable; has ``retryable``
 
@@ -21,7 +24,9 @@ reaching a transport is a bug: ``as_client_error`` logs it with its traceback an
 
 from __future__ import annotations
 
+import errno
 import logging
+import sqlite3
 
 
 class VoxserveError(Exception):
@@ -76,6 +81,16 @@ class PayloadTooLargeError(VoxserveError):
     error_type = "invalid_request_error"
 
 
+class UnsupportedMediaTypeError(VoxserveError):
+    status_code = 415
+    error_type = "invalid_request_error"
+
+
+class RequestTimeoutError(VoxserveError):
+    status_code = 408
+    error_type = "invalid_request_error"
+
+
 class RateLimitedError(VoxserveError):
     status_code = 429
     error_type = "rate_limit_error"
@@ -93,6 +108,11 @@ class OverloadedError(RateLimitedError):
 class EngineUnavailableError(VoxserveError):
     status_code = 503
     error_type = "engine_unavailable"
+
+
+class InsufficientStorageError(VoxserveError):
+    status_code = 507
+    error_type = "server_error"
 
 
 class EngineError(VoxserveError):
@@ -115,3 +135,33 @@ def as_client_error(error: Exception, logger: logging.Logger, doing: str) -> Vox
     )
     internal.__cause__ = error
     return internal
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+_NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def storage_error(error: BaseException, what: str) -> InsufficientStorageError | None:
+    """What to tell a client when ``error``, raised while saving ``what``, says that the disk is
+    full or cannot be written (an OSError, or SQLite's "database or disk is full"); None for any
+    other error, which stays the bug it is. Only the system's reason is told, never a path."""
+    if isinstance(error, OSError):
+        reason = error.strerror or str(error)
+        full, not_writable = error.errno in _DISK_FULL, error.errno in _NOT_WRITABLE
+    elif isinstance(error, sqlite3.Error):
+        reason = str(error)
+        primary = (getattr(error, "sqlite_errorcode", None) or 0) & 0xFF  # extended code's base
+        full = primary == sqlite3.SQLITE_FULL
+        not_writable = primary in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN)
+    else:
+        return None
+    if full:
+        return InsufficientStorageError(
+            f"the server's disk is full ({reason}): {what} cannot be saved until space is freed",
+            code="insufficient_storage",
+        )
+    if not_writable:
+        return InsufficientStorageError(
+            f"the server cannot write {what} ({reason})", code="store_read_only"
+        )
+    return None

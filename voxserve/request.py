@@ -2,30 +2,37 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from voxserve.text.speakable import drop_control_characters
+
 AudioFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
+# An IETF language tag's shape ("en", "en-US", "zh-Hant-TW"; "_" as in locale names): engines
+# match it against the languages they speak, and error messages quote it.
+LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,3}(?:[_-][A-Za-z0-9]{1,8}){0,4}")
 
 
 class Sampling(BaseModel):
     """Sampling for engines that generate by sampling (``higgs``); unset fields keep the engine's
     configured values. Other engines refuse it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN passes every bound check unnoticed ("should be <= 2" said of NaN): say it must be finite.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     temperature: float | None = Field(None, gt=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     top_k: int | None = Field(None, ge=1)
     max_new_tokens: int | None = Field(None, ge=1)
-    seed: int | None = Field(None, ge=0)
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)  # what every random generator takes
 
 
 class SpeechOptions(BaseModel):
     """How to speak: everything of a speech request but the text."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
 
     voice: str | None = None
     """A voice id or alias; None means the configured default voice. OpenAI's newer SDKs send
@@ -39,6 +46,7 @@ class SpeechOptions(BaseModel):
     sample_rate: int | None = Field(None, ge=8000, le=48000)
     """Resample to this rate; None keeps the engine's native rate."""
     language: str | None = None
+    """A language tag (``en``, ``en-US``), for engines that speak several."""
     normalize: bool = True
     """Read numbers, dates, units, URLs... as words; drop markdown and emoji."""
     sampling: Sampling | None = None
@@ -57,6 +65,13 @@ class SpeechOptions(BaseModel):
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("language")
+    @classmethod
+    def _language_tag(cls, value: str | None) -> str | None:
+        if value is not None and not LANGUAGE_TAG.fullmatch(value):
+            raise ValueError("should be a language tag such as en or en-US")
+        return value
+
 
 class SpeechRequest(SpeechOptions):
     """Text to speak and how to speak it. The same fields as ``POST /v1/audio/speech``."""
@@ -70,6 +85,7 @@ class SpeechRequest(SpeechOptions):
     @field_validator("input")
     @classmethod
     def _not_blank(cls, value: str) -> str:
+        value = drop_control_characters(value)
         if not value.strip():
-            raise ValueError("input is empty or only whitespace")
+            raise ValueError("input is empty, or only whitespace and control characters")
         return value

@@ -46,7 +46,6 @@ from voxserve.synthesis.synthesizer import CloneReference, Synthesizer
 logger = logging.getLogger("voxserve.runpod")
 
 
-
 class WorkerInput(BaseModel):
     """A job's ``input``."""
 
@@ -106,8 +105,10 @@ class RunpodWorker:
             # after this job rather than let it fail every job that follows.
             return {"error": error.message, "refresh_worker": True}
         except Exception:
+            # A bug, not a sign of a broken GPU: no fresh worker, or any job that meets it could
+            # have RunPod restart workers at will.
             logger.exception("job %s failed", job.get("id"))
-            return {"error": "internal error (see the worker's log)", "refresh_worker": True}
+            return {"error": "internal error (see the worker's log)"}
 
     async def speak(self, job: WorkerInput) -> dict[str, Any]:
         engine = self.synthesizer.registry.engine_for_model(job.engine)

@@ -134,3 +134,13 @@ def test_codecs_accept_a_short_final_frame(spec) -> None:
     codec = av.codec.Codec(spec.codec, "w")
 
     assert codec.capabilities & av.codec.Capabilities.small_last_frame
+
+
+@pytest.mark.parametrize("fmt", list(AUDIO_FORMATS))
+@pytest.mark.parametrize("sample_rate", [8001, 9000, 23000, 47999])
+def test_any_requested_rate_is_encoded(fmt: str, sample_rate: int) -> None:
+    # A request may ask for any rate from 8 to 48 kHz; libmp3lame and aac open only at their own
+    # rates (8001 Hz was a 500), so the container resamples to the next one they take.
+    data = b"".join(encode_in_chunks(fmt, sine(440, 0.5, sample_rate), sample_rate))
+    decoded, decoded_rate = decode(fmt, data, sample_rate)
+    assert dominant_frequency(decoded, decoded_rate) == pytest.approx(440, abs=4)

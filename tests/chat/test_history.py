@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port
+from voxserve.chat import history
 from voxserve.chat.characters import USER, Character, ChatTurn
 from voxserve.chat.history import ConversationStore, new_id
-from voxserve.errors import InvalidRequestError, NotFoundError
+from voxserve.errors import ConflictError, InvalidRequestError, NotFoundError
 
 AVA = Character("Ava", "warm_female", "You are Ava.")
 MAX = Character("Max", "deep_male", "You are Max.", "a grumpy uncle")
@@ -165,3 +166,74 @@ def test_conversations_survive_a_restart_and_concurrent_writers(sqlite_url):
 def test_an_unusable_database_url_is_a_clear_error():
     with pytest.raises(InvalidRequestError, match="not a usable SQLAlchemy URL"):
         ConversationStore("nosuchdb://somewhere")
+
+
+def test_a_deleted_conversation_can_be_brought_back(store):
+    conversation_id = new_id()
+    add(store, conversation_id, (USER, "When does the library open?"), ("Ava", "At nine."))
+    before = store.get(conversation_id)
+    store.delete(conversation_id)
+    with pytest.raises(NotFoundError):
+        store.get(conversation_id)
+
+    restored = store.undelete(conversation_id)
+    assert restored == before == store.get(conversation_id)
+    assert [s.id for s in store.recent()] == [conversation_id]
+    with pytest.raises(NotFoundError, match="no deleted conversation"):
+        store.undelete(conversation_id)  # the copy went back: it is no longer a deleted one
+    store.delete(conversation_id)
+    add(store, conversation_id, (USER, "A new one, under the old id"))
+    with pytest.raises(ConflictError, match="delete it first"):
+        store.undelete(conversation_id)
+
+
+def test_the_latest_deleted_conversations_are_kept(sqlite_url, monkeypatch):
+    monkeypatch.setattr(history, "KEPT_DELETED", 2)
+    store = ConversationStore(sqlite_url)
+    ids = [new_id() for _ in range(3)]
+    for conversation_id in ids:
+        add(store, conversation_id, (USER, "hello"))
+        store.delete(conversation_id)
+    with pytest.raises(NotFoundError):
+        store.undelete(ids[0])
+    assert [store.undelete(i).id for i in ids[1:]] == ids[1:]
+
+
+def test_a_failed_turn_is_taken_back(store):
+    conversation_id = new_id()
+    add(store, conversation_id, (USER, "Hello"), ("Ava", "Hi!"), (USER, "This one failed"))
+    store.drop_last_turn(conversation_id, ChatTurn(USER, "Not the last one"))  # nothing
+    store.drop_last_turn(conversation_id, ChatTurn(USER, "This one failed"))
+    assert [t.text for t in store.get(conversation_id).turns] == ["Hello", "Hi!"]
+
+    alone = new_id()  # a failed first turn leaves nothing, as if the chat was never opened
+    add(store, alone, (USER, "Only this"))
+    store.drop_last_turn(alone, ChatTurn(USER, "Only this"))
+    assert [s.id for s in store.recent()] == [conversation_id]
+
+
+def test_a_conversation_saved_with_bad_characters_is_an_error_not_a_crash(sqlite_url):
+    """Before characters were checked, a client could save a name of 5; resumed, such a chat
+    dropped the socket at every message."""
+    store = ConversationStore(sqlite_url)
+    conversation_id = new_id()
+    add(store, conversation_id, (USER, "hello"))
+    with store.engine.begin() as db:
+        db.execute(
+            history._conversations.update().values(
+                characters=[{"name": 5, "voice": "joe", "persona": ""}]
+            )
+        )
+    with pytest.raises(InvalidRequestError, match="characters that are not valid") as caught:
+        store.get(conversation_id)
+    assert caught.value.code == "invalid_conversation"
+    store.delete(conversation_id)  # it can still be deleted, and it is kept as it was
+    with pytest.raises(InvalidRequestError, match="characters that are not valid"):
+        store.undelete(conversation_id)
+
+
+def test_a_bad_database_url_is_named_without_its_password() -> None:
+    with pytest.raises(InvalidRequestError) as refused:
+        ConversationStore("postgresql+nosuch://voxserve:hunter2@db/voxserve")
+    assert refused.value.param == "chat.database_url"
+    assert "hunter2" not in refused.value.message and "***@db" in refused.value.message

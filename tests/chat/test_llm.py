@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
+import logging
 import random
 import threading
 import time
@@ -105,6 +107,15 @@ def make_app(server: Server) -> FastAPI:
                 "The server had an error while processing your request. Sorry about that!",
                 "server_error",
                 None,
+            )
+        if scenario == "echo":  # an error that repeats what it was sent, as one server did
+            sent = request.headers.get("authorization", "")
+            return openai_error(401, f"Refused {sent} at {request.url}", "auth_error", sent)
+        if scenario == "echo-mid-reply":
+            sent = request.headers.get("authorization", "")
+            return StreamingResponse(
+                iter([f"data: {json.dumps({'error': {'message': sent, 'code': sent}})}\n\n"]),
+                media_type="text/event-stream",
             )
         if scenario == "slow-headers":
             await wait_for(state.proceed, 2)
@@ -233,9 +244,8 @@ async def test_401_names_the_servers_message_and_the_api_key(llm_server):
         with pytest.raises(LLMError) as caught:
             await collect(llm)
     error = caught.value
-    assert "401" in error.message
-    assert "Incorrect API key provided: sk-wrong." in error.message
-    assert "check the API key" in error.message
+    assert "answered HTTP 401 Unauthorized (invalid_api_key); check the API key" in error.message
+    assert "sk-wrong" not in error.message  # the server's message is not passed on
     assert error.upstream_status == 401
     assert not error.retryable
 
@@ -245,8 +255,7 @@ async def test_500_carries_the_servers_message_and_is_retryable(llm_server):
     async with OpenAICompatibleLLM(url, "boom") as llm:
         with pytest.raises(LLMError) as caught:
             await collect(llm)
-    assert "500" in caught.value.message
-    assert "The server had an error while processing your request" in caught.value.message
+    assert "answered HTTP 500 Internal Server Error (server_error)" in caught.value.message
     assert caught.value.retryable
 
 
@@ -293,6 +302,30 @@ async def test_a_malformed_stream_is_not_retryable(llm_server):
     assert pieces == ["Hello"]
     assert "malformed stream" in caught.value.message
     assert not caught.value.retryable
+
+
+@pytest.mark.parametrize("scenario", ["echo", "echo-mid-reply"])
+async def test_no_password_or_key_reaches_a_message_or_a_log(llm_server, caplog, scenario):
+    """A password in the base URL and the API key never show, not even when the server's error
+    echoes what it was sent: only its status and error code are passed on."""
+    url, state = llm_server
+    password, key = "hunter2-url-password", "sk-echoed-key-0123456789"
+    with_password = url.replace("http://", f"http://ava:{password}@")
+    caplog.set_level(logging.DEBUG)
+    messages = []
+    for base_url, api_key in ((with_password, None), (url, key)):
+        async with OpenAICompatibleLLM(base_url, scenario, api_key=api_key) as llm:
+            with pytest.raises(LLMError) as caught:
+                await collect(llm)
+        messages.append(caught.value.message)
+    sent = [headers["authorization"] for headers in state.headers]
+    basic = base64.b64encode(f"ava:{password}".encode()).decode()
+    assert sent == [f"Basic {basic}", f"Bearer {key}"]  # both still reached the server
+    assert messages[0].startswith(f"the LLM at {url} ")  # where it is, without the password
+    shown = "\n".join(messages) + caplog.text
+    assert "HTTP Request: POST" in caplog.text  # httpx's log line was captured
+    for secret in (password, key, basic):
+        assert secret not in shown
 
 
 def test_a_url_without_a_scheme_is_refused_at_once():

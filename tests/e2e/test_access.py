@@ -339,15 +339,17 @@ def test_no_secret_reaches_logs_errors_metrics_health_or_models(tmp_path: Path):
     refusal and failure at debug level; none of them may show anywhere a person can read."""
     llm_secret = "sk-llm-secret-1111111111"
     engine_secret = "rp-engine-secret-2222222"
+    llm_password, engine_password = "llm-url-password-3333", "rp-url-password-4444"
     port = free_port()
     environment = _clean_environment(tmp_path)
     environment.update(
         VOXSERVE_AUTH__API_KEYS=json.dumps(KEYS),
         VOXSERVE_CHAT__LLM_API_KEY=llm_secret,
-        VOXSERVE_CHAT__LLM_BASE_URL=f"http://127.0.0.1:{free_port()}/v1",  # nothing listens
+        # Nothing listens: the errors name these URLs, with passwords in them.
+        VOXSERVE_CHAT__LLM_BASE_URL=f"http://ava:{llm_password}@127.0.0.1:{free_port()}/v1",
         VOXSERVE_ENGINES__RUNPOD__API_KEY=engine_secret,
         VOXSERVE_ENGINES__RUNPOD__ENDPOINT_ID="endpoint",
-        VOXSERVE_ENGINES__RUNPOD__BASE_URL=f"http://127.0.0.1:{free_port()}/v2",  # refused
+        VOXSERVE_ENGINES__RUNPOD__BASE_URL=f"http://rp:{engine_password}@127.0.0.1:{free_port()}",
     )
     log = tmp_path / "server.log"
     url = f"http://127.0.0.1:{port}"
@@ -361,7 +363,8 @@ def test_no_secret_reaches_logs_errors_metrics_health_or_models(tmp_path: Path):
             seen.append(speak(url, **speech))
             seen.append(speak(url, **bearer(SPEECH_KEY[:-1] + "x")))
             seen.append(httpx.post(f"{url}/v1/audio/speech", headers=speech,
-                                   json={"input": "Hi.", "model": "runpod"}, timeout=30))
+                                   json={"input": "Hi.", "model": "runpod", "voice": "default"},
+                                   timeout=30))
             seen.append(httpx.post(f"{url}/v1/audio/speech", headers=speech,
                                    json={"input": "Hi.", "voice": "nobody"}))
             for path in ("/health", "/v1/models", "/v1/audio/models", "/v1/audio/voices",
@@ -378,7 +381,8 @@ def test_no_secret_reaches_logs_errors_metrics_health_or_models(tmp_path: Path):
         item if isinstance(item, str) else f"{item.headers}{item.text}" for item in seen
     )
     assert "GET /v1/audio/voices" in shown or "/v1/chat/ws" in shown  # the access log was on
-    for secret in (SPEECH_KEY, ADMIN_KEY, llm_secret, engine_secret):
+    assert "the LLM at http://127.0.0.1:" in shown and "cannot reach RunPod at" in shown
+    for secret in (SPEECH_KEY, ADMIN_KEY, llm_secret, engine_secret, llm_password, engine_password):
         assert secret not in shown
 
 

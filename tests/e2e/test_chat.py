@@ -4,6 +4,8 @@ speaks the OpenAI protocol, real speech out (protocol: docs/chat.md)."""
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import json
 import os
 import re
@@ -16,12 +18,15 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from fastapi import HTTPException
 from websockets.sync.client import connect
 
 from tests.conftest import free_port, logged_with_traceback, running
 from tests.fakes import FakeEngine, FaultySynthesizer, fake_chat_llm, make_synthesizer
 from voxserve.audio import StreamResampler, float_to_pcm16
+from voxserve.chat.llm import OpenAICompatibleLLM
 from voxserve.chat.local_llm import LocalLLM
+from voxserve.chat.stt import Listener
 from voxserve.config import ChatSettings, Settings
 from voxserve.request import SpeechRequest
 from voxserve.server.app import create_app
@@ -475,3 +480,146 @@ def test_a_bug_mid_reply_is_an_internal_error_and_the_chat_goes_on(
             assert start["generation"] == stop["generation"] == 2
             assert [m for m in seen if isinstance(m, bytes)]
     assert logged_with_traceback(caplog, RuntimeError)
+
+
+# --- a chat costs nothing until used; bad input fails alone -------------------------------
+
+
+def fake_chat(tmp_path: Path, llm_url: str, engine: FakeEngine | None = None, **chat: object):
+    """A chat server of the fake engine, Ava speaking its tone; yields its URL."""
+    settings = ChatSettings(
+        llm_base_url=llm_url,
+        characters=[{"name": "Ava", "voice": "tone", "persona": "You are Ava."}],
+        **chat,
+    )
+    synthesizer = make_synthesizer(engine or FakeEngine(), data_dir=tmp_path, preload=False,
+                                   chat=settings)  # fmt: skip
+    return running(create_app(synthesizer=synthesizer))
+
+
+@pytest.fixture
+def warm_ups(monkeypatch: pytest.MonkeyPatch) -> collections.Counter:
+    """How often Whisper and the LLM were warmed (neither really is: the count is the point)."""
+    warmed: collections.Counter = collections.Counter()
+
+    def hear_silence(self) -> None:
+        warmed["whisper"] += 1
+
+    async def read_persona(self, messages: list[dict]) -> None:
+        warmed["llm"] += 1
+
+    monkeypatch.setattr(Listener, "warm_up", hear_silence)
+    monkeypatch.setattr(OpenAICompatibleLLM, "warm_up", read_persona)
+    return warmed
+
+
+def test_the_models_are_warmed_once_for_every_connection(tmp_path: Path, llm, warm_ups):
+    engine = FakeEngine()
+    with fake_chat(tmp_path, llm[0], engine) as url:
+        with contextlib.ExitStack() as stack:
+            sockets = [stack.enter_context(connect(ws_url(url))) for _ in range(5)]
+            for ws in sockets:
+                until(ws, "ready")
+                send(ws, type="start_listening")
+                until(ws, "listening")
+            send(sockets[-1], type="text", text="When does the library open?")
+            until(sockets[-1], "metrics")
+            assert warm_ups == {"whisper": 1, "llm": 1}
+            assert engine.loads == 1
+
+
+def test_with_chat_preload_the_server_warms_the_chat_as_it_starts(tmp_path: Path, llm, warm_ups):
+    with fake_chat(tmp_path, llm[0], preload=True) as url:
+        deadline = time.monotonic() + 30
+        while warm_ups != {"whisper": 1, "llm": 1}:
+            assert time.monotonic() < deadline, "the chat was not warmed"
+            time.sleep(0.05)
+        with connect(ws_url(url)) as ws:
+            until(ws, "ready")
+            send(ws, type="text", text="When does the library open?")
+            until(ws, "metrics")
+        assert warm_ups == {"whisper": 1, "llm": 1}
+
+
+def test_a_typed_message_that_cannot_be_taken_fails_alone(tmp_path: Path, llm):
+    llm_url, llm_app = llm
+    with fake_chat(tmp_path, llm_url) as url, connect(ws_url(url)) as ws:
+        until(ws, "ready")
+        ws.send('{"type": "text", "text": "\\ud800"}')  # a lone surrogate: no UTF-8, no text
+        error = until(ws, "error")
+        assert (error["code"], error["param"]) == ("invalid_message", "text")
+        send(ws, type="text", text="x" * 200_000)
+        error = until(ws, "error")
+        assert error["param"] == "text" and "at most 4000 characters" in error["message"]
+        ws.send('{"type": "text", "text": "And this?\\u0000"}')  # no database keeps a NUL
+        assert until(ws, "error")["param"] == "text"
+        send(ws, type="interrupt", played_ms="soon")
+        assert until(ws, "error")["param"] == "played_ms"
+
+        send(ws, type="text", text="When does the library open?")
+        until(ws, "metrics")
+        asked = llm_app.state.requests[-1]["messages"]
+        assert [m["content"] for m in asked[1:]] == ["When does the library open?"]
+
+
+def test_a_turn_that_fails_leaves_no_trace_and_the_next_one_works(tmp_path: Path):
+    def reply(messages: list[dict]) -> str:
+        if "fail" in messages[-1]["content"]:  # an answer, not a crash: the connection goes on
+            raise HTTPException(503, "the LLM is down")
+        return "Fine."
+
+    failing = fake_chat_llm(reply)
+    with running(failing) as llm_url, fake_chat(tmp_path, llm_url + "/v1") as url:
+        with connect(ws_url(url)) as ws:
+            conversation_id = until(ws, "ready")["conversation_id"]
+            send(ws, type="text", text="Hello.")
+            until(ws, "metrics")
+            send(ws, type="text", text="Please fail.")
+            assert until(ws, "error")["code"].startswith("llm_")
+            send(ws, type="text", text="And now?")
+            until(ws, "metrics")
+        asked = failing.state.requests[-1]["messages"]
+        assert [m["content"] for m in asked[1:]] == ["Hello.", "Fine.", "And now?"]
+        saved = httpx.get(f"{url}/v1/chat/conversations/{conversation_id}").json()
+        assert [t["text"] for t in saved["turns"]] == ["Hello.", "Fine.", "And now?", "Fine."]
+
+
+def test_characters_that_cannot_be_used_are_refused_and_the_chat_goes_on(tmp_path: Path, llm):
+    def character(**fields: object) -> dict:
+        return {"name": "Bo", "voice": "tone", "persona": "You are Bo.", **fields}
+
+    with fake_chat(tmp_path, llm[0]) as url:
+        with connect(ws_url(url)) as ws:
+            conversation_id = until(ws, "ready")["conversation_id"]
+            refused = {
+                "characters.0.name": [character(name=5)],
+                "characters.0.persona": [character(persona="p" * 200_000)],
+                "characters.0.voice": [character(voice="no-such-voice")],
+                "characters.1.name": [character(), character(name="user")],
+                "characters": [character(), character()],  # two of one name
+            }
+            for param, characters in refused.items():
+                send(ws, type="set_characters", characters=characters)
+                error = until(ws, "error")
+                assert error["param"] == param, error
+            send(ws, type="set_characters", characters=[character()], policy="sometimes")
+            assert until(ws, "error")["param"] == "policy"
+
+            send(ws, type="text", text="Hello?")
+            assert until(ws, "audio_stream_start")["character"] == "Ava"
+            until(ws, "metrics")
+            send(ws, type="reset")
+            assert [c["name"] for c in until(ws, "ready")["characters"]] == ["Ava"]
+            send(ws, type="resume", conversation_id=conversation_id)
+            assert [c["name"] for c in until(ws, "ready")["characters"]] == ["Ava"]
+            send(ws, type="text", text="Still there?")
+            assert until(ws, "audio_stream_start")["character"] == "Ava"
+
+
+def test_listing_conversations_past_any_offset_is_a_400(tmp_path: Path, llm):
+    with fake_chat(tmp_path, llm[0]) as url:
+        listed = httpx.get(url + "/v1/chat/conversations", params={"offset": 2**63})
+        assert listed.status_code == 400
+        assert listed.json()["error"]["param"] == "offset"
+        too_many = httpx.get(url + "/v1/chat/conversations", params={"limit": 10**30})
+        assert too_many.status_code == 400 and too_many.json()["error"]["param"] == "limit"

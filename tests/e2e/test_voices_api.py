@@ -3,9 +3,13 @@ library's admin operations (packages, backups) on a server of the fake engine's.
 
 from __future__ import annotations
 
+import errno
 import io
 import itertools
 import json
+import os
+import sqlite3
+import tempfile
 import uuid
 import wave
 import zipfile
@@ -14,13 +18,17 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import starlette.formparsers
 
 from tests.conftest import running
 from tests.fakes import FakeEngine, make_synthesizer
 from voxserve.audio import create_encoder, fix_wav_header
 from voxserve.server.app import create_app
-from voxserve.server.voice_admin import MAX_PACKAGE_BODY_BYTES
+from voxserve.server.uploads import FORM_FIELDS_BYTES, MAX_AUDIO_BYTES
+from voxserve.voices.profile import VoiceProfile
+from voxserve.voices.store import VoiceStore
 
+FORM_LIMIT = MAX_AUDIO_BYTES + FORM_FIELDS_BYTES
 CLIP_TEXT = "The quick brown fox jumps over the lazy dog. Please remember to bring your umbrella."
 
 
@@ -238,6 +246,8 @@ def test_a_packaged_clip_is_prepared_like_an_upload(fake_url):
         ({"profile.json": PROFILE_JSON, "reference.wav": "not audio at all" * 100},
          "invalid_audio", "reference.wav"),
         ({"reference.wav": "x"}, "invalid_package", "no profile.json"),
+        ({"profile.json": json.dumps({"id": "odd", "display_name": "Odd", "voice": "/etc/x"})},
+         "voice_not_found", "profile.json: unknown voice '/etc/x'"),
         (None, "invalid_package", "not a voice package"),
     ],
 )  # fmt: skip
@@ -268,7 +278,7 @@ def test_an_import_names_its_wrong_fields(fake_url):
 
 def test_an_oversized_package_is_refused_as_it_arrives(fake_url):
     url = f"{fake_url}/v1/audio/voices/import"
-    declared = import_package(fake_url, b"\0" * (MAX_PACKAGE_BODY_BYTES + 1))
+    declared = import_package(fake_url, b"\0" * (FORM_LIMIT + 1))
     assert declared.status_code == 413
     assert (declared.json()["error"]["code"], declared.json()["error"]["param"]) == (
         "upload_too_large", "package",
@@ -276,7 +286,7 @@ def test_an_oversized_package_is_refused_as_it_arrives(fake_url):
     # Chunked, the body declares no length: it is counted as it comes.
     head = (b"--b\r\nContent-Disposition: form-data; name=\"package\"; filename=\"p.zip\"\r\n"
             b"Content-Type: application/zip\r\n\r\n")  # fmt: skip
-    megabytes = itertools.repeat(b"\0" * 2**20, MAX_PACKAGE_BODY_BYTES // 2**20 + 1)
+    megabytes = itertools.repeat(b"\0" * 2**20, FORM_LIMIT // 2**20 + 1)
     chunked = httpx.post(
         url, content=itertools.chain([head], megabytes),
         headers={"content-type": "multipart/form-data; boundary=b"}, timeout=60,
@@ -330,3 +340,125 @@ def test_a_restore_names_only_a_listed_backup(fake_url, body, status, param):
     assert refused.json()["error"]["param"] == param
     assert httpx.get(f"{voices}/kept").status_code == 200
     assert httpx.get(f"{voices}/backups").json() == {"backups": []}  # none taken: nothing ran
+
+
+# --- what a profile names is checked when it is saved ---------------------------------------
+
+
+def test_a_profile_names_only_installed_engines_and_their_voices(fake_url):
+    voices = f"{fake_url}/v1/audio/voices"
+    for fields, param in [
+        ({"voice": "/etc/passwd"}, "voice"),
+        ({"voice": "joe", "engine": "fake"}, "voice"),  # a voice, but of another engine
+        ({"engine": "nope"}, "engine"),
+        ({"engine": 5}, "engine"),
+        ({"name": 5}, "name"),
+    ]:
+        refused = httpx.post(voices, json={"name": "bad", **fields})
+        assert refused.status_code == 400, (fields, refused.text)
+        assert refused.json()["error"]["param"] == param, fields
+    # Before any audio work: junk audio would be answered as invalid_audio otherwise.
+    upload = create(fake_url, "bad", b"junk", engine="nope")
+    assert (upload.status_code, upload.json()["error"]["param"]) == (400, "engine")
+    assert httpx.get(f"{voices}/bad").status_code == 404
+    assert httpx.get(f"{voices}/5").status_code == 404
+
+    assert httpx.post(voices, json={"name": "good", "voice": "low"}).status_code == 201
+    patched = httpx.patch(f"{voices}/good", json={"voice": "/etc/passwd"})
+    assert (patched.status_code, patched.json()["error"]["param"]) == (400, "voice")
+    assert httpx.get(f"{voices}/good").json()["voice"] == "low"
+
+
+def test_a_number_too_long_in_defaults_is_a_400_naming_it(fake_url):
+    digits = "1" * 5001
+    body = '{"name": "seeded", "defaults": {"seed": ' + digits + "}}"
+    as_json = httpx.post(f"{fake_url}/v1/audio/voices", content=body)
+    assert as_json.status_code == 400, as_json.text
+    assert as_json.json()["error"]["param"] == "defaults.seed"
+    as_form = create(fake_url, "seeded", tone_clip(), defaults='{"seed": ' + digits + "}")
+    assert as_form.status_code == 400, as_form.text
+    assert as_form.json()["error"]["param"] == "defaults.seed"
+
+
+# --- a full disk, a damaged store, a bad backup ----------------------------------------------
+
+
+def test_a_full_disk_is_a_507_that_says_so_and_leaves_nothing(fake_url, tmp_path, monkeypatch):
+    def fsync(descriptor: int) -> None:  # where a full disk shows at the latest
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", fsync)  # the server runs in this process
+    refused = create(fake_url, "narrator", tone_clip(), transcript="A tone.")
+    monkeypatch.undo()
+    assert refused.status_code == 507, refused.text  # a bare 500 before
+    error = refused.json()["error"]
+    assert error["code"] == "insufficient_storage" and "disk is full" in error["message"]
+    assert str(tmp_path) not in error["message"]
+    assert refused.headers["x-should-retry"] == "false"  # it stays full while a client retries
+    assert httpx.get(f"{fake_url}/v1/audio/voices/narrator").status_code == 404
+    assert list((tmp_path / "voices" / "profiles").iterdir()) == []  # no orphan folder
+
+
+def test_a_full_disk_while_an_upload_is_spooled_is_a_507(fake_url, monkeypatch):
+    class FullDisk(tempfile.SpooledTemporaryFile):
+        def write(self, data: bytes) -> int:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(starlette.formparsers, "SpooledTemporaryFile", FullDisk)
+    refused = create(fake_url, "narrator", tone_clip(), transcript="A tone.")
+    monkeypatch.undo()
+    assert refused.status_code == 507, refused.text  # a bare 500 before
+    assert refused.json()["error"]["code"] == "insufficient_storage"
+
+
+def test_a_damaged_store_still_serves_speech_and_a_restore_repairs_it(tmp_path):
+    store = VoiceStore(tmp_path / "voices")
+    store.create(VoiceProfile(id="narrator", display_name="Narrator", voice="tone"))
+    store.backup()
+    (tmp_path / "voices" / "voices.db").write_bytes(b"not a database" * 100)
+    app = create_app(synthesizer=make_synthesizer(FakeEngine(), data_dir=tmp_path))
+    with running(app) as url:  # did not start before
+        voices = f"{url}/v1/audio/voices"
+        spoken = httpx.post(f"{url}/v1/audio/speech", json={"input": "Still here."})
+        assert spoken.status_code == 200 and spoken.content
+        listed = httpx.get(voices).json()["voices"]
+        assert listed and not [voice for voice in listed if voice["type"] == "profile"]
+        refused = httpx.post(voices, json={"name": "other", "voice": "tone"})
+        assert refused.status_code == 507, refused.text
+        assert refused.json()["error"]["code"] == "store_read_only"
+        assert "read-only" in refused.json()["error"]["message"]
+
+        assert httpx.post(f"{voices}/restore").status_code == 200
+        assert httpx.get(f"{voices}/narrator").json()["voice"] == "tone"
+        assert httpx.post(voices, json={"name": "other", "voice": "tone"}).status_code == 201
+
+
+def sqlite_bytes(path: Path, rows: list[tuple[str, str]]) -> bytes:
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE profiles (id TEXT PRIMARY KEY, data TEXT NOT NULL, "
+                   "created_at REAL NOT NULL, updated_at REAL NOT NULL)")  # fmt: skip
+        db.executemany("INSERT INTO profiles VALUES (?, ?, 0, 0)", rows)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("rows", "said"),
+    [
+        (None, "not a database SQLite can read"),
+        ([("../../etc", '{"id": "etc", "display_name": "Etc"}')], "'../../etc' holds no valid"),
+    ],
+)
+def test_a_bad_backup_is_refused_and_the_store_goes_on(fake_url, tmp_path, rows, said):
+    voices = f"{fake_url}/v1/audio/voices"
+    assert httpx.post(voices, json={"name": "kept", "voice": "tone"}).status_code == 201
+    database = b"garbage" * 100 if rows is None else sqlite_bytes(tmp_path / "bad.db", rows)
+    backups = tmp_path / "voices" / "backups"
+    backups.mkdir(exist_ok=True)
+    (backups / "voices-29990101-000000-000000000.zip").write_bytes(zipped({"voices.db": database}))
+    refused = httpx.post(f"{voices}/restore")  # the newest: the bad one ("restored" before)
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert (error["code"], error["param"]) == ("invalid_backup", "backup")
+    assert said in error["message"]
+    assert httpx.get(f"{voices}/kept").status_code == 200
+    assert len(httpx.get(f"{voices}/backups").json()["backups"]) == 1  # nothing backed up

@@ -103,7 +103,7 @@ def test_flush_speaks_an_unfinished_sentence_and_the_connection_takes_another(se
         (json.dumps({"type": "start", "speed": 9}), "invalid_request"),
         (json.dumps({"type": "start", "voice": "nobody"}), "invalid_request"),
         (json.dumps({"type": "start", "response_format": "midi"}), "invalid_request"),
-        ("x" * 10_000_000, "message_too_large"),
+        ("x" * 100_000, "message_too_large"),  # (under max_websocket_message_bytes)
     ],
 )
 def test_bad_messages_get_an_error_and_the_connection_goes_on(server_url, message, code):

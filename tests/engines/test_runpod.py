@@ -4,6 +4,8 @@ endpoint ids in the path, jobs left queued), a stand-in for RunPod's API in fron
 
 from __future__ import annotations
 
+import base64
+import logging
 import os
 import subprocess
 import sys
@@ -57,7 +59,8 @@ def cloud(worker_api: str):
     """RunPod's API as the cloud serves it (``/v2/{endpoint_id}/...`` behind a bearer key), in
     front of the worker's API server. ``mode``: "sync" forwards each call; "queue" answers
     ``/runsync`` as RunPod does when its wait runs out (the job id, IN_PROGRESS), the result
-    then read from ``/status``; "stuck" leaves every job in the queue."""
+    then read from ``/status``; "stuck" leaves every job in the queue; "echo" answers an error
+    repeating the request's Authorization header and URL."""
     app = FastAPI()
     app.state.mode = "sync"
     app.state.calls = []
@@ -65,6 +68,9 @@ def cloud(worker_api: str):
     @app.post("/v2/{endpoint_id}/{operation:path}")
     async def operation(endpoint_id: str, operation: str, request: Request) -> JSONResponse:
         app.state.calls.append(f"{endpoint_id}/{operation}")
+        if app.state.mode == "echo":  # an error repeating what it was sent, as one server did
+            sent = f"{request.headers.get('authorization')} at {request.url}"
+            return JSONResponse({"error": sent, "code": sent}, status_code=500)
         if request.headers.get("authorization") != f"Bearer {API_KEY}":
             return JSONResponse({"error": "Unauthorized"}, status_code=401)
         if app.state.mode == "stuck":
@@ -106,10 +112,11 @@ def heard(transcriber, samples: np.ndarray, sample_rate: int) -> str:
 def test_an_unconfigured_engine_is_unavailable_and_offers_no_voices(monkeypatch):
     monkeypatch.delenv("RUNPOD_API_KEY", raising=False)
     assert RunpodEngine().voices() == []
-    with pytest.raises(EngineUnavailableError, match="api_key or the RUNPOD_API_KEY"):
+    with pytest.raises(InvalidRequestError, match="api_key or the RUNPOD_API_KEY") as refused:
         RunpodEngine({"endpoint_id": "abc"}).load()
+    assert (refused.value.code, refused.value.param) == ("engine_not_configured", "model")
     monkeypatch.setenv("RUNPOD_API_KEY", "from-the-environment")
-    with pytest.raises(EngineUnavailableError, match="set \\[engines.runpod\\] endpoint_id"):
+    with pytest.raises(InvalidRequestError, match="set \\[engines.runpod\\] endpoint_id"):
         RunpodEngine().load()
     engine = RunpodEngine({"endpoint_id": "abc"})
     engine.load()  # no network until the first job
@@ -179,6 +186,24 @@ def test_a_refused_api_key_says_so(cloud_engine):
     engine = cloud_engine(api_key="wrong")
     with pytest.raises(EngineUnavailableError, match="refused the API key \\(HTTP 401\\)"):
         list(engine.synthesize("Hello.", SynthesisOptions(voice="joe")))
+
+
+def test_no_key_or_password_reaches_a_message_or_a_log(cloud, cloud_engine, caplog):
+    cloud.state.mode = "echo"
+    caplog.set_level(logging.DEBUG)
+    password = "hunter2-runpod-password"
+    with_password = cloud.state.url.replace("http://", f"http://rp:{password}@") + "/v2"
+    messages = []
+    for engine in (cloud_engine(), cloud_engine(base_url=with_password)):
+        with pytest.raises(EngineError) as caught:
+            list(engine.synthesize("Hello.", SynthesisOptions(voice="joe")))
+        messages.append(caught.value.message)
+    assert messages == ["RunPod answered HTTP 500 Internal Server Error to /runsync"] * 2
+    shown = "\n".join(messages) + caplog.text
+    assert "HTTP Request: POST" in caplog.text  # httpx's log lines were captured
+    basic = base64.b64encode(f"rp:{password}".encode()).decode()
+    for secret in (API_KEY, password, basic):
+        assert secret not in shown
 
 
 def test_an_unreachable_endpoint_says_where(cloud_engine):

@@ -14,7 +14,7 @@ from voxserve.synthesis.dialogue import (
     prepare_dialogue,
     render_dialogue,
 )
-from voxserve.voices.store import VoiceProfile
+from voxserve.voices.profile import VoiceProfile
 
 
 class OtherEngine(FakeEngine):
@@ -92,3 +92,15 @@ def test_a_bad_turn_is_refused_before_any_audio_naming_the_turn(tmp_path):
             dialogue_synthesizer(tmp_path, max_dialogue_chars=5),
             DialogueRequest(turns=[{"text": "Far too long."}]),
         )
+
+
+def test_a_dialogue_that_reads_too_long_is_refused_before_any_audio(tmp_path):
+    # Digits are read out about five times longer than written: 400 of them within the written
+    # limit (500) read past the spoken one (500 * 8192 / 4096 = 1000), so they are refused
+    synthesizer = dialogue_synthesizer(tmp_path, max_dialogue_chars=500)
+    digits = DialogueRequest(turns=[{"speaker": "A", "text": "1" * 200}, {"text": "2" * 200}])
+    with pytest.raises(InvalidRequestError, match="reads as") as caught:
+        prepare_dialogue(synthesizer, digits)
+    assert caught.value.param == "turns" and caught.value.code == "input_too_long"
+    words = DialogueRequest(turns=[{"speaker": "A", "text": "Hello there. " * 30}])
+    assert prepare_dialogue(synthesizer, words).plans[0]  # as long written, but not spelled out

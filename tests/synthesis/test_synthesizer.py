@@ -90,7 +90,8 @@ async def test_an_engine_failure_fails_that_request_only():
 
 
 async def test_an_engine_that_returns_no_audio_is_an_error():
-    synthesizer = make_synthesizer(FakeEngine(silent_on="quiet"))
+    # A sampling engine's failure; one that does not sample cannot speak the text (test_bad_input)
+    synthesizer = make_synthesizer(FakeEngine(silent_on="quiet", sampling=True))
     with pytest.raises(EngineError) as caught:
         await collect(synthesizer, SpeechRequest(input="Be quiet."))
     assert caught.value.code == "no_audio"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
+from voxserve.synthesis import text_stream
 from voxserve.synthesis.plan import PlanOptions
 from voxserve.synthesis.text_stream import TextStream
 
@@ -66,3 +68,46 @@ def test_segments_ends_after_end_and_indices_run_on():
         return await task
 
     assert asyncio.run(main()) == [(0, "One."), (1, "Two"), (2, "3.")]
+
+
+def test_the_in_thread_forms_plan_off_the_loop_in_order(monkeypatch):
+    planned_in: set[int] = set()
+    real_normalize = text_stream.normalize_text
+
+    def normalize(text: str) -> str:
+        planned_in.add(threading.get_ident())
+        return real_normalize(text)
+
+    monkeypatch.setattr(text_stream, "normalize_text", normalize)
+    stream = TextStream("joe", PLAN)
+
+    async def main() -> tuple[int, list[tuple[int, str]]]:
+        collected = asyncio.create_task(_indexed(stream))
+        await stream.push_in_thread("Sure, I can. It is 9:30")
+        await stream.flush_in_thread()
+        await stream.push_in_thread(" now. Dr. Smith is ")
+        await stream.end_in_thread()
+        return threading.get_ident(), await collected
+
+    loop_thread, segments = asyncio.run(main())
+    assert planned_in and loop_thread not in planned_in
+    assert segments == [
+        (0, "Sure,"), (1, "I can."), (2, "It is nine thirty"), (3, "now."), (4, "Doctor Smith is")
+    ]  # fmt: skip
+
+
+def test_close_drops_what_is_buffered_and_ends_segments():
+    stream = TextStream("joe", PLAN, normalize=False)
+
+    async def main() -> list[tuple[int, str]]:
+        collected = asyncio.create_task(_indexed(stream))
+        await stream.push_in_thread("Spoken. Never spoken")
+        stream.close()
+        await stream.end_in_thread()  # too late: nothing more is released
+        return await collected
+
+    assert asyncio.run(main()) == [(0, "Spoken.")]
+
+
+async def _indexed(stream: TextStream) -> list[tuple[int, str]]:
+    return [(segment.index, segment.text) async for segment in stream.segments()]

@@ -15,12 +15,14 @@ Alice|||Hello, Bob!
 Bob ||| Fine, thanks.
 [speaker0] Tagged line.
 [SPEAKER1]
+On the line after its tag.
 """
     assert parse_dialogue(script) == [
         Turn("", "Once upon a time."),
         Turn("Alice", "Hello, Bob!\nHow are you?"),
         Turn("Bob", "Fine, thanks."),
         Turn("SPEAKER0", "Tagged line."),
+        Turn("SPEAKER1", "On the line after its tag."),
     ]
 
 
@@ -36,4 +38,22 @@ def test_detection():
 @pytest.mark.parametrize("script", ["|||no speaker", "  |||  nobody"])
 def test_a_turn_without_a_speaker_names_its_line(script):
     with pytest.raises(ValueError, match="line 1: no speaker"):
+        parse_dialogue(script)
+
+
+@pytest.mark.parametrize(
+    ("script", "line", "who"),
+    [
+        ("A|||", 1, "'A'"),
+        ("[SPEAKER0]", 1, "'SPEAKER0'"),
+        ("[SPEAKER0] |||", 1, "'SPEAKER0'"),
+        ("A|||Hi.\nB||| ... ", 2, "'B'"),
+        ("A|||Hi.\n\n[SPEAKER1]\n", 3, "'SPEAKER1'"),
+        ("!!!\nA|||Hi.", 1, "the narrator"),
+    ],
+)
+def test_a_turn_with_nothing_to_say_names_its_line(script, line, who):
+    # Such turns were dropped: a script of only them had no turns left (a 500), or one answered
+    # 200 with no audio at all.
+    with pytest.raises(ValueError, match=f"line {line}: the turn of {who} has nothing to say"):
         parse_dialogue(script)

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from voxserve.errors import ConflictError, InvalidRequestError, NotFoundError
-from voxserve.voices.store import VoiceProfile, VoiceStore
+from voxserve.voices.profile import VoiceProfile
+from voxserve.voices.store import VoiceStore
 
 AUDIO = b"RIFF-pretend-wav-bytes" * 100
 
@@ -136,7 +137,8 @@ def test_a_file_that_is_not_a_zip_is_refused(store: VoiceStore, tmp_path: Path):
 WRITER = """
 import sys
 from pathlib import Path
-from voxserve.voices.store import VoiceProfile, VoiceStore
+from voxserve.voices.profile import VoiceProfile
+from voxserve.voices.store import VoiceStore
 store = VoiceStore(Path(sys.argv[1]))
 print("ready", flush=True)
 n = 0

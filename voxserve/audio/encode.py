@@ -41,6 +41,7 @@ _CONTAINER_FORMATS: dict[str, ContainerFormat] = {
             codec="libmp3lame",
             sample_format="fltp",
             bit_rate=96_000,
+            sample_rates=(8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000),
             # Bare MPEG frames from the first byte: clients such as LibreChat join responses end
             # to end, and an ID3v2 tag (or a Xing/Info frame giving one response's length) in the
             # middle of the joined stream stops strict decoders there.
@@ -67,6 +68,7 @@ _CONTAINER_FORMATS: dict[str, ContainerFormat] = {
             codec="aac",
             sample_format="fltp",
             bit_rate=80_000,
+            sample_rates=(8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000),
         ),
         ContainerFormat(
             name="flac",

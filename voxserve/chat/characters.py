@@ -11,7 +11,10 @@ import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import AfterValidator, Field, Strict
+from pydantic.dataclasses import dataclass as checked_dataclass
 
 from voxserve.errors import InvalidRequestError
 
@@ -19,18 +22,58 @@ USER = "user"
 """The speaker name of the person in the chat."""
 
 SpeakerPolicy = Literal["round_robin", "first", "random"]
-SPEAKER_POLICIES: tuple[str, ...] = ("round_robin", "first", "random")
+SPEAKER_POLICIES: tuple[str, ...] = get_args(SpeakerPolicy)
+
+MAX_NAME_CHARS = 64
+MAX_VOICE_CHARS = 256
+MAX_PERSONA_CHARS = 4000
+"""A persona is a system prompt read before every reply: the embedded LLM's whole context is
+2048 tokens (~8000 characters), and a persona must leave room for the conversation."""
+MAX_DESCRIPTION_CHARS = 500
 
 
-@dataclass(frozen=True)
+def plain_text(value: str) -> str:
+    """``value``, if every part of the chat can carry it: no database keeps a NUL. (A lone
+    surrogate, ``"\\ud800"`` in JSON, which no LLM request or database could take either, is
+    refused by pydantic itself: it is no UTF-8.)"""
+    if "\0" in value:
+        raise ValueError("holds a NUL character")
+    return value
+
+
+def not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+def _not_the_user(name: str) -> str:
+    if name == USER:
+        raise ValueError(f"{USER!r} is the person in the chat")
+    return name
+
+
+def text_field(max_chars: int, *, blank: bool = True) -> Any:
+    """The type of a ``str`` field of `plain_text`, at most ``max_chars`` long (checked first:
+    a huge value is refused before it is read), not blank unless ``blank``. Strict: a name of 5
+    is a client's mistake to hear about, not to guess at."""
+    checks = [AfterValidator(plain_text)] + ([] if blank else [AfterValidator(not_blank)])
+    return Annotated[str, Strict(), Field(max_length=max_chars), *checks]
+
+
+@checked_dataclass(frozen=True)
 class Character:
-    name: str
+    """Checked as it is made, wherever it comes from (a client, the settings, a saved chat): a
+    character that cannot be used must not get into a conversation, where every later turn
+    would meet it."""
+
+    name: Annotated[text_field(MAX_NAME_CHARS, blank=False), AfterValidator(_not_the_user)]
     """How the character is addressed and shown; unique within a chat."""
-    voice: str
+    voice: text_field(MAX_VOICE_CHARS, blank=False)
     """The voice it speaks with (a voice profile or an engine voice)."""
-    persona: str
+    persona: text_field(MAX_PERSONA_CHARS)
     """Its system prompt: who it is and how it talks."""
-    description: str = ""
+    description: text_field(MAX_DESCRIPTION_CHARS) = ""
     """A short line for people choosing characters; the LLM never sees it."""
 
 

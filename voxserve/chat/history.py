@@ -4,6 +4,9 @@ SQLAlchemy URL (``postgresql+psycopg://...``) for a shared server.
 A conversation is its characters, its speaker policy and its turns in order. Each write is one
 transaction, so a crash loses at most the turn being written, never a half-written one. The calls
 block: the chat runs them in a worker thread.
+
+A deleted conversation is kept whole in ``deleted_conversations`` (the last `KEPT_DELETED`), in
+the transaction that deletes it: `ConversationStore.undelete` brings it back.
 """
 
 from __future__ import annotations
@@ -16,12 +19,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import ValidationError
 
 from voxserve.chat.characters import USER, Character, ChatTurn
-from voxserve.errors import InvalidRequestError, NotFoundError
+from voxserve.errors import ConflictError, InvalidRequestError, NotFoundError
+from voxserve.net import redact_url
 
 TITLE_CHARS = 60
 """A conversation's title is the start of its first user turn."""
+KEPT_DELETED = 100
+"""Deleted conversations kept for `ConversationStore.undelete`, the latest first."""
 _ID = re.compile(r"[0-9a-f]{32}")
 
 _metadata = sa.MetaData()
@@ -49,6 +56,14 @@ _turns = sa.Table(
     sa.Column("speaker", sa.String(80), nullable=False),
     sa.Column("text", sa.Text, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+)
+_deleted = sa.Table(
+    "deleted_conversations",
+    _metadata,
+    sa.Column("number", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("conversation_id", sa.String(32), nullable=False, index=True),
+    sa.Column("deleted_at", sa.Float, nullable=False),
+    sa.Column("conversation", sa.JSON, nullable=False),  # Conversation.to_dict(): all of it
 )
 
 
@@ -90,7 +105,7 @@ class ConversationStore:
             self.engine = sa.create_engine(url)
         except (sa.exc.ArgumentError, ImportError) as error:
             raise InvalidRequestError(
-                f"chat.database_url {url!r} is not a usable SQLAlchemy URL: {error}",
+                redact_url(f"chat.database_url {url!r} is not a usable SQLAlchemy URL: {error}"),
                 param="chat.database_url",
             ) from error
         if self.engine.dialect.name == "sqlite":
@@ -152,21 +167,7 @@ class ConversationStore:
 
     def get(self, conversation_id: str) -> Conversation:
         with self.engine.connect() as db:
-            row = self._row(db, conversation_id)
-            turns = db.execute(
-                sa.select(_turns.c.speaker, _turns.c.text)
-                .where(_turns.c.conversation_id == conversation_id)
-                .order_by(_turns.c.id)
-            ).all()
-        return Conversation(
-            id=row.id,
-            title=row.title,
-            characters=[Character(**c) for c in row.characters],
-            policy=row.policy,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-            turns=[ChatTurn(speaker, text) for speaker, text in turns],
-        )
+            return self._conversation(db, conversation_id)
 
     def recent(self, limit: int = 50, offset: int = 0) -> list[ConversationSummary]:
         """The most recently active conversations first."""
@@ -189,11 +190,101 @@ class ConversationStore:
             for row in rows
         ]
 
-    def delete(self, conversation_id: str) -> None:
+    def drop_last_turn(self, conversation_id: str, turn: ChatTurn) -> None:
+        """Take back ``turn``, if it is the conversation's latest (a turn that failed); a
+        conversation left with no turns goes too, as if never opened."""
         with self.engine.begin() as db:
-            self._row(db, conversation_id)
+            last = db.execute(
+                sa.select(_turns.c.id, _turns.c.speaker, _turns.c.text)
+                .where(_turns.c.conversation_id == conversation_id)
+                .order_by(_turns.c.id.desc())
+                .limit(1)
+            ).first()
+            if last is None or (last.speaker, last.text) != (turn.speaker, turn.text):
+                return
+            db.execute(_turns.delete().where(_turns.c.id == last.id))
+            if not db.execute(
+                sa.select(_turns.c.id).where(_turns.c.conversation_id == conversation_id).limit(1)
+            ).first():
+                db.execute(_conversations.delete().where(_conversations.c.id == conversation_id))
+
+    def delete(self, conversation_id: str) -> None:
+        """Delete a conversation, keeping a copy for `undelete` (the last `KEPT_DELETED`)."""
+        with self.engine.begin() as db:
+            row = self._row(db, conversation_id)  # as saved, valid or not: it is kept whole
+            copy = {
+                "title": row.title, "characters": row.characters, "policy": row.policy,
+                "created_at": row.created_at, "updated_at": row.updated_at,
+                "turns": [{"speaker": speaker, "text": text}
+                          for speaker, text in _turns_of(db, conversation_id)],
+            }  # fmt: skip
+            db.execute(
+                _deleted.insert().values(
+                    conversation_id=conversation_id, deleted_at=time.time(), conversation=copy
+                )
+            )
             db.execute(_turns.delete().where(_turns.c.conversation_id == conversation_id))
             db.execute(_conversations.delete().where(_conversations.c.id == conversation_id))
+            oldest_kept = (
+                sa.select(_deleted.c.number)
+                .order_by(_deleted.c.number.desc())
+                .offset(KEPT_DELETED - 1)
+                .limit(1)
+                .scalar_subquery()
+            )
+            db.execute(_deleted.delete().where(_deleted.c.number < oldest_kept))
+
+    def undelete(self, conversation_id: str) -> Conversation:
+        """Bring back the latest deleted copy of a conversation, as it was."""
+        check_id(conversation_id)
+        with self.engine.begin() as db:
+            copy = db.execute(
+                sa.select(_deleted.c.number, _deleted.c.conversation)
+                .where(_deleted.c.conversation_id == conversation_id)
+                .order_by(_deleted.c.number.desc())
+                .limit(1)
+            ).first()
+            if copy is None:
+                raise NotFoundError(
+                    f"no deleted conversation {conversation_id!r}", param="conversation_id",
+                    code="conversation_not_found",
+                )  # fmt: skip
+            if db.execute(
+                sa.select(_conversations.c.id).where(_conversations.c.id == conversation_id)
+            ).first():
+                raise ConflictError(
+                    f"conversation {conversation_id!r} exists: delete it first",
+                    param="conversation_id", code="conversation_exists",
+                )  # fmt: skip
+            saved = copy.conversation
+            db.execute(
+                _conversations.insert().values(
+                    id=conversation_id, title=saved["title"], characters=saved["characters"],
+                    policy=saved["policy"], created_at=saved["created_at"],
+                    updated_at=saved["updated_at"],
+                )
+            )  # fmt: skip
+            if saved["turns"]:
+                db.execute(
+                    _turns.insert(),
+                    [{"conversation_id": conversation_id, "speaker": turn["speaker"],
+                      "text": turn["text"], "created_at": saved["updated_at"]}
+                     for turn in saved["turns"]],
+                )  # fmt: skip
+            db.execute(_deleted.delete().where(_deleted.c.number == copy.number))
+            return self._conversation(db, conversation_id)
+
+    def _conversation(self, db: sa.Connection, conversation_id: str) -> Conversation:
+        row = self._row(db, conversation_id)
+        return Conversation(
+            id=row.id,
+            title=row.title,
+            characters=_characters(row.characters, conversation_id),
+            policy=row.policy,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            turns=[ChatTurn(speaker, text) for speaker, text in _turns_of(db, conversation_id)],
+        )
 
     @staticmethod
     def _row(db: sa.Connection, conversation_id: str) -> Any:
@@ -230,6 +321,30 @@ def check_id(conversation_id: str) -> None:
 
 def _plain(characters: Sequence[Character]) -> list[dict[str, str]]:
     return [dict(character.__dict__) for character in characters]
+
+
+def _turns_of(db: sa.Connection, conversation_id: str) -> list[tuple[str, str]]:
+    """A conversation's turns in order, as (speaker, text)."""
+    rows = db.execute(
+        sa.select(_turns.c.speaker, _turns.c.text)
+        .where(_turns.c.conversation_id == conversation_id)
+        .order_by(_turns.c.id)
+    ).all()
+    return [(speaker, text) for speaker, text in rows]
+
+
+def _characters(saved: list[dict], conversation_id: str) -> list[Character]:
+    """The characters a conversation was saved with, checked: a server before the checks saved
+    anything a client sent (a name of 5), and resumed, it failed every turn."""
+    try:
+        return [Character(**c) for c in saved]
+    except (TypeError, ValidationError) as error:
+        raise InvalidRequestError(
+            f"conversation {conversation_id!r} was saved with characters that are not valid "
+            f"({error.__class__.__name__}); delete it and start again",
+            param="conversation_id",
+            code="invalid_conversation",
+        ) from None
 
 
 def _title(text: str) -> str:

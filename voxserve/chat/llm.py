@@ -3,7 +3,10 @@
 ``OpenAICompatibleLLM`` speaks the OpenAI chat-completions streaming protocol, which OpenAI,
 llama.cpp's server, vLLM, Ollama, LM Studio and most hosted providers serve. Every failure is an
 ``LLMError`` whose message says what to fix and whose ``retryable`` says whether trying again can
-help (an unreachable or stalled server can; a wrong API key or a broken stream cannot).
+help (an unreachable or stalled server can; a wrong API key or a broken stream cannot). What the
+server said is told by its status and error code only (``voxserve.net.upstream_reason``): an
+error body can echo the key we sent. A password in the base URL is sent as basic auth and never
+shown.
 
 Consume a stream with ``contextlib.aclosing`` (or call its ``aclose()``) when stopping early, for
 example on barge-in: closing it closes the HTTP response at once, so the server stops generating.
@@ -12,6 +15,7 @@ example on barge-in: closing it closes the HTTP response at once, so the server 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Protocol
@@ -19,6 +23,7 @@ from typing import Protocol
 import httpx
 
 from voxserve.errors import VoxserveError
+from voxserve.net import error_code, redact_url, upstream_reason, without_credentials
 
 
 class LLMError(VoxserveError):
@@ -71,10 +76,21 @@ class OpenAICompatibleLLM:
     ):
         if not base_url.startswith(("http://", "https://")):
             raise LLMError(
-                f"the LLM base URL must start with http:// or https://, got {base_url!r}",
+                f"the LLM base URL must start with http:// or https://, got "
+                f"{redact_url(base_url)!r}",
                 retryable=False,
                 code="invalid_llm_url",
             )
+        try:
+            # Credentials in the URL go as basic auth: the URL in messages and httpx's log lines
+            # then has none.
+            base_url, auth = without_credentials(base_url)
+        except httpx.InvalidURL as error:
+            raise LLMError(
+                f"the LLM base URL {redact_url(base_url)!r} is not valid: {error}",
+                retryable=False,
+                code="invalid_llm_url",
+            ) from None
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.timeout = timeout
@@ -83,7 +99,7 @@ class OpenAICompatibleLLM:
         headers = {"Accept": "text/event-stream"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
-        self._client = httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(timeout))
+        self._client = httpx.AsyncClient(auth=auth, headers=headers, timeout=httpx.Timeout(timeout))
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -166,7 +182,7 @@ class OpenAICompatibleLLM:
         )
 
     def _transport_error(self, error: httpx.HTTPError) -> LLMError:
-        detail = str(error) or type(error).__name__
+        detail = redact_url(str(error)) or type(error).__name__
         if isinstance(error, httpx.ConnectError | httpx.ConnectTimeout):
             return LLMError(
                 f"the LLM at {self.base_url} is not reachable: {detail}; check that it is "
@@ -190,13 +206,11 @@ class OpenAICompatibleLLM:
 
     async def _http_error(self, response: httpx.Response) -> LLMError:
         status = response.status_code
-        try:
+        # The body only for its error code (upstream_reason): its text can echo our key.
+        with contextlib.suppress(TimeoutError, httpx.HTTPError):
             async with asyncio.timeout(self.timeout):
                 await response.aread()
-            detail = _server_message(response)
-        except (TimeoutError, httpx.HTTPError):
-            detail = response.reason_phrase
-        message = f"the LLM at {self.base_url} answered {status}: {detail}"
+        message = f"the LLM at {self.base_url} answered {upstream_reason(response)}"
         if status in (401, 403):
             message += "; check the API key"
         elif status == 404:
@@ -209,26 +223,6 @@ class OpenAICompatibleLLM:
         )
 
 
-def _server_message(response: httpx.Response) -> str:
-    """The error message in an error response's body, in the shapes servers use."""
-    text = response.text.strip()
-    try:
-        payload = json.loads(text)
-    except ValueError:
-        return text[:300] or response.reason_phrase
-    if isinstance(payload, dict):
-        error = payload.get("error", payload)
-        if isinstance(error, dict):
-            for key in ("message", "detail", "msg"):
-                if isinstance(error.get(key), str):
-                    return error[key]
-        if isinstance(error, str):
-            return error
-        if isinstance(payload.get("detail"), str):
-            return payload["detail"]
-    return text[:300]
-
-
 async def _content_pieces(response: httpx.Response) -> AsyncIterator[str]:
     """The non-empty ``choices[0].delta.content`` of each event, until ``[DONE]``."""
     async for data in _sse_data(response):
@@ -237,14 +231,13 @@ async def _content_pieces(response: httpx.Response) -> AsyncIterator[str]:
         try:
             chunk = json.loads(data)
         except ValueError:
-            raise _malformed(response, f"an event is not JSON: {data[:200]!r}") from None
+            raise _malformed(response, "an event is not JSON") from None
         if not isinstance(chunk, dict):
-            raise _malformed(response, f"an event is not a JSON object: {data[:200]!r}")
-        if "error" in chunk:
-            error = chunk["error"]
-            detail = error.get("message", error) if isinstance(error, dict) else error
+            raise _malformed(response, "an event is not a JSON object")
+        if "error" in chunk:  # told by its code only, as an error answer is (upstream_reason)
+            code = error_code(chunk)
             raise LLMError(
-                f"the LLM at {_base(response)} failed mid-reply: {detail}",
+                f"the LLM at {_base(response)} failed mid-reply" + (f" ({code})" if code else ""),
                 retryable=False,
                 code="llm_stream_error",
             )
@@ -254,10 +247,10 @@ async def _content_pieces(response: httpx.Response) -> AsyncIterator[str]:
         try:
             content = (choices[0].get("delta") or {}).get("content")
         except (AttributeError, IndexError, KeyError):
-            raise _malformed(response, f"unexpected chunk shape: {data[:200]!r}") from None
+            raise _malformed(response, "unexpected chunk shape") from None
         if content:
             if not isinstance(content, str):
-                raise _malformed(response, f"delta content is not text: {data[:200]!r}")
+                raise _malformed(response, "delta content is not text")
             yield content
 
 

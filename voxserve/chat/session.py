@@ -26,17 +26,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from voxserve.audio import float_to_pcm16, trim_leading_silence
-from voxserve.chat.characters import (
-    SPEAKER_POLICIES,
-    USER,
-    Character,
-    ChatTurn,
-    build_messages,
-    choose_next_speaker,
-)
-from voxserve.chat.history import ConversationStore, check_id, history_disabled, new_id
+from voxserve.chat import messages
+from voxserve.chat.characters import USER, Character, ChatTurn, build_messages, choose_next_speaker
+from voxserve.chat.history import ConversationStore, history_disabled, new_id
 from voxserve.chat.llm import LLM
 from voxserve.chat.stt import Listener, TranscriptEvent
+from voxserve.chat.warmup import ChatWarmup
 from voxserve.config import ChatSettings
 from voxserve.errors import InvalidRequestError, VoxserveError, as_client_error
 from voxserve.request import SpeechOptions
@@ -61,6 +56,8 @@ class Reply:
     confirmed: asyncio.Event = field(default_factory=asyncio.Event)
     """Set once the user's turn is certain; until then the reply is prepared but held back."""
     confirmed_at: float | None = None
+    user_turn: ChatTurn | None = None
+    """The user's turn, once it has joined the history."""
     task: asyncio.Task | None = None
     text_stream: TextStream | None = None
     spoken: list[SpokenSegment] = field(default_factory=list)
@@ -76,6 +73,7 @@ class ChatSession:
         settings: ChatSettings,
         send_json: SendJson,
         send_bytes: SendBytes,
+        warmup: ChatWarmup,
         store: ConversationStore | None = None,
     ):
         self.synthesizer = synthesizer
@@ -83,16 +81,9 @@ class ChatSession:
         self.settings = settings
         self.send_json = send_json
         self.send_bytes = send_bytes
-        self.listener = Listener(
-            synthesizer.transcriber,
-            end_of_speech_ms=settings.end_of_speech_ms,
-            speculate_after_ms=settings.speculate_after_ms if settings.speculate else None,
-            min_speech_ms=settings.min_speech_ms,
-            partial_interval_ms=settings.partial_interval_ms,
-            vad_threshold=settings.vad_threshold,
-            window_s=settings.stt_window_s,
-            beam_size=settings.stt_beam_size,
-        )
+        self.warmup = warmup
+        """Shared by the process's sessions: the models are warmed once, not per connection."""
+        self.listener = Listener.for_chat(synthesizer.transcriber, settings)
         self.characters = [Character(**c) for c in settings.characters]
         self.policy = settings.policy
         self.history: list[ChatTurn] = []
@@ -107,42 +98,17 @@ class ChatSession:
         self.speaking = False  # audio of the current reply is out and not yet played to the end
         self._heard = 0  # microphone samples received: the listener's clock
         self._speech_started_at: float | None = None
-        self._warming: asyncio.Task | None = None
 
     async def start(self) -> None:
+        """Say hello. Nothing else costs anything until the client speaks or writes, but the
+        process's first chat starts warming the models for everyone."""
+        self.warmup.start()
         await self.send_json(self._ready())
-        self._warming = asyncio.create_task(self._warm_up())
-
-    async def _warm_up(self) -> None:
-        """Load and run every model of the chat once, while the user gets ready to speak.
-
-        Cold, the first turn answered ~2 s later than the next ones (loading the voice takes
-        ~1.9 s, the LLM reading its persona prompt ~0.5 s, Whisper's first run ~75 ms). A step
-        that fails is left to the turn that meets it, which reports it.
-        """
-        character = self.characters[0]
-        others = [c for c in self.characters if c.name != character.name]
-        steps: list[Callable[[], Awaitable]] = [
-            functools.partial(asyncio.to_thread, self.listener.warm_up)
-        ]
-        if self.llm is not None:
-            messages = build_messages(character, [], others=others)
-            steps.append(functools.partial(self.llm.warm_up, messages))
-        engines = set()
-        for each in self.characters:
-            with contextlib.suppress(VoxserveError):  # a bad voice is reported when it speaks
-                engines.add(self.synthesizer.voicing(SpeechOptions(voice=each.voice)).engine.name)
-        steps += [functools.partial(self.synthesizer.registry.ensure_loaded, e) for e in engines]
-        for step in steps:  # one at a time, the ears first: the user speaks first
-            try:
-                await step()
-            except Exception as error:  # noqa: BLE001 - best effort: the turn reports it
-                logger.info("warming up the chat: %s", error)
 
     # client messages
 
-    async def on_message(self, message: dict) -> None:
-        kind = message.get("type")
+    async def on_message(self, message: messages.ClientMessage) -> None:
+        """A client's message, checked already (`messages.parse_message`)."""
         handler = {
             "start_listening": self._start_listening, "stop_listening": self._stop_listening,
             "text": self._typed, "interrupt": self._interrupt_message,
@@ -150,10 +116,8 @@ class ChatSession:
             "playback_finished": self._playback_finished,
             "set_characters": self._set_characters, "reset": self._reset,
             "resume": self._resume,
-        }.get(kind)  # fmt: skip
-        if handler is None:
-            raise InvalidRequestError(f"unknown message type {kind!r}", code="unknown_type")
-        await handler(message)
+        }[message.type]  # fmt: skip
+        await handler(message)  # type: ignore[operator]
 
     async def on_audio(self, frame: bytes) -> None:
         """A microphone frame: transcribed while listening; heard for barge-in while speaking."""
@@ -173,8 +137,6 @@ class ChatSession:
             await self.interrupt()
 
     async def close(self) -> None:
-        if self._warming is not None:
-            self._warming.cancel()
         await self._cancel_reply()
         if self._saved is not None:
             await asyncio.gather(self._saved, return_exceptions=True)
@@ -232,7 +194,8 @@ class ChatSession:
 
     def _confirm(self, reply: Reply) -> None:
         """The user's turn is certain: it joins the history, and the reply may go out."""
-        self._remember(ChatTurn(USER, reply.user_text))
+        reply.user_turn = ChatTurn(USER, reply.user_text)
+        self._remember(reply.user_turn)
         reply.confirmed_at = time.monotonic()
         reply.confirmed.set()
 
@@ -273,7 +236,12 @@ class ChatSession:
         except Exception as error:  # a bug too is told, and the chat listens again
             told = as_client_error(error, logger, "replying")
             await reply.confirmed.wait()  # a reply that is never confirmed never failed
-            await self.send_json({"type": "error", "code": told.code, "message": told.message})
+            # A turn that could not be answered fails alone: kept, every later reply would read
+            # it again (and, were it the cause, fail the same way).
+            self._forget(reply.user_turn)
+            await self.send_json(
+                {"type": "error", "code": told.code, "message": told.message, "param": told.param}
+            )
             await self._resume_listening()
         finally:
             if self.reply is reply and not self.speaking:
@@ -370,52 +338,46 @@ class ChatSession:
 
     # message handlers
 
-    async def _start_listening(self, _: dict) -> None:
+    async def _start_listening(self, _: messages.StartListening) -> None:
         self.stopped_by_hand = False
         await self._resume_listening(force=True)
 
-    async def _stop_listening(self, _: dict) -> None:
+    async def _stop_listening(self, _: messages.StopListening) -> None:
         self.stopped_by_hand = True
         self.listening = False
         self.listener.reset()
         await self.send_json({"type": "listening", "active": False})
 
-    async def _typed(self, message: dict) -> None:
-        text = message.get("text")
-        if not isinstance(text, str) or not text.strip():
-            raise InvalidRequestError('"text" must be a non-empty string', code="invalid_message")
-        await self.respond(text.strip())
+    async def _typed(self, message: messages.TypedText) -> None:
+        await self.respond(message.text.strip())
 
-    async def _interrupt_message(self, message: dict) -> None:
-        played_ms = message.get("played_ms")
-        await self.interrupt(played_ms if isinstance(played_ms, int) else None)
+    async def _interrupt_message(self, message: messages.Interrupt) -> None:
+        played_ms = message.played_ms
+        await self.interrupt(None if played_ms is None else round(played_ms))
 
-    async def _playback_started(self, message: dict) -> None:
+    async def _playback_started(self, _: messages.PlaybackStarted) -> None:
         return None  # the client's own account; the server already knows the audio went out
 
-    async def _playback_finished(self, message: dict) -> None:
-        if message.get("generation") != self.generation:
+    async def _playback_finished(self, message: messages.PlaybackFinished) -> None:
+        if message.generation != self.generation:
             return  # a stale generation
         self.speaking = False
         if self.reply is not None and self.reply.task is not None and self.reply.task.done():
             self.reply = None
         await self._resume_listening()
 
-    async def _set_characters(self, message: dict) -> None:
-        try:
-            characters = [Character(**c) for c in message.get("characters") or []]
-        except TypeError as error:
-            raise InvalidRequestError(
-                f"invalid character: {error}", code="invalid_message"
-            ) from error
-        if not characters or len({c.name for c in characters}) != len(characters):
-            raise InvalidRequestError("give one or more characters with unique names",
+    async def _set_characters(self, message: messages.SetCharacters) -> None:
+        characters = message.characters
+        if len({c.name for c in characters}) != len(characters):
+            raise InvalidRequestError("give characters unique names", param="characters",
                                       code="invalid_message")  # fmt: skip
-        for character in characters:
-            self.synthesizer.voicing(SpeechOptions(voice=character.voice))  # a bad voice: 400 now
-        policy = message.get("policy", self.policy)
-        if policy not in SPEAKER_POLICIES:
-            raise InvalidRequestError(f"unknown policy {policy!r}", code="invalid_message")
+        for number, character in enumerate(characters):
+            try:  # a bad voice is told now, not at the character's first line
+                self.synthesizer.voicing(SpeechOptions(voice=character.voice))
+            except VoxserveError as error:
+                error.param = f"characters.{number}.voice"
+                raise
+        policy = message.policy or self.policy
         self.characters, self.policy = characters, policy
         if self.store is not None:
             await asyncio.to_thread(
@@ -423,7 +385,7 @@ class ChatSession:
             )
         await self.send_json(self._ready())
 
-    async def _reset(self, _: dict) -> None:
+    async def _reset(self, _: messages.Reset) -> None:
         """A new conversation; the old one stays saved."""
         await self._cancel_reply()
         self.history.clear()
@@ -431,13 +393,11 @@ class ChatSession:
         self.speaking = False
         await self.send_json(self._ready())
 
-    async def _resume(self, message: dict) -> None:
+    async def _resume(self, message: messages.Resume) -> None:
         """Carry on a saved conversation: its characters, policy and history come back."""
-        conversation_id = message.get("conversation_id")
-        check_id(conversation_id)
         if self.store is None:
             raise history_disabled()
-        conversation = await asyncio.to_thread(self.store.get, conversation_id)
+        conversation = await asyncio.to_thread(self.store.get, message.conversation_id)
         await self._cancel_reply()
         if self._saved is not None:  # our own last turns must be in before it is read again
             await asyncio.gather(self._saved, return_exceptions=True)
@@ -456,6 +416,15 @@ class ChatSession:
                 characters=self.characters, policy=self.policy,
             )  # fmt: skip
             self._saved = asyncio.create_task(self._save(save, self._saved))
+
+    def _forget(self, turn: ChatTurn | None) -> None:
+        """``turn``, the latest of the history, leaves it, and the saved conversation too."""
+        if turn is None or not self.history or self.history[-1] is not turn:
+            return  # the history moved on (a reset, a resume): nothing of ours to take back
+        self.history.pop()
+        if self.store is not None:
+            drop = functools.partial(self.store.drop_last_turn, self.conversation_id, turn)
+            self._saved = asyncio.create_task(self._save(drop, self._saved))
 
     async def _save(self, save: Callable[[], None], previous: asyncio.Task | None) -> None:
         if previous is not None:

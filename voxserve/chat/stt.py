@@ -31,6 +31,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from voxserve.config import ChatSettings
 from voxserve.errors import EngineUnavailableError, VoxserveError
 
 logger = logging.getLogger(__name__)
@@ -240,6 +241,20 @@ class Listener:
         self._utterance_id = 0
         self._partial: tuple[int, asyncio.Future[str]] | None = None
         self._start_listening()
+
+    @classmethod
+    def for_chat(cls, transcriber: SpeechToText, settings: ChatSettings) -> Listener:
+        """A listener tuned by the ``[chat]`` settings."""
+        return cls(
+            transcriber,
+            end_of_speech_ms=settings.end_of_speech_ms,
+            speculate_after_ms=settings.speculate_after_ms if settings.speculate else None,
+            min_speech_ms=settings.min_speech_ms,
+            partial_interval_ms=settings.partial_interval_ms,
+            vad_threshold=settings.vad_threshold,
+            window_s=settings.stt_window_s,
+            beam_size=settings.stt_beam_size,
+        )
 
     def warm_up(self) -> None:
         """Load the VAD and Whisper now rather than at the first utterance, and have Whisper hear

@@ -89,9 +89,20 @@ class EngineRegistry:
                     param="model",
                     code="engine_not_installed",
                 )
-            engine = cls(self.settings.engine_settings(name), data_dir=self.settings.data_path)
+            engine = cls(self.engine_settings(name), data_dir=self.settings.data_path)
             self._engines[name] = engine
         return engine
+
+    def engine_settings(self, name: str) -> dict:
+        """An engine's ``[engines.NAME]`` table, with ``allow_downloads`` from the top-level
+        setting for an engine the operator set up (the default one, or one with a table): a
+        request naming any other engine must not make the server fetch gigabytes."""
+        settings = self.settings.engine_settings(name)
+        if self.settings.allow_downloads and (
+            name == self.settings.default_engine or name in self.settings.engines
+        ):
+            settings.setdefault("allow_downloads", True)
+        return settings
 
     def is_installed(self, name: str) -> bool:
         return name in self._engines or engine_class(name).is_installed()

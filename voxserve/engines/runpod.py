@@ -39,7 +39,8 @@ from voxserve.audio import apply_fades, decode_audio
 from voxserve.audio.frames import AudioChunk
 from voxserve.config import as_list
 from voxserve.engines.base import Capabilities, Engine, SynthesisOptions, Voice
-from voxserve.errors import EngineError, EngineUnavailableError, VoxserveError
+from voxserve.errors import EngineError, EngineUnavailableError, InvalidRequestError, VoxserveError
+from voxserve.net import redact_url, scrub, upstream_reason, without_credentials
 from voxserve.text import plan_fragments
 
 DEFAULT_BASE_URL = "https://api.runpod.ai/v2"
@@ -85,20 +86,31 @@ class RunpodEngine(Engine):
     def load(self) -> None:
         api_key = self.settings.get("api_key") or os.environ.get("RUNPOD_API_KEY")
         if not api_key:
-            raise EngineUnavailableError(
+            raise InvalidRequestError(
                 "the runpod engine needs an API key: set [engines.runpod] api_key or the "
                 "RUNPOD_API_KEY environment variable",
+                param="model",
                 code="engine_not_configured",
             )
         base_url = str(self.settings.get("base_url", DEFAULT_BASE_URL)).rstrip("/")
         endpoint_id = self.settings.get("endpoint_id")
         if not endpoint_id and base_url == DEFAULT_BASE_URL:
-            raise EngineUnavailableError(
+            raise InvalidRequestError(
                 "the runpod engine needs the endpoint to call: set [engines.runpod] endpoint_id",
+                param="model",
                 code="engine_not_configured",
             )
+        try:
+            # Credentials in base_url go as basic auth, so that no log line or message shows them.
+            base_url, auth = without_credentials(base_url)
+        except httpx.InvalidURL as error:
+            raise EngineUnavailableError(
+                f"[engines.runpod] base_url {redact_url(base_url)!r} is not a valid URL: {error}",
+                code="engine_misconfigured",
+            ) from None
         self._client = httpx.Client(
             base_url=f"{base_url}/{endpoint_id}" if endpoint_id else base_url,
+            auth=auth,
             headers={"Authorization": f"Bearer {api_key}"},
             timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
         )
@@ -155,8 +167,10 @@ class RunpodEngine(Engine):
             result = self._post(f"/status/{result['id']}")
         if result.get("status") != "COMPLETED":
             raise EngineError(
-                f"RunPod job {result.get('id')} {result.get('status')}: "
-                f"{result.get('error') or 'no error message'}",
+                scrub(
+                    f"RunPod job {result.get('id')} {result.get('status')}: "
+                    f"{result.get('error') or 'no error message'}"
+                ),
                 code="runpod_job_failed",
             )
         try:
@@ -191,8 +205,7 @@ class RunpodEngine(Engine):
             )
         if not response.is_success:
             raise EngineError(
-                f"RunPod answered HTTP {response.status_code} to {response.url}: "
-                f"{response.text[:300]}",
+                f"RunPod answered {upstream_reason(response)} to {path}",
                 code="runpod_http_error",
             )
         try:

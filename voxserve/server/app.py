@@ -11,14 +11,16 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from voxserve import __version__
+from voxserve.chat.warmup import ChatWarmup
 from voxserve.config import Settings, load_settings
 from voxserve.server.auth import AccessControl, AccessPolicy, redact_keys_in_logs
 from voxserve.server.auth import router as auth_router
+from voxserve.server.connections import ConnectionGuard
+from voxserve.server.cross_site import CrossSiteGuard, SitePolicy
 from voxserve.server.dialogue import router as dialogue_router
 from voxserve.server.errors import install_error_handlers
 from voxserve.server.metrics import RequestCounter, ServerMetrics
@@ -59,12 +61,16 @@ def create_app(settings: Settings | None = None, synthesizer: Synthesizer | None
         app.state.dialogue_timings = OrderedDict()
         app.state.chat_llm = chat_llm(settings.chat)
         app.state.chat_history = conversation_store(settings)
+        app.state.chat_warmup = ChatWarmup(synthesizer, app.state.chat_llm, settings.chat)
+        if settings.chat.preload:
+            app.state.chat_warmup.start()
         reserved = {voice.id for voice in synthesizer.registry.all_voices()}
         app.state.library = VoiceLibrary(
             synthesizer.voices,
             settings,
             reserved | set(settings.voice_aliases) | ROUTE_WORDS,
             synthesizer.transcriber,  # one Whisper model for profiles and cloning requests
+            synthesizer.registry,
         )
         if settings.preload:
             await synthesizer.registry.ensure_loaded(settings.default_engine)
@@ -74,6 +80,7 @@ def create_app(settings: Settings | None = None, synthesizer: Synthesizer | None
         reaper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reaper
+        await app.state.chat_warmup.close()
         synthesizer.registry.unload_all()
         if app.state.chat_llm is not None:  # the embedded one's child process ends with us
             await app.state.chat_llm.aclose()
@@ -81,20 +88,15 @@ def create_app(settings: Settings | None = None, synthesizer: Synthesizer | None
             app.state.chat_history.close()
 
     app = FastAPI(title="voxserve", version=__version__, lifespan=lifespan)
+    app.state.settings = settings
     app.state.metrics = metrics
     app.state.access_policy = access_policy
-    # Each added middleware wraps the ones before: CORS answers preflights before any key is
-    # asked for, and refusals are counted like every other answer.
+    # Each added middleware wraps the ones before: cross-site checks and CORS preflights come
+    # before any key is asked for, and refusals are counted like every other answer.
     app.add_middleware(AccessControl, policy=access_policy)
+    app.add_middleware(CrossSiteGuard, policy=SitePolicy(settings, access_policy.enabled))
+    app.add_middleware(ConnectionGuard, settings=settings.connections)
     app.add_middleware(RequestCounter, metrics=metrics)
-    if settings.auth.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.auth.cors_origins,
-            allow_methods=["*"],
-            allow_headers=["*"],
-            expose_headers=["X-Sample-Rate", "X-Engine", "X-Timing-Url", "Retry-After"],
-        )
     install_error_handlers(app)
     app.include_router(auth_router)
     app.include_router(openai_router)

@@ -11,12 +11,13 @@ One ASGI middleware guards HTTP and WebSockets alike, before any route runs:
   ``api_key``. The query parameter is removed from the request before anything can log it.
 - With no keys configured, the ``Authorization`` header is not read at all: clients that send
   ``Bearer undefined`` or an empty bearer (Open WebUI, SDKs with a dummy key) just work.
-- A WebSocket whose ``Origin`` is neither the server's own nor in ``auth.cors_origins`` is
-  refused: browsers apply no CORS to WebSockets, so any page could otherwise use a local server.
+- Which pages may use the server (``Origin``, ``Host``, preflights, body types) is decided
+  before this, by ``cross_site``.
 - Requests per minute are counted here; characters per minute where a transport reads the text
   to speak (`charge_characters`), through the caller's identity in a context variable.
 
-Keys are held only as SHA-256 digests; a key never appears in a log line, error or metric.
+Keys are held only as SHA-256 digests; a key never appears in a log line, error or metric, nor
+does a password written into a URL.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -40,6 +41,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from voxserve.config import ApiKey, AuthSettings, ConfigError, Settings
 from voxserve.errors import ForbiddenError, RateLimitedError, UnauthorizedError, VoxserveError
+from voxserve.net import redact_url
 from voxserve.server.errors import error_response
 
 logger = logging.getLogger("voxserve.auth")
@@ -96,17 +98,19 @@ _KEY_IN_TEXT = re.compile(
     r"[^\s&,;\"']+",
     re.IGNORECASE,
 )
-_LOGGERS_WITH_REQUESTS = ("uvicorn.error", "uvicorn.access", "websockets")
+_LOGGERS_WITH_REQUESTS = ("uvicorn.error", "uvicorn.access", "websockets", "httpx")
 """Loggers that print request lines and headers: uvicorn's WebSocket handshake at debug level
-prints the whole request, query string and Authorization header included."""
+prints the whole request, query string and Authorization header included; httpx prints the URL
+of every request it makes (to the LLM, to RunPod)."""
 
 
 class RedactKeys(logging.Filter):
-    """Replaces any key in a log record (query parameter, subprotocol, bearer header) by ***."""
+    """Replaces any key in a log record (query parameter, subprotocol, bearer header) and the
+    credentials of any URL in it (``http://user:PASS@host``) by ***."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        redacted = _KEY_IN_TEXT.sub(r"\1***", message)
+        redacted = redact_url(_KEY_IN_TEXT.sub(r"\1***", message))
         if redacted != message:
             record.msg, record.args = redacted, None
         return True
@@ -221,17 +225,6 @@ class AccessPolicy:
             entry.characters_per_minute or auth.characters_per_minute,
         )
 
-    def origin_allowed(self, origin: str | None, hosts: tuple[str | None, ...]) -> bool:
-        """Whether a WebSocket from a page of ``origin`` may open, where ``hosts`` are the
-        names the request was sent to (``Host``, and a proxy's ``X-Forwarded-Host``)."""
-        if origin is None:  # not a browser: nothing to protect against
-            return True
-        allowed = self.settings.cors_origins
-        if "*" in allowed or origin.rstrip("/") in {o.rstrip("/") for o in allowed}:
-            return True
-        netloc = urlsplit(origin).netloc.lower()
-        return any(host is not None and netloc == host.lower() for host in hosts)
-
 
 # --- rate limits -------------------------------------------------------------------------
 
@@ -296,16 +289,9 @@ class AccessControl:
             await self.app(scope, receive, send)
             return
         query_key = _pop_query_key(scope)
-        headers = _headers(scope)
+        headers = headers_of(scope)
         websocket = scope["type"] == "websocket"
         protocol_key = _subprotocol_key(scope) if websocket else None
-        hosts = (headers.get("host"), headers.get("x-forwarded-host"))
-        if websocket and not self.policy.origin_allowed(headers.get("origin"), hosts):
-            await _deny(scope, send, ForbiddenError(
-                "this origin may not open a WebSocket here; add it to auth.cors_origins",
-                code="origin_not_allowed",
-            ))  # fmt: skip
-            return
         needed = self.policy.required_scope(scope.get("method", "GET"), scope["path"])
         key = protocol_key or query_key or _bearer(headers.get("authorization"))
         client = scope.get("client") or ("unknown", 0)
@@ -319,7 +305,7 @@ class AccessControl:
             if error.status_code == 401:
                 logger.warning("refused %s %s from %s: %s", scope.get("method", "WS"),
                                scope["path"], client[0], error.code)  # fmt: skip
-            await _deny(scope, send, error)
+            await deny(scope, send, error)
             return
         token = _current.set((principal, self.policy.limiter) if principal else None)
         try:
@@ -342,7 +328,7 @@ def _authorize(principal: Principal | None, needed: str, key_given: bool) -> Pri
     return principal
 
 
-def _headers(scope: Scope) -> dict[str, str]:
+def headers_of(scope: Scope) -> dict[str, str]:
     return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
 
 
@@ -386,7 +372,8 @@ def _answering_page_subprotocol(send: Send) -> Send:
     return sending
 
 
-async def _deny(scope: Scope, send: Send, error: VoxserveError) -> None:
+async def deny(scope: Scope, send: Send, error: VoxserveError) -> None:
+    """Answer an HTTP request or a WebSocket handshake with ``error``, before any route."""
     response = error_response(error)
     if error.status_code == 401:
         response.headers["www-authenticate"] = "Bearer"

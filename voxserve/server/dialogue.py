@@ -6,6 +6,7 @@ header names where they can be read (complete once the audio has ended).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections import OrderedDict
@@ -21,7 +22,7 @@ from voxserve.request import SpeechRequest
 from voxserve.server.auth import charge_characters
 from voxserve.server.errors import validation_error
 from voxserve.server.speech_response import Piece, speech_response, usage
-from voxserve.server.uploads import read_body
+from voxserve.server.uploads import parse_json_object, read_body
 from voxserve.synthesis.dialogue import (
     DialogueRequest,
     PreparedDialogue,
@@ -41,10 +42,11 @@ async def create_dialogue(request: Request) -> Response:
     synthesizer: Synthesizer = request.app.state.synthesizer
     body = await read_body(request, synthesizer.settings.max_dialogue_chars)
     try:
-        dialogue = DialogueRequest.model_validate_json(body)
+        dialogue = DialogueRequest.model_validate(parse_json_object(body))
     except ValidationError as error:
         raise validation_error(error) from error
-    return await dialogue_response(request, prepare_dialogue(synthesizer, dialogue), dialogue)
+    prepared = await asyncio.to_thread(prepare_dialogue, synthesizer, dialogue)
+    return await dialogue_response(request, prepared, dialogue)
 
 
 async def speech_as_dialogue(request: Request, speech: SpeechRequest) -> Response:
@@ -54,11 +56,17 @@ async def speech_as_dialogue(request: Request, speech: SpeechRequest) -> Respons
         turns = parse_dialogue(speech.input, synthesizer.settings.dialogue_delimiter)
     except ValueError as error:
         raise InvalidRequestError(str(error), param="input", code="invalid_dialogue") from error
-    dialogue = DialogueRequest.model_validate(
-        {**speech.model_dump(exclude={"input", "stream"}),
-         "turns": [{"speaker": turn.speaker, "text": turn.text} for turn in turns]}
-    )  # fmt: skip
-    prepared = prepare_dialogue(synthesizer, dialogue)
+    try:
+        dialogue = DialogueRequest.model_validate(
+            {**speech.model_dump(exclude={"input", "stream"}),
+             "turns": [{"speaker": turn.speaker, "text": turn.text} for turn in turns]}
+        )  # fmt: skip
+    except ValidationError as error:  # too many turns: the script is the client's "input"
+        message = validation_error(error).message
+        raise InvalidRequestError(
+            f"input: {message}", param="input", code="invalid_dialogue"
+        ) from error
+    prepared = await asyncio.to_thread(prepare_dialogue, synthesizer, dialogue)
     return await dialogue_response(request, prepared, dialogue, streamed=speech.stream)
 
 
@@ -87,6 +95,7 @@ async def dialogue_response(
     }
     return await speech_response(
         _pieces(render_dialogue(synthesizer, dialogue), dialogue, record),
+        request=request,
         audio_format=dialogue.response_format,
         sample_rate=dialogue.sample_rate,
         sse=options.stream_format == "sse",

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import Scope
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from voxserve.errors import InvalidRequestError, RateLimitedError, VoxserveError
+from voxserve.errors import InvalidRequestError, RateLimitedError, VoxserveError, storage_error
 from voxserve.server.metrics import route_of
 
 logger = logging.getLogger("voxserve.server")
@@ -23,9 +23,10 @@ def retry_headers(status: int) -> dict[str, str]:
 
     OpenAI's SDKs retry 408, 409, 429 and 5xx answers unless this header says not to; ours are
     validation errors (a 409 here is a name already taken), so retrying only adds latency. Busy
-    (429) and server errors are left to the client's retry policy.
+    (429) and server errors are left to the client's retry policy, but for a full disk (507),
+    which stays full while the client retries.
     """
-    if 400 <= status < 500 and status != 429:
+    if (400 <= status < 500 and status != 429) or status == 507:
         return {"x-should-retry": "false"}
     return {}
 
@@ -80,7 +81,21 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = {**retry_headers(status), **(getattr(error, "headers", None) or {})}
         return JSONResponse(body, status_code=status, headers=headers)
 
+    @app.exception_handler(OSError)
+    async def _os_error(request: Request, error: OSError) -> JSONResponse:
+        # A full disk met anywhere (a spooled upload, a temporary file) is a 507, not a bug. Only
+        # a full one: here a permission error may as well be a read, and stays unexpected.
+        refusal = storage_error(error, "the request's data")
+        if refusal is None or refusal.code != "insufficient_storage":
+            raise error  # on to the handler of unexpected errors
+        refusal.__cause__ = error
+        return await _voxserve_error(request, refusal)
+
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, error: Exception) -> JSONResponse:
         logger.exception("unexpected error")
-        return error_response(VoxserveError("internal server error", code="internal_error"))
+        response = error_response(VoxserveError("internal server error", code="internal_error"))
+        # Starlette re-raises the exception once this answer is sent, and the server then drops
+        # the connection: saying so keeps a client from sending its next request down it.
+        response.headers["Connection"] = "close"
+        return response

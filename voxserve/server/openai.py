@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
@@ -14,13 +13,12 @@ from pydantic import ValidationError
 
 from voxserve import __version__
 from voxserve.engines.registry import OPENAI_MODEL_NAMES, engine_class
-from voxserve.errors import InvalidRequestError
 from voxserve.request import SpeechRequest
 from voxserve.server.auth import charge_characters
 from voxserve.server.dialogue import speech_as_dialogue
 from voxserve.server.errors import validation_error
 from voxserve.server.speech_response import speech_response, usage
-from voxserve.server.uploads import read_audio_form, read_body
+from voxserve.server.uploads import parse_json_object, read_audio_form, read_body
 from voxserve.synthesis.synthesizer import CloneReference, Synthesizer
 from voxserve.text.dialogue import is_dialogue
 
@@ -47,23 +45,7 @@ async def parse_speech_form(
 
 def parse_speech_request(body: bytes) -> SpeechRequest:
     try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise InvalidRequestError(
-            f"request body is not valid UTF-8 (byte {error.start})", code="invalid_utf8"
-        ) from error
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise InvalidRequestError(
-            f"request body is not valid JSON: {error.msg} at line {error.lineno} column "
-            f"{error.colno}",
-            code="invalid_json",
-        ) from error
-    if not isinstance(data, dict):
-        raise InvalidRequestError("request body must be a JSON object", code="invalid_json")
-    try:
-        return SpeechRequest.model_validate(data)
+        return SpeechRequest.model_validate(parse_json_object(body))
     except ValidationError as error:
         raise validation_error(error) from error
 
@@ -93,9 +75,11 @@ async def create_speech(request: Request) -> Response:
     if settings.dialogue_in_speech and is_dialogue(speech.input, settings.dialogue_delimiter):
         return await speech_as_dialogue(request, speech)
     charge_characters(len(speech.input))
-    prepared = synthesizer.prepare(speech, reference)
+    # In a thread: a profile lookup in SQLite, a clip path read and transcribed, normalizing.
+    prepared = await asyncio.to_thread(synthesizer.prepare, speech, reference)
     return await speech_response(
         synthesizer.stream_encoded(prepared),
+        request=request,
         audio_format=speech.response_format,
         sample_rate=prepared.sample_rate,
         sse=speech.stream_format == "sse",

@@ -14,10 +14,12 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
 from voxserve.audio import AUDIO_FORMATS, fix_wav_header
 from voxserve.errors import VoxserveError
+from voxserve.server.disconnects import ClientLeft, unless_client_leaves
 
 logger = logging.getLogger("voxserve.server")
 
@@ -27,6 +29,9 @@ Piece = bytes | dict[str, Any]
 EVENT_STREAM = "text/event-stream"
 SSE_DELTA_BYTES = 48 * 1024
 """Audio per ``speech.audio.delta`` event when a whole answer is cut into events."""
+CLIENT_CLOSED_REQUEST = 499
+"""nginx's status for a request whose client left before the answer: nobody reads it, but the
+request metrics count it."""
 
 
 def content_type(audio_format: str, sample_rate: int) -> str:
@@ -38,6 +43,7 @@ def content_type(audio_format: str, sample_rate: int) -> str:
 async def speech_response(
     pieces: AsyncIterator[Piece],
     *,
+    request: Request,
     audio_format: str,
     sample_rate: int,
     sse: bool,
@@ -49,7 +55,10 @@ async def speech_response(
     event (usage, ...) once the pieces have ended."""
     if not streamed:
         # Made in full before answering: any failure is a proper status, and wav gets real sizes.
-        whole = await _collect(pieces, audio_format)
+        try:
+            whole = await unless_client_leaves(_collect(pieces, audio_format), _left(request))
+        except ClientLeft:
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
         if sse:
             body = b"".join(_events(whole, done))
             return Response(body, media_type=EVENT_STREAM, headers=headers)
@@ -60,6 +69,14 @@ async def speech_response(
         return await _streaming(events, EVENT_STREAM, headers, _error_event)
     media_type = content_type(audio_format, sample_rate)
     return await _streaming(_audio_only(pieces), media_type, headers, _log_error)
+
+
+async def _left(request: Request) -> bool:
+    """True once the client has disconnected. Its body has been read: the next ASGI message can
+    only be ``http.disconnect``."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+    return True
 
 
 async def _streaming(

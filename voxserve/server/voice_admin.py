@@ -13,14 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Request
-from starlette.types import Message
 
-from voxserve.errors import InvalidRequestError, NotFoundError, PayloadTooLargeError
-from voxserve.server.uploads import MAX_AUDIO_BYTES, read_audio_form
+from voxserve.errors import InvalidRequestError, NotFoundError
+from voxserve.server.uploads import read_audio_form
 from voxserve.voices.library import VoiceLibrary
-from voxserve.voices.store import VoiceProfile, VoiceStore
+from voxserve.voices.profile import VoiceProfile
+from voxserve.voices.store import VoiceStore, storage_errors
 
-MAX_PACKAGE_BODY_BYTES = MAX_AUDIO_BYTES + 2**20
 """A package is one reference clip (30 s of 24 kHz WAV is 1.4 MB) and its JSON, zipped, so the
 upload limit is plenty; plus the room read_audio_form allows the rest of a form."""
 IMPORT_FIELDS = ("replace",)
@@ -29,7 +28,7 @@ RESTORE_FIELDS = ("backup",)
 
 async def read_package_form(request: Request) -> tuple[bytes, bool]:
     """The ``package`` file and the ``replace`` flag of an import's multipart form."""
-    fields, package = await read_audio_form(_counted(request), "package")
+    fields, package = await read_audio_form(request, "package")
     _only(fields, IMPORT_FIELDS)
     if package is None:
         raise InvalidRequestError(
@@ -42,7 +41,10 @@ async def read_package_form(request: Request) -> tuple[bytes, bool]:
 
 def import_package(library: VoiceLibrary, package: bytes, replace: bool) -> VoiceProfile:
     # The library reads a package from a path (the CLI's way): the upload gets a file of its own.
-    with tempfile.TemporaryDirectory(prefix="voxserve-import-") as scratch:
+    with (
+        storage_errors("the uploaded package"),
+        tempfile.TemporaryDirectory(prefix="voxserve-import-") as scratch,
+    ):
         path = Path(scratch) / "package.zip"
         path.write_bytes(package)
         return library.import_package(path, replace=replace)
@@ -51,7 +53,10 @@ def import_package(library: VoiceLibrary, package: bytes, replace: bool) -> Voic
 def export_package(store: VoiceStore, voice_id: str) -> tuple[str, bytes]:
     """A profile's package: its file name and bytes. A package is small, so it is answered from
     memory, and nothing is left on disk when a client leaves in the middle of the download."""
-    with tempfile.TemporaryDirectory(prefix="voxserve-export-") as scratch:
+    with (
+        storage_errors("the package"),
+        tempfile.TemporaryDirectory(prefix="voxserve-export-") as scratch,
+    ):
         path = store.export(voice_id, Path(scratch))
         return path.name, path.read_bytes()
 
@@ -107,27 +112,6 @@ def restore(store: VoiceStore, name: str | None) -> str:
         param="backup",
         code="backup_not_found",
     )
-
-
-def _counted(request: Request) -> Request:
-    """``request`` with its body refused (413) as soon as it outgrows a package. read_audio_form
-    refuses a declared Content-Length over the limit, and a file over it once it is read, but
-    a chunked body declares nothing, and Starlette would spool all of it to disk first."""
-    received = 0
-
-    async def receive() -> Message:
-        nonlocal received
-        message = await request.receive()
-        received += len(message.get("body", b""))
-        if received > MAX_PACKAGE_BODY_BYTES:
-            raise PayloadTooLargeError(
-                f"package is over {MAX_AUDIO_BYTES // 2**20} MB",
-                param="package",
-                code="upload_too_large",
-            )
-        return message
-
-    return Request(request.scope, receive)
 
 
 def _only(fields: dict[str, Any], allowed: tuple[str, ...]) -> None:

@@ -9,7 +9,6 @@ their work is in voice_admin.py.
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -20,10 +19,10 @@ from voxserve.engines.base import Voice
 from voxserve.errors import InvalidRequestError, NotFoundError
 from voxserve.request import SpeechRequest
 from voxserve.server import voice_admin
-from voxserve.server.uploads import read_audio_form
+from voxserve.server.uploads import parse_json, parse_json_object, read_audio_form, read_limited
 from voxserve.synthesis.synthesizer import Synthesizer
 from voxserve.voices.library import VoiceLibrary
-from voxserve.voices.store import VoiceProfile
+from voxserve.voices.profile import VoiceProfile
 
 router = APIRouter(prefix="/v1/audio/voices")
 ROUTE_WORDS = frozenset({"import", "backup", "backups", "restore"})
@@ -33,6 +32,9 @@ TEXT_FIELDS = (
     "speaker_description", "scene_prompt",
 )  # fmt: skip
 SAMPLE_TEXT = "Hello! This is how I sound. I hope you like my voice."
+MAX_JSON_BYTES = 256 * 2**10
+"""A profile as JSON: its text fields hold about 11,000 characters, which JSON may write as
+\\u escapes of six bytes, or twelve for a character beyond the BMP (an emoji)."""
 
 
 def _library(request: Request) -> VoiceLibrary:
@@ -169,34 +171,21 @@ async def _read_fields(request: Request) -> tuple[dict[str, Any], bytes | None]:
         elif key == "tags":
             fields["tags"] = _list_field(value)
         elif key == "defaults":
-            fields["defaults"] = _json_field(key, value)
+            fields["defaults"] = parse_json(value, key, param=key)
         else:
             raise InvalidRequestError(f"unknown field {key!r}", param=key, code="unknown_field")
     return fields, audio
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
-    """A JSON object body; an empty body is an empty object."""
-    try:
-        data = json.loads(await request.body() or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InvalidRequestError(
-            f"body is not valid JSON: {error}", code="invalid_json"
-        ) from error
-    if not isinstance(data, dict):
-        raise InvalidRequestError("body must be a JSON object", code="invalid_json")
-    return data
+    """A JSON object body, refused (413) as soon as it outgrows a profile; an empty body is an
+    empty object."""
+    body = await read_limited(request, MAX_JSON_BYTES)
+    return parse_json_object(body) if body.strip() else {}
 
 
 def _list_field(value: str) -> list[str]:
     value = value.strip()
     if value.startswith("["):
-        return _json_field("tags", value)
+        return parse_json(value, "tags", param="tags")
     return [part for part in (piece.strip() for piece in value.split(",")) if part]
-
-
-def _json_field(name: str, value: str) -> Any:
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError as error:
-        raise InvalidRequestError(f"{name} is not valid JSON", param=name) from error

@@ -14,14 +14,16 @@ from fastapi import APIRouter, Query, Request, WebSocket, WebSocketDisconnect
 
 from voxserve.chat.history import ConversationStore, history_disabled
 from voxserve.chat.llm import LLM, OpenAICompatibleLLM
+from voxserve.chat.messages import parse_message
 from voxserve.chat.session import ChatSession
 from voxserve.config import ChatSettings, Settings
-from voxserve.errors import VoxserveError
+from voxserve.errors import InvalidRequestError, as_client_error
 from voxserve.server.errors import client_gone, count_error
 from voxserve.server.metrics import route_of
 
 logger = logging.getLogger("voxserve.chat")
 router = APIRouter()
+MAX_OFFSET = 2**31 - 1  # far past any real list, and an integer every database takes
 
 
 def chat_llm(settings: ChatSettings) -> LLM | None:
@@ -63,7 +65,9 @@ def _store(request: Request) -> ConversationStore:
 
 @router.get("/v1/chat/conversations")
 async def list_conversations(
-    request: Request, limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0)
+    request: Request,
+    limit: int = Query(50, ge=1, le=500),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
 ) -> dict:
     """Saved conversations, the most recently active first."""
     summaries = await asyncio.to_thread(_store(request).recent, limit, offset)
@@ -113,6 +117,7 @@ async def chat(websocket: WebSocket) -> None:
         synthesizer.settings.chat,
         send_json,
         send_bytes,
+        app.state.chat_warmup,
         app.state.chat_history,
     )
     try:
@@ -120,24 +125,23 @@ async def chat(websocket: WebSocket) -> None:
         while (message := await websocket.receive())["type"] != "websocket.disconnect":
             try:
                 if message.get("bytes") is not None:
-                    await session.on_audio(message["bytes"])
+                    await _on_audio(session, message["bytes"])
                 else:
-                    await session.on_message(_json_object(message.get("text") or ""))
-            except ValueError as error:  # a bad frame or message: say so, keep the chat
-                await send_json({"type": "error", "code": "invalid_message", "message": str(error)})
-            except VoxserveError as error:
-                await send_json({"type": "error", "code": error.code, "message": error.message})
+                    await session.on_message(parse_message(message.get("text") or ""))
+            except Exception as error:  # a bad message, or a bug: say so, keep the chat
+                told = as_client_error(error, logger, "handling a chat message")
+                await send_json(
+                    {"type": "error", "code": told.code, "message": told.message,
+                     "param": told.param}
+                )  # fmt: skip
     except WebSocketDisconnect:
         pass
     finally:
         await session.close()
 
 
-def _json_object(text: str) -> dict:
+async def _on_audio(session: ChatSession, frame: bytes) -> None:
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"not valid JSON: {error.msg}") from error
-    if not isinstance(data, dict):
-        raise ValueError('a message is a JSON object with a "type"')
-    return data
+        await session.on_audio(frame)
+    except ValueError as error:  # a malformed frame (stt._frame_samples says how)
+        raise InvalidRequestError(str(error), code="invalid_message") from None

@@ -12,6 +12,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
 from voxserve.audio import create_encoder
+from voxserve.config import Settings
 from voxserve.errors import RateLimitedError, VoxserveError, as_client_error
 from voxserve.request import SpeechOptions
 from voxserve.server.auth import charge_characters
@@ -29,6 +30,12 @@ class State(enum.Enum):
     OPEN = "open"  # taking text
     ENDING = "ending"  # end received, audio still going out
     FAILED = "failed"  # refused or failed: the rest of its text, up to end, is dropped quietly
+
+
+def message_limit(settings: Settings) -> int:
+    """The longest text message a WebSocket route reads, in characters: room for the longest
+    text one request may speak, even with every character JSON-escaped, and the other fields."""
+    return 4 * settings.max_input_chars + 4096
 
 
 class ProtocolError(Exception):
@@ -58,6 +65,7 @@ class SpeechStreamSession:
         self.synthesizer = synthesizer
         self.state = State.IDLE
         self.text: TextStream | None = None
+        self.received = 0  # characters of text the utterance in progress has been sent
         self.speaking: asyncio.Task | None = None
         self._send_lock = asyncio.Lock()
 
@@ -75,7 +83,7 @@ class SpeechStreamSession:
         if message.get("bytes") is not None:
             raise ProtocolError("binary_not_expected", "send JSON text; only audio is binary")
         raw = message.get("text") or ""
-        limit = 4 * self.synthesizer.settings.max_input_chars + 4096
+        limit = message_limit(self.synthesizer.settings)
         if len(raw) > limit:
             raise ProtocolError("message_too_large", f"a message may be {limit} characters at most")
         try:
@@ -113,6 +121,7 @@ class SpeechStreamSession:
             raise ProtocolError("invalid_request", error.message, error.param) from error
         plan = self.synthesizer.plan_options(voicing.engine)
         self.text = TextStream(voicing.voice.id, plan, normalize=options.normalize)
+        self.received = 0
         self.state = State.OPEN
         await self.send_json(
             {"type": "audio_stream_start", "sample_rate": voicing.sample_rate,
@@ -124,19 +133,30 @@ class SpeechStreamSession:
         if self.state is State.FAILED:
             return
         self.expect(State.OPEN, "not_started", "send start before text")
-        if not isinstance(data.get("text"), str):
+        text = data.get("text")
+        if not isinstance(text, str):
             raise ProtocolError("invalid_message", '"text" must be a string', "text")
+        limit = self.synthesizer.settings.max_stream_chars
+        if self.received + len(text) > limit:
+            await self.refuse(
+                "utterance_too_long", f"an utterance may hold {limit} characters of text "
+                "(max_stream_chars); this one is stopped, and what is sent for it up to its end "
+                "is dropped", "text",
+            )  # fmt: skip
+            return
         try:
-            charge_characters(len(data["text"]))
+            charge_characters(len(text))
         except RateLimitedError as error:  # this text is refused; the utterance goes on
             raise ProtocolError(error.code, error.message, "text") from error
-        self.text.push(data["text"])
+        self.received += len(text)
+        # Splitting and normalizing a large piece takes a while: in a thread, nobody else waits.
+        await self.text.push_in_thread(text)
 
     async def on_flush(self, _: dict) -> None:
         if self.state is State.FAILED:
             return
         self.expect(State.OPEN, "not_started", "send start before flush")
-        self.text.flush()
+        await self.text.flush_in_thread()
 
     async def on_end(self, _: dict) -> None:
         if self.state is State.FAILED:
@@ -144,13 +164,21 @@ class SpeechStreamSession:
             return
         self.expect(State.OPEN, "not_started", "send start before end")
         self.state = State.ENDING
-        self.text.end()
+        await self.text.end_in_thread()
 
     async def on_cancel(self, _: dict) -> None:
         if self.state in (State.IDLE, State.FAILED):
             self.state = State.IDLE
             return
         await self.stop()
+        await self.send_json({"type": "audio_stream_stop", "cancelled": True})
+
+    async def refuse(self, code: str, message: str, param: str) -> None:
+        """Stop the utterance in progress with an error; the text, flush and end messages the
+        client sent for it before it heard of that are dropped quietly, up to its end."""
+        await self.stop()
+        self.state = State.FAILED
+        await self.send_error(code, message, param)
         await self.send_json({"type": "audio_stream_stop", "cancelled": True})
 
     async def speak(self, voicing: Voicing, audio_format: str) -> None:
@@ -185,7 +213,7 @@ class SpeechStreamSession:
     async def stop(self) -> None:
         """Cancel the utterance in progress, if any: engine work stops, queued audio is dropped."""
         if self.text is not None:
-            self.text.end()
+            self.text.close()  # what is still buffered is dropped unread
         if self.speaking is not None:
             self.speaking.cancel()
             # It may have failed already (a send to a closed socket): nothing left to report.

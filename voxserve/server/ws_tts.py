@@ -6,6 +6,8 @@ One JSON request -> a JSON status -> the audio as a WAV file in binary frames;
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 
@@ -18,9 +20,11 @@ from voxserve.engines.base import Engine
 from voxserve.errors import InvalidRequestError, as_client_error
 from voxserve.request import SpeechRequest
 from voxserve.server.auth import charge_characters
+from voxserve.server.disconnects import unless_client_leaves
 from voxserve.server.errors import client_gone, count_error, validation_error
 from voxserve.server.metrics import route_of
-from voxserve.synthesis.synthesizer import Synthesizer
+from voxserve.server.ws_speech import message_limit
+from voxserve.synthesis.synthesizer import PreparedSpeech, Synthesizer
 
 logger = logging.getLogger("voxserve.server")
 router = APIRouter()
@@ -44,29 +48,69 @@ async def tts_provider(websocket: WebSocket) -> None:
     await websocket.accept()
     websocket.app.state.metrics.requests.labels(route_of(websocket.scope), "101").inc()
     synthesizer: Synthesizer = websocket.app.state.synthesizer
+    inbox = Inbox(websocket)
     try:
         while True:
-            message = await websocket.receive()
+            message = await inbox.receive()
             if message["type"] == "websocket.disconnect":
                 return
             try:
-                await _answer(websocket, synthesizer, message)
+                await _answer(websocket, inbox, synthesizer, message)
             except Exception as error:  # a bug too is told, and the next request is served
-                if client_gone(websocket, error):
+                if client_gone(websocket, error):  # (ClientLeft too: the socket is closed)
                     return
                 told = as_client_error(error, logger, "answering a /ws/tts request")
                 code = told.code or "invalid_request"
                 count_error(websocket.app, websocket.scope, code)
+                # The request's field is "text" where a speech request's is "input".
+                param = "text" if told.param == "input" else told.param
                 await websocket.send_text(
-                    json.dumps({"status": "error", "message": told.message, "code": code})
+                    json.dumps(
+                        {"status": "error", "message": told.message, "code": code, "param": param}
+                    )
                 )
     except WebSocketDisconnect:
         return
+    finally:
+        inbox.close()
 
 
-async def _answer(websocket: WebSocket, synthesizer: Synthesizer, message: dict) -> None:
+class Inbox:
+    """A WebSocket's messages, the next of which can be awaited while a request is answered, to
+    learn whether the client has left; a request that came instead is kept for ``receive``."""
+
+    def __init__(self, websocket: WebSocket):
+        self.websocket = websocket
+        self._next: asyncio.Task[dict] | None = None
+
+    async def receive(self) -> dict:
+        if self._next is None:
+            return await self.websocket.receive()
+        receiving, self._next = self._next, None
+        return await receiving
+
+    async def left(self) -> bool:
+        """Whether the client's next message says that it has gone."""
+        if self._next is None:
+            self._next = asyncio.ensure_future(self.websocket.receive())
+        # Shielded: whoever stops waiting for this answer must not lose the message.
+        return (await asyncio.shield(self._next))["type"] == "websocket.disconnect"
+
+    def close(self) -> None:
+        if self._next is not None:
+            self._next.cancel()
+
+
+async def _answer(
+    websocket: WebSocket, inbox: Inbox, synthesizer: Synthesizer, message: dict
+) -> None:
     if message.get("text") is None:
         raise InvalidRequestError("send a JSON text message", code="binary_not_expected")
+    limit = message_limit(synthesizer.settings)
+    if len(message["text"]) > limit:
+        raise InvalidRequestError(
+            f"a message may be {limit} characters at most", code="message_too_large"
+        )
     try:
         data = json.loads(message["text"])
     except json.JSONDecodeError as error:
@@ -88,7 +132,8 @@ async def _answer(websocket: WebSocket, synthesizer: Synthesizer, message: dict)
         )  # fmt: skip
     except ValidationError as error:
         raise validation_error(error) from error
-    prepared = synthesizer.prepare(speech)
+    # Normalizing and planning the text takes a while for a long one: in a thread, nobody waits.
+    prepared = await asyncio.to_thread(synthesizer.prepare, speech)
     charge_characters(len(provider.text))
     if not synthesizer.registry.is_loaded(engine.name):
         await websocket.send_text(
@@ -96,13 +141,19 @@ async def _answer(websocket: WebSocket, synthesizer: Synthesizer, message: dict)
                 {"status": "loading", "message": f"loading {engine.name}; your request waits"}
             )
         )
-    audio = fix_wav_header(b"".join([data async for data in synthesizer.stream_encoded(prepared)]))
+    parts = await unless_client_leaves(_collect(synthesizer, prepared), inbox.left())
+    audio = fix_wav_header(b"".join(parts))
     await websocket.send_text(
         json.dumps({"status": "success", "format": "wav", "sample_rate": prepared.sample_rate,
                     "length_bytes": len(audio)})
     )  # fmt: skip
     for start in range(0, len(audio), FRAME_BYTES):
         await websocket.send_bytes(audio[start : start + FRAME_BYTES])
+
+
+async def _collect(synthesizer: Synthesizer, prepared: PreparedSpeech) -> list[bytes]:
+    async with contextlib.aclosing(synthesizer.stream_encoded(prepared)) as parts:
+        return [data async for data in parts]
 
 
 def speaker_table(synthesizer: Synthesizer, engine: Engine) -> list[str]:

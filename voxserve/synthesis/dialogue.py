@@ -19,15 +19,17 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from voxserve.audio import silence
 from voxserve.audio.frames import AudioChunk
+from voxserve.config import Settings
 from voxserve.engines.base import SpeakerPrompt
 from voxserve.errors import InvalidRequestError
 from voxserve.request import AudioFormat, SpeechOptions
-from voxserve.synthesis.plan import plan_segments
+from voxserve.synthesis.plan import Segment, plan_segments
 from voxserve.synthesis.synthesizer import (
+    NOTHING_TO_SAY_SECONDS,
     ProgressCallback,
     Synthesizer,
     Voicing,
@@ -36,6 +38,7 @@ from voxserve.synthesis.synthesizer import (
 )
 from voxserve.text import normalize_text
 from voxserve.text.dialogue import NARRATOR, Turn
+from voxserve.text.speakable import drop_control_characters, has_something_to_say
 from voxserve.voices.builtin import builtin_voice
 
 
@@ -45,6 +48,14 @@ class DialogueTurn(BaseModel):
     speaker: str = ""
     text: str = Field(min_length=1)
     voice: str | None = None
+
+    @field_validator("text")
+    @classmethod
+    def _something_to_say(cls, value: str) -> str:
+        value = drop_control_characters(value)
+        if not has_something_to_say(value):
+            raise ValueError("the turn has nothing to say (no letter or digit)")
+        return value
 
 
 class DialogueRequest(SpeechOptions):
@@ -85,13 +96,16 @@ class PreparedDialogue:
     pause: float
     response_format: str
     characters: int
-    normalize: bool
+    plans: list[list[Segment]]
+    """Each turn's segments, normalized and planned before any audio is made."""
     tags: dict[str, str] = field(default_factory=dict)
     """Speaker -> ``SPEAKERn``, when one engine speaks the whole cast."""
 
 
 def prepare_dialogue(synthesizer: Synthesizer, request: DialogueRequest) -> PreparedDialogue:
-    """Check every turn's voice and engine before any audio is made."""
+    """Check every turn's voice and engine, and plan its text, before any audio is made.
+    Blocking (profile lookups, normalizing up to ``max_dialogue_chars``): servers call it in a
+    thread."""
     characters = sum(len(turn.text) for turn in request.turns)
     if characters > synthesizer.settings.max_dialogue_chars:
         raise InvalidRequestError(
@@ -116,10 +130,37 @@ def prepare_dialogue(synthesizer: Synthesizer, request: DialogueRequest) -> Prep
         prepared.append((Turn(turn.speaker, turn.text), voicing))
     turns = [(turn, replace(voicing, sample_rate=rate)) for turn, voicing in prepared]
     turns, tags = _as_one_cast(turns)
+    plans = [
+        _plan_turn(synthesizer, turn, voicing, request.normalize, tags) for turn, voicing in turns
+    ]
+    _check_spoken_length(synthesizer.settings, plans)
     return PreparedDialogue(
-        turns, rate, request.pause_between_turns, request.response_format, characters,
-        request.normalize, tags,
-    )  # fmt: skip
+        turns, rate, request.pause_between_turns, request.response_format, characters, plans, tags
+    )
+
+
+def _plan_turn(
+    synthesizer: Synthesizer, turn: Turn, voicing: Voicing, normalize: bool, tags: dict[str, str]
+) -> list[Segment]:
+    text = normalize_text(turn.text) if normalize else turn.text
+    segments = plan_segments(text, voicing.voice.id, synthesizer.plan_options(voicing.engine))
+    if tag := tags.get(turn.speaker):
+        segments = [replace(s, text=f"[{tag}] {s.text}") for s in segments]
+    return segments
+
+
+def _check_spoken_length(settings: Settings, plans: list[list[Segment]]) -> None:
+    """Numbers and symbols spelled out read about five times longer than written: a dialogue may
+    read as long as its characters allow, by the same ratio as a speech request."""
+    spoken = sum(len(segment.text) for plan in plans for segment in plan)
+    limit = settings.max_dialogue_chars * settings.max_spoken_chars // settings.max_input_chars
+    if spoken > limit:
+        raise InvalidRequestError(
+            f"the dialogue reads as {spoken} characters once numbers and symbols are spelled "
+            f"out; the maximum is {limit}",
+            param="turns",
+            code="input_too_long",
+        )
 
 
 def _as_one_cast(
@@ -183,16 +224,17 @@ async def render_dialogue(
 ) -> AsyncIterator[AudioChunk | TurnTiming]:
     """The dialogue's audio, each turn followed by its timing."""
     position, started = 0.0, time.monotonic()
-    for index, (turn, voicing) in enumerate(dialogue.turns):
+    planned = zip(dialogue.turns, dialogue.plans, strict=True)
+    for index, ((turn, voicing), segments) in enumerate(planned):
         if index and dialogue.pause:
             yield AudioChunk(silence(dialogue.pause, dialogue.sample_rate), dialogue.sample_rate)
             position += dialogue.pause
-        text = normalize_text(turn.text) if dialogue.normalize else turn.text
-        segments = plan_segments(text, voicing.voice.id, synthesizer.plan_options(voicing.engine))
-        if tag := dialogue.tags.get(turn.speaker):
-            segments = [replace(s, text=f"[{tag}] {s.text}") for s in segments]
         start = position
-        async with contextlib.aclosing(synthesizer.render(voicing, iterate(segments))) as items:
+        if segments:
+            rendered = synthesizer.render(voicing, iterate(segments))
+        else:  # only markup or code ("`x`"): a moment of silence, as a speech request answers
+            rendered = _nothing_to_say(dialogue.sample_rate)
+        async with contextlib.aclosing(rendered) as items:
             async for item in items:
                 if isinstance(item, AudioChunk):
                     position += item.duration
@@ -200,3 +242,7 @@ async def render_dialogue(
         yield TurnTiming(index, turn.speaker, voicing.voice.id, start, position)
         if progress is not None:
             progress(progress_report(index + 1, len(dialogue.turns), position, started))
+
+
+async def _nothing_to_say(sample_rate: int) -> AsyncIterator[AudioChunk]:
+    yield AudioChunk(silence(NOTHING_TO_SAY_SECONDS, sample_rate), sample_rate)

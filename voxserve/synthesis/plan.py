@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from voxserve.text import plan_fragments
+from voxserve.text.speakable import drop_control_characters, has_something_to_say
 
 
 @dataclass(frozen=True)
@@ -29,21 +30,29 @@ class PlanOptions:
 def plan_segments(
     text: str, voice: str, options: PlanOptions, *, first_index: int = 0, final: bool = True
 ) -> list[Segment]:
-    """Segments for ``text``; ``final`` means nothing follows it, so its last pause is dropped."""
+    """Segments for ``text``, each with something to say; ``final`` means nothing follows it, so
+    its last pause is dropped."""
     # Even a one-word opening clause ("Sure,", "Well,") is worth sending first: a natural pause
     # follows it, and it halves the time to first audio of a typical reply (bench/core.py).
+    # Whatever way the text came (a request, a dialogue turn, pushed pieces, normalized or not),
+    # no control character reaches an engine: a NUL failed Piper's phonemizer.
     fragments = plan_fragments(
-        text, options.max_chars, small_first=options.small_first, first_min_words=1
+        drop_control_characters(text),
+        options.max_chars,
+        small_first=options.small_first,
+        first_min_words=1,
     )
-    segments = [
-        Segment(
-            index=first_index + offset,
-            text=fragment.text,
-            voice=voice,
-            pause_after=options.sentence_pause if fragment.ends_sentence else options.clause_pause,
-        )
-        for offset, fragment in enumerate(fragments)
-    ]
+    segments: list[Segment] = []
+    for fragment in fragments:
+        pause = options.sentence_pause if fragment.ends_sentence else options.clause_pause
+        if not has_something_to_say(fragment.text):
+            # "!!!", "⁂." or emoji between sentences: an engine makes no audio of them, which
+            # would fail a stream already under way. The pause they stand for is kept.
+            if segments:
+                last = segments[-1]
+                segments[-1] = replace(last, pause_after=max(last.pause_after, pause))
+            continue
+        segments.append(Segment(first_index + len(segments), fragment.text, voice, pause))
     if final and segments:
         segments[-1] = replace(segments[-1], pause_after=0.0)
     return segments

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
@@ -32,11 +33,14 @@ from voxserve.synthesis.plan import PlanOptions, Segment, plan_segments
 from voxserve.synthesis.scheduler import EngineScheduler, EngineStats, StreamClock
 from voxserve.synthesis.threads import iterate_in_thread
 from voxserve.text import normalize_text
-from voxserve.voices.reference import ReferenceLimits, prepare_reference
+from voxserve.voices.clip_paths import read_clip, unusable_clip
+from voxserve.voices.profile import VoiceProfile
+from voxserve.voices.reference import MAX_CLIP_BYTES, ReferenceLimits, prepare_reference
 from voxserve.voices.references import ReferenceCache
-from voxserve.voices.store import VoiceProfile, VoiceStore
+from voxserve.voices.store import VoiceStore
 from voxserve.voices.transcribe import Transcriber
 
+logger = logging.getLogger("voxserve.synthesis")
 FADE_MS = 5.0  # long enough to remove clicks at joins, too short to hear
 NOTHING_TO_SAY_SECONDS = 0.15  # what a text with nothing to speak in it ("...") answers
 
@@ -188,7 +192,7 @@ class Synthesizer:
         ``reference``: a clip to clone, given with the request (it takes the place of ``voice``).
         """
         if reference is None and request.voice and _looks_like_path(request.voice):
-            reference = self._path_reference(request.voice)
+            reference = self._path_reference(request.voice, request.model)
         if reference is not None:
             engine = self.cloning_engine(request.model, "the reference clip")
             voice = Voice("reference", engine.name, "reference clip", request.language or "")
@@ -235,27 +239,36 @@ class Synthesizer:
             code="cloning_not_supported",
         )
 
-    def _path_reference(self, voice: str) -> CloneReference:
-        """A clip on the server named as ``voice``, where the configuration allows it."""
-        if not self.settings.allow_voice_paths:
+    def _path_reference(self, voice: str, model: str | None) -> CloneReference:
+        """A clip on the server named as ``voice``, in a directory of ``voice_paths``. The
+        cheap checks come first: a request its engine cannot serve reads no file."""
+        if not self.settings.voice_paths:
             raise InvalidRequestError(
                 f"voice {voice!r} looks like a file path, and paths are not allowed on this "
-                "server (allow_voice_paths = true enables them)",
+                "server (voice_paths names the directories whose clips may be used)",
                 param="voice",
                 code="voice_paths_disabled",
             )
-        path = Path(voice).expanduser()
-        if not path.is_file():
-            raise InvalidRequestError(f"no audio file at {voice!r}", param="voice")
-        return self.clone_reference(path.read_bytes(), None)
+        self.cloning_engine(model, "the reference clip")
+        audio = read_clip(voice, self.settings.voice_paths, MAX_CLIP_BYTES)
+        try:
+            return self.clone_reference(audio, None)
+        except InvalidRequestError as error:
+            if error.code == "invalid_audio":  # not audio: answered as any unusable path
+                raise unusable_clip(voice) from error
+            raise
 
     def clone_reference(self, audio: bytes, transcript: str | None) -> CloneReference:
-        """Check and clean a clip given with a request; transcribe it when no transcript came."""
+        """Check and clean a clip given with a request (as its ``voice``: a refusal names that
+        field); transcribe it when no transcript came."""
         limits = ReferenceLimits(
             min_seconds=self.settings.reference_min_seconds,
             max_seconds=self.settings.reference_max_seconds,
         )
-        clip = prepare_reference(audio, limits)
+        try:
+            clip = prepare_reference(audio, limits)
+        except InvalidRequestError as error:
+            raise InvalidRequestError(error.message, param="voice", code=error.code) from error
         text = (transcript or "").strip() or self.transcriber.transcribe(clip)
         return CloneReference(self.references.store(clip.to_wav_bytes()), text)
 
@@ -310,15 +323,18 @@ class Synthesizer:
             )
         voicing = self.voicing(request, reference)
         text = normalize_text(request.input) if request.normalize else request.input
+        if len(text) > self.settings.max_spoken_chars:
+            raise InvalidRequestError(
+                f"input reads as {len(text)} characters once numbers and symbols are spelled "
+                f"out; the maximum is {self.settings.max_spoken_chars}",
+                param="input",
+                code="input_too_long",
+            )
         # No segments ("...", an emoji) is a request with nothing to say, not a bad one: clients
         # that speak an LLM's reply a sentence at a time send such pieces, and a refusal would
         # break their reply. It answers a moment of silence (``stream``); only blank input is
         # refused, by the request's own validation.
-        # Without a letter or a digit there is nothing to speak, normalized or not ("..." as
-        # written would reach the engine, which makes no audio of it).
-        speakable = any(character.isalnum() for character in text)
-        options = self.plan_options(voicing.engine)
-        segments = plan_segments(text, voicing.voice.id, options) if speakable else []
+        segments = plan_segments(text, voicing.voice.id, self.plan_options(voicing.engine))
         return PreparedSpeech(request, voicing, segments)
 
     async def stream(
@@ -436,6 +452,8 @@ class Synthesizer:
         scheduler: EngineScheduler,
     ) -> None:
         engine = voicing.engine
+        unspoken: Segment | None = None  # the first segment the engine made no audio of
+        spoken = False
         try:
             async for segment in segments:
                 await ahead.acquire()
@@ -447,6 +465,7 @@ class Synthesizer:
                 if cached is not None:
                     for chunk, first, last in _with_position(iter(cached)):
                         queue.put_nowait(_Piece(segment, chunk, first, last))
+                    spoken = True
                     continue
                 made: list[AudioChunk] = []
                 async with scheduler.slot(clock):
@@ -461,13 +480,22 @@ class Synthesizer:
                     audio_seconds = sum(chunk.duration for chunk in made)
                     scheduler.record(time.monotonic() - began, audio_seconds)
                 if audio_seconds == 0:
-                    raise EngineError(
-                        f"engine {engine.name!r} produced no audio for segment {segment.index}",
-                        code="no_audio",
-                    )
+                    # Text the engine cannot speak (Piper has no phonemes for "\u0660"): once
+                    # audio has gone out, failing would cut the answer short, so the segment says
+                    # nothing, as "..." does. A render with no audio at all is refused below.
+                    logger.warning(
+                        "engine %r made no audio of segment %d (%d characters)",
+                        engine.name, segment.index, len(segment.text),
+                    )  # fmt: skip
+                    unspoken = unspoken or segment
+                    ahead.release()  # no piece of it will be taken off the queue
+                    continue
+                spoken = True
                 self.stats.segments += 1
                 if cacheable:
                     self.cache.put(key, made)
+            if unspoken is not None and not spoken:
+                raise _no_audio(engine, unspoken)
             queue.put_nowait(_END)
         except asyncio.CancelledError:
             raise
@@ -477,6 +505,22 @@ class Synthesizer:
             wrapped = EngineError(f"engine {engine.name!r} failed: {error}", code="engine_failed")
             wrapped.__cause__ = error
             queue.put_nowait(wrapped)
+
+
+def _no_audio(engine: Engine, segment: Segment) -> VoxserveError:
+    """A request its engine made no audio of. An engine that samples may speak it on another try
+    (the engine failed: 500); one that does not would make the same nothing of it again, so the
+    text is what it cannot speak (a 400, which clients do not retry)."""
+    if engine.capabilities.sampling:
+        return EngineError(
+            f"engine {engine.name!r} produced no audio for segment {segment.index}",
+            code="no_audio",
+        )
+    return InvalidRequestError(
+        f"engine {engine.name!r} made no audio of this input: it cannot speak its characters",
+        param="input",
+        code="unspeakable_input",
+    )
 
 
 async def encode_chunks(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
 from voxserve.synthesis.plan import PlanOptions, Segment, plan_segments
@@ -19,6 +19,11 @@ class TextStream:
     fence that opened in an earlier sentence). Only the very first fragment is kept small, and it
     goes as soon as it is complete: a reply's opening clause ("Well,") is released before the rest
     of its sentence has arrived, which is most of a voice chat's time to first audio.
+
+    ``push``, ``flush`` and ``end`` do the text work (splitting, normalizing, planning) where they
+    are called: fine for an LLM's tokens. Text from a client, whose pieces may be large, goes
+    through the ``..._in_thread`` forms, which do that work in a worker thread so that no other
+    client waits on it; each must be awaited before the next step is taken.
     """
 
     def __init__(self, voice: str, plan: PlanOptions, *, normalize: bool = True):
@@ -29,26 +34,37 @@ class TextStream:
         self._segments: asyncio.Queue[Segment | None] = asyncio.Queue()
         self.released: list[Segment] = []
         """Every segment handed to synthesis so far, in order."""
+        self._planned = 0  # segments planned: what the next index is, and whether one was small
         self._in_fence = False
         self._held = ""  # a possible fence still arriving: "`" or "``"
         self.ended = False
 
     def push(self, text: str) -> None:
-        sentences = self._sentences.push(self._drop_code(text))
-        if not sentences and not self.released and self.plan.small_first:
-            opening = self._sentences.take_opening_clause()
-            sentences = [opening] if opening else []
-        self._plan(sentences)
+        self._release(self._push(text))
 
     def flush(self) -> None:
-        self._plan(self._sentences.flush())
+        self._release(self._flush())
 
     def end(self) -> None:
         """No more text: what is buffered is spoken, then ``segments()`` finishes."""
         if not self.ended:
-            if not self._in_fence:
-                self._plan(self._sentences.push(self._held))
-            self.flush()
+            self._release(self._end())
+            self.close()
+
+    async def push_in_thread(self, text: str) -> None:
+        await self._in_thread(self._push, text)
+
+    async def flush_in_thread(self) -> None:
+        await self._in_thread(self._flush)
+
+    async def end_in_thread(self) -> None:
+        if not self.ended:
+            await self._in_thread(self._end)
+            self.close()
+
+    def close(self) -> None:
+        """Stop here: buffered text is dropped (not even planned), and ``segments()`` finishes."""
+        if not self.ended:
             self.ended = True
             self._segments.put_nowait(None)
 
@@ -56,15 +72,42 @@ class TextStream:
         while (segment := await self._segments.get()) is not None:
             yield segment
 
-    def _plan(self, sentences: list[str]) -> None:
+    async def _in_thread(self, step: Callable[..., list[Segment]], *args: str) -> None:
+        # The segments are queued here, on the loop: asyncio's queue is not thread-safe.
+        self._release(await asyncio.to_thread(step, *args))
+
+    def _release(self, segments: list[Segment]) -> None:
+        if self.ended:
+            return  # closed while these were planned: nobody wants them
+        for segment in segments:
+            self._segments.put_nowait(segment)
+            self.released.append(segment)
+
+    # The text work: these touch only the buffers and the plan, so they may run in a thread.
+
+    def _push(self, text: str) -> list[Segment]:
+        sentences = self._sentences.push(self._drop_code(text))
+        if not sentences and not self._planned and self.plan.small_first:
+            opening = self._sentences.take_opening_clause()
+            sentences = [opening] if opening else []
+        return self._plan(sentences)
+
+    def _flush(self) -> list[Segment]:
+        return self._plan(self._sentences.flush())
+
+    def _end(self) -> list[Segment]:
+        held = [] if self._in_fence else self._plan(self._sentences.push(self._held))
+        return held + self._flush()
+
+    def _plan(self, sentences: list[str]) -> list[Segment]:
+        planned: list[Segment] = []
         for sentence in sentences:
             text = normalize_text(sentence) if self.normalize else sentence
-            plan = self.plan if not self.released else replace(self.plan, small_first=False)
-            for segment in plan_segments(
-                text, self.voice, plan, first_index=len(self.released), final=False
-            ):
-                self._segments.put_nowait(segment)
-                self.released.append(segment)
+            plan = self.plan if not self._planned else replace(self.plan, small_first=False)
+            segments = plan_segments(text, self.voice, plan, first_index=self._planned, final=False)
+            self._planned += len(segments)
+            planned.extend(segments)
+        return planned
 
     def _drop_code(self, text: str) -> str:
         text = self._held + text

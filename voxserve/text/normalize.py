@@ -21,6 +21,7 @@ from voxserve.text.numerals import (
 )
 from voxserve.text.quantities import speak_measurements, speak_money, speak_percentages
 from voxserve.text.roman import speak_roman_numerals
+from voxserve.text.speakable import drop_control_characters
 from voxserve.text.symbols import speak_symbols
 from voxserve.text.typography import unify_typography
 
@@ -48,6 +49,7 @@ def _tidy_whitespace(text: str) -> str:
 
 
 _STEPS: tuple[Callable[[str], str], ...] = (
+    drop_control_characters,
     unify_typography,
     strip_markup,
     speak_links,

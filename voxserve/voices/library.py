@@ -14,9 +14,12 @@ import numpy as np
 from pydantic import ValidationError
 
 from voxserve.config import Settings
-from voxserve.errors import ConflictError, InvalidRequestError
+from voxserve.engines.registry import EngineRegistry
+from voxserve.errors import ConflictError, EngineUnavailableError, InvalidRequestError
+from voxserve.voices.backups import REFERENCE_FILE
+from voxserve.voices.profile import VoiceProfile, check_name
 from voxserve.voices.reference import ReferenceAudio, ReferenceLimits, prepare_reference
-from voxserve.voices.store import REFERENCE_FILE, VoiceProfile, VoiceStore, check_name
+from voxserve.voices.store import PROFILE_FILE, VoiceStore
 from voxserve.voices.transcribe import Transcriber
 
 _WAV_HEADER_BYTES = 44
@@ -32,6 +35,7 @@ class VoiceLibrary:
         settings: Settings,
         reserved: set[str] | None = None,
         transcriber: Transcriber | None = None,
+        registry: EngineRegistry | None = None,
     ):
         self.store = store
         self.limits = ReferenceLimits(
@@ -40,13 +44,22 @@ class VoiceLibrary:
         self.transcriber = transcriber or Transcriber(**settings.stt.model_dump())
         self.reserved = reserved or set()
         """Names already taken by engine voices, built-ins and aliases."""
+        self.registry = registry
+        """The engines a profile's ``engine`` and ``voice`` must name; None: not checked."""
 
     def create(
         self, fields: dict[str, Any], audio: bytes | None = None, *, keep_prepared: bool = False
     ) -> VoiceProfile:
         """``keep_prepared``: store ``audio`` as it is when it is already a prepared reference
         (it is checked all the same); see `import_package`."""
-        name = check_name(str(fields.get("id") or "").strip().lower())
+        name = fields.get("id", "")
+        if not isinstance(name, str):  # never a number made a name: 5 is not "5"
+            raise InvalidRequestError(
+                f"name must be a string, not {name!r}",
+                param="name",
+                code="invalid_name",
+            )
+        name = check_name(name.strip().lower())
         if name in self.reserved:
             raise ConflictError(
                 f"{name!r} is already one of voxserve's voices; pick another name",
@@ -54,6 +67,7 @@ class VoiceLibrary:
                 code="voice_exists",
             )
         profile = _profile({"display_name": name, **fields, "id": name})
+        self._check_voice(profile.engine, profile.voice)
         wav, transcript = self._reference(audio, profile.transcript, keep_prepared)
         if transcript:
             profile = profile.model_copy(update={"transcript": transcript})
@@ -67,6 +81,11 @@ class VoiceLibrary:
         *,
         keep_prepared: bool = False,
     ) -> VoiceProfile:
+        if {"engine", "voice"} & fields.keys():
+            current = self.store.get(profile_id)
+            self._check_voice(
+                fields.get("engine", current.engine), fields.get("voice", current.voice)
+            )
         # New audio without a transcript is transcribed: the old transcript was of the old audio.
         wav, transcript = self._reference(audio, fields.get("transcript"), keep_prepared)
         if transcript:
@@ -92,12 +111,34 @@ class VoiceLibrary:
                 return self.update(profile.id, fields, audio, keep_prepared=True)
             return self.create({**fields, "id": profile.id}, audio, keep_prepared=True)
         except InvalidRequestError as error:
-            if error.param != "audio_sample":
+            # What came in the package came in no field of the request: say where it is.
+            member = {"audio_sample": REFERENCE_FILE, "engine": PROFILE_FILE, "voice": PROFILE_FILE}
+            if error.param not in member:
                 raise
-            # The audio came in the package, not as an upload field: say where it is.
             raise InvalidRequestError(
-                f"the package's {REFERENCE_FILE}: {error.message}", param="package", code=error.code
+                f"the package's {member[error.param]}: {error.message}",
+                param="package",
+                code=error.code,
             ) from error
+
+    def _check_voice(self, engine: Any, voice: Any) -> None:
+        """Refuse (400, naming the field) an engine that is not installed or a voice it does not
+        have, before any audio work: found only when the profile is used, it would fail there."""
+        if self.registry is None:
+            return
+        for field, value in (("engine", engine), ("voice", voice)):
+            if value is not None and not isinstance(value, str):
+                raise InvalidRequestError(f"{field} must be a string", param=field)
+        try:
+            chosen = self.registry.engine_for_model(engine)
+        except (InvalidRequestError, EngineUnavailableError) as error:
+            message = error.message
+            if error.code == "model_not_found":
+                names = ", ".join(self.registry.names())
+                message = f"unknown engine {engine!r}; engines: {names}"
+            raise InvalidRequestError(message, param="engine", code=error.code) from error
+        if voice is not None:
+            self.registry.resolve_voice(voice, chosen.name)
 
     def _reference(
         self, audio: bytes | None, transcript: str | None, keep_prepared: bool = False

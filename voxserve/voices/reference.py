@@ -124,6 +124,13 @@ class ReferenceLimits:
             raise ValueError("target_dbfs must be below 0")
 
 
+MAX_CLIP_BYTES = int(ReferenceLimits.max_seconds * _FAIL_FAST_FACTOR * 48_000 * 2 * 2) + 2**16
+"""The largest reference clip file taken (55 MiB): as long as a clip may be before it is trimmed
+(300 s by default: longer is refused unread) as 48 kHz 16-bit stereo WAV, the largest form that
+recorders and editors export speech in, plus room for its header and metadata. Compressed
+formats take a tenth of that; 24-bit or 96 kHz WAV of so long a clip is refused by size."""
+
+
 def prepare_reference(
     source: bytes | str | os.PathLike[str], limits: ReferenceLimits = ReferenceLimits()
 ) -> ReferenceAudio:

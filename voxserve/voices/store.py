@@ -4,13 +4,19 @@ Every write is atomic: a reference file is written to a temporary name and renam
 before its row is committed, and rows change only inside transactions, so a crash at any point
 leaves a readable store (at worst an orphan file, swept on the next open). A backup is taken
 before every destructive change (delete, update of the audio, import over a profile, restore).
+
+A full disk is a 507 for the write that met it, and the write leaves nothing behind. A store that
+cannot be written when it opens (a read-only or full disk, a damaged voices.db) opens read-only:
+speech and the profiles it can read are served, writes are refused with a 507 saying why. Rows
+that do not hold a valid profile are skipped with a warning. Archives (packages, backups) are
+checked before anything is replaced, and their members are counted as they are inflated.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-import re
 import shutil
 import sqlite3
 import tempfile
@@ -21,14 +27,32 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
-from voxserve.errors import ConflictError, InvalidRequestError, NotFoundError
+from voxserve.errors import (
+    ConflictError,
+    InsufficientStorageError,
+    InvalidRequestError,
+    NotFoundError,
+    storage_error,
+)
+from voxserve.voices.archives import ZIP_ERRORS, lists_more_than, member_chunks
+from voxserve.voices.backups import (
+    DATABASE_FILE,
+    MAX_PACKAGE_AUDIO_BYTES,
+    REFERENCE_FILE,
+    database_problem,
+    drop_bad_rows,
+    profiles_problem,
+    row_profile,
+    unpack_backup,
+    why_invalid,
+)
+from voxserve.voices.profile import NAME_PATTERN, UPDATABLE_FIELDS, VoiceProfile, check_name
 
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-REFERENCE_FILE = "reference.wav"
+logger = logging.getLogger("voxserve.voices")
+
 PROFILE_FILE = "profile.json"
-MAX_PACKAGE_AUDIO_BYTES = 50 * 2**20
 MAX_PACKAGE_JSON_BYTES = 256 * 2**10
 KEPT_BACKUPS = 20
 
@@ -42,78 +66,7 @@ CREATE TABLE IF NOT EXISTS profiles (
 """
 
 
-def check_name(name: str) -> str:
-    """A profile id: a safe slug, never a path."""
-    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
-        raise InvalidRequestError(
-            f"invalid voice name {name!r}: use 1-64 lowercase letters, digits, '-' or '_', "
-            "starting with a letter or digit (no spaces, slashes or dots)",
-            param="name",
-            code="invalid_name",
-        )
-    return name
-
-
-class VoiceDefaults(BaseModel):
-    """Synthesis parameters a profile brings; None: the engine's own."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    speed: float | None = Field(None, ge=0.25, le=4.0)
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    top_k: int | None = Field(None, ge=1)
-    seed: int | None = None
-
-
-class VoiceProfile(BaseModel):
-    """A voice of the user's own."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    id: str
-    display_name: str = Field(min_length=1, max_length=100)
-    description: str = Field("", max_length=2000)
-    tags: list[str] = Field(default_factory=list, max_length=32)
-    language: str | None = Field(None, max_length=35)
-    engine: str | None = None
-    """Preferred engine; None: the default engine."""
-    voice: str | None = None
-    """The engine voice to use when not cloning (e.g. a built-in such as warm_female)."""
-    transcript: str | None = Field(None, max_length=5000)
-    """What the reference audio says (cloning engines need it)."""
-    speaker_description: str | None = Field(None, max_length=1000)
-    """For description-driven engines, e.g. "feminine, young adult, warm, conversational"."""
-    scene_prompt: str | None = Field(None, max_length=2000)
-    defaults: VoiceDefaults = Field(default_factory=VoiceDefaults)
-    has_reference: bool = False
-    created_at: float = 0.0
-    updated_at: float = 0.0
-
-    @field_validator("id")
-    @classmethod
-    def _safe_id(cls, value: str) -> str:
-        return check_name(value)
-
-    @field_validator("tags")
-    @classmethod
-    def _clean_tags(cls, tags: list[str]) -> list[str]:
-        cleaned = []
-        for tag in tags:
-            tag = tag.strip().lower()
-            if not tag or len(tag) > 32:
-                raise ValueError("each tag has 1-32 characters")
-            if tag not in cleaned:
-                cleaned.append(tag)
-        return cleaned
-
-
-UPDATABLE_FIELDS = set(VoiceProfile.model_fields) - {
-    "id",
-    "has_reference",
-    "created_at",
-    "updated_at",
-}
+PACKAGE_LIMITS = {PROFILE_FILE: MAX_PACKAGE_JSON_BYTES, REFERENCE_FILE: MAX_PACKAGE_AUDIO_BYTES}
 
 
 class VoiceStore:
@@ -121,28 +74,33 @@ class VoiceStore:
 
     def __init__(self, root: Path):
         self.root = Path(root)
+        self.database = self.root / DATABASE_FILE
         self.profiles_dir = self.root / "profiles"
         self.backups_dir = self.root / "backups"
-        self.profiles_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        with self._connect() as db:
-            db.execute(SCHEMA)
-        self._sweep_orphans()
+        self.read_only: str | None = None
+        """Why the store cannot be written; None when it can."""
+        self._read_uri: str | None = None
+        """While read-only: how SQLite opens voices.db to read it; None when nothing reads it."""
+        self._skipped: set[object] = set()
+        """Ids of rows warned about already: a bad row is logged once, not on every read."""
+        try:
+            self._open()
+        except (OSError, sqlite3.Error) as error:
+            self._open_read_only(error)
 
     # reading
 
     def list(self, tag: str | None = None) -> list[VoiceProfile]:
-        with self._connect() as db:
-            rows = db.execute("SELECT data FROM profiles ORDER BY id").fetchall()
-        profiles = [VoiceProfile.model_validate_json(row[0]) for row in rows]
+        rows = self._read("SELECT id, data FROM profiles ORDER BY id")
+        profiles = [profile for profile in map(self._loaded, rows) if profile is not None]
         return [p for p in profiles if tag is None or tag.lower() in p.tags]
 
     def find(self, profile_id: str) -> VoiceProfile | None:
         if not NAME_PATTERN.fullmatch(profile_id or ""):
             return None
-        with self._connect() as db:
-            row = db.execute("SELECT data FROM profiles WHERE id = ?", (profile_id,)).fetchone()
-        return VoiceProfile.model_validate_json(row[0]) if row else None
+        rows = self._read("SELECT id, data FROM profiles WHERE id = ?", (profile_id,))
+        return self._loaded(rows[0]) if rows else None
 
     def get(self, profile_id: str) -> VoiceProfile:
         profile = self.find(profile_id)
@@ -160,7 +118,7 @@ class VoiceStore:
 
     def create(self, profile: VoiceProfile, reference_wav: bytes | None = None) -> VoiceProfile:
         check_name(profile.id)  # again: the id becomes a folder name
-        with self._lock:
+        with self._writing("the voice profile"):
             if self.find(profile.id) is not None:
                 raise ConflictError(
                     f"a voice profile named {profile.id!r} exists already; pick another name or "
@@ -172,22 +130,24 @@ class VoiceStore:
             profile = profile.model_copy(
                 update={"created_at": now, "updated_at": now, "has_reference": bool(reference_wav)}
             )
-            if reference_wav:
-                self._write_reference(profile.id, reference_wav)
-            with self._connect() as db:
-                db.execute(
-                    "INSERT INTO profiles (id, data, created_at, updated_at) VALUES (?, ?, ?, ?)",
-                    (profile.id, profile.model_dump_json(), now, now),
-                )
+            try:
+                with self._new_reference(profile.id, reference_wav), self._connect() as db:
+                    db.execute(
+                        "INSERT INTO profiles (id, data, created_at, updated_at) "
+                        "VALUES (?, ?, ?, ?)",
+                        (profile.id, profile.model_dump_json(), now, now),
+                    )
+            except BaseException:
+                # Without its row nothing of the profile may stay, not even an empty folder.
+                shutil.rmtree(self.profiles_dir / profile.id, ignore_errors=True)
+                raise
             return profile
 
     def update(
         self, profile_id: str, fields: dict[str, Any], reference_wav: bytes | None = None
     ) -> VoiceProfile:
-        with self._lock:
+        with self._writing("the voice profile"):
             current = self.get(profile_id)
-            if reference_wav and current.has_reference:
-                self.backup()  # the old audio is about to go
             unknown = set(fields) - UPDATABLE_FIELDS
             if unknown:
                 raise InvalidRequestError(
@@ -202,9 +162,9 @@ class VoiceStore:
                 first = error.errors()[0]
                 field = ".".join(str(part) for part in first["loc"])
                 raise InvalidRequestError(f"{field}: {first['msg']}", param=field) from error
-            if reference_wav:
-                self._write_reference(profile.id, reference_wav)
-            with self._connect() as db:
+            if reference_wav and current.has_reference:
+                self.backup()  # the old audio is about to go
+            with self._new_reference(profile.id, reference_wav), self._connect() as db:
                 db.execute(
                     "UPDATE profiles SET data = ?, updated_at = ? WHERE id = ?",
                     (profile.model_dump_json(), profile.updated_at, profile.id),
@@ -212,7 +172,7 @@ class VoiceStore:
             return profile
 
     def delete(self, profile_id: str) -> None:
-        with self._lock:
+        with self._writing("the deletion"):
             self.get(profile_id)
             self.backup()
             with self._connect() as db:
@@ -226,22 +186,32 @@ class VoiceStore:
         """A self-contained package: ``<id>.zip`` holding profile.json and the reference audio."""
         profile = self.get(profile_id)
         output_dir = Path(output_dir)
-        output_dir.mkdir(parents=True, exist_ok=True)
         target = output_dir / f"{profile.id}.zip"
-        with _atomic_file(target) as temporary:
-            with zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as package:
-                package.writestr(PROFILE_FILE, profile.model_dump_json(indent=2))
-                reference = self.reference_path(profile.id)
-                if reference:
-                    package.write(reference, REFERENCE_FILE)
+        with storage_errors("the package"):
+            output_dir.mkdir(parents=True, exist_ok=True)
+            with _atomic_file(target) as temporary:
+                with zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as package:
+                    package.writestr(PROFILE_FILE, profile.model_dump_json(indent=2))
+                    reference = self.reference_path(profile.id)
+                    if reference:
+                        package.write(reference, REFERENCE_FILE)
         return target
 
     def read_package(self, path: Path) -> tuple[VoiceProfile, bytes | None]:
-        """A package's profile and audio bytes, checked: known members only, sizes bounded."""
+        """A package's profile and audio bytes, checked: known members only, sizes bounded (as
+        they inflate: the sizes in a zip's headers are only its claims)."""
         try:
+            if lists_more_than(path, len(PACKAGE_LIMITS)):
+                raise InvalidRequestError(
+                    f"the package holds more than a voice package's {PROFILE_FILE} and "
+                    f"{REFERENCE_FILE}",
+                    param="package",
+                    code="invalid_package",
+                )
             with zipfile.ZipFile(path) as package:
-                members = {info.filename: info for info in package.infolist()}
-                unexpected = set(members) - {PROFILE_FILE, REFERENCE_FILE}
+                members = package.infolist()
+                names = [info.filename for info in members]
+                unexpected = set(names) - set(PACKAGE_LIMITS)
                 if unexpected:  # covers "../x", absolute paths and anything else (zip-slip)
                     raise InvalidRequestError(
                         f"the package holds unexpected files: {', '.join(sorted(unexpected))}; "
@@ -249,27 +219,24 @@ class VoiceStore:
                         param="package",
                         code="invalid_package",
                     )
-                if PROFILE_FILE not in members:
+                if len(set(names)) < len(names):
+                    raise InvalidRequestError(
+                        "the package holds a file twice", param="package", code="invalid_package"
+                    )
+                if PROFILE_FILE not in names:
                     raise InvalidRequestError(
                         f"the package has no {PROFILE_FILE}",
                         param="package",
                         code="invalid_package",
                     )
-                limits = {
-                    PROFILE_FILE: MAX_PACKAGE_JSON_BYTES,
-                    REFERENCE_FILE: MAX_PACKAGE_AUDIO_BYTES,
+                contents = {
+                    info.filename: b"".join(
+                        member_chunks(package, info, PACKAGE_LIMITS[info.filename], "package")
+                    )
+                    for info in members
                 }
-                for name, info in members.items():
-                    if info.file_size > limits[name]:
-                        raise InvalidRequestError(
-                            f"{name} in the package is {info.file_size} bytes; at most "
-                            f"{limits[name]}",
-                            param="package",
-                            code="package_too_large",
-                        )
-                profile = VoiceProfile.model_validate_json(package.read(PROFILE_FILE))
-                audio = package.read(REFERENCE_FILE) if REFERENCE_FILE in members else None
-        except (zipfile.BadZipFile, OSError) as error:
+            profile = VoiceProfile.model_validate_json(contents[PROFILE_FILE])
+        except (*ZIP_ERRORS, OSError) as error:
             raise InvalidRequestError(
                 f"not a voice package: {error}", param="package", code="invalid_package"
             ) from error
@@ -279,24 +246,26 @@ class VoiceStore:
                 param="package",
                 code="invalid_package",
             ) from error
-        return profile, audio
+        return profile, contents.get(REFERENCE_FILE)
 
     def backup(self) -> Path:
-        """A zip of the whole store (a consistent SQLite copy plus every reference file)."""
-        with self._lock:
+        """A zip of the whole store (a consistent SQLite copy plus every reference file), which
+        holds what the store serves: so that every backup taken can be restored, rows the
+        store skips are left out."""
+        with self._writing("a backup"):
             self.backups_dir.mkdir(parents=True, exist_ok=True)
-            stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{time.time_ns() % 10**9:09d}"
-            target = self.backups_dir / f"voices-{stamp}.zip"
+            target = self.backups_dir / f"voices-{_stamp()}.zip"
             with tempfile.TemporaryDirectory(dir=self.root) as scratch:
-                snapshot = Path(scratch) / "voices.db"
+                snapshot = Path(scratch) / DATABASE_FILE
                 with (
                     self._connect() as source,
                     contextlib.closing(sqlite3.connect(snapshot)) as copy,
                 ):
                     source.backup(copy)
+                drop_bad_rows(snapshot)
                 with _atomic_file(target) as temporary:
                     with zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as archive:
-                        archive.write(snapshot, "voices.db")
+                        archive.write(snapshot, DATABASE_FILE)
                         for reference in sorted(self.profiles_dir.glob(f"*/{REFERENCE_FILE}")):
                             archive.write(
                                 reference, f"profiles/{reference.parent.name}/{REFERENCE_FILE}"
@@ -310,8 +279,12 @@ class VoiceStore:
         return sorted(self.backups_dir.glob("voices-*.zip"), reverse=True)
 
     def restore(self, backup: Path | None = None) -> Path:
-        """Replace the store with a backup (the newest by default), backing up the current one."""
-        with self._lock:
+        """Replace the store with a backup (the newest by default) once all of it is checked: a
+        zip of known names within their sizes, a voices.db SQLite finds whole, holding valid
+        profiles whose audio is there. The store it replaces is backed up first, so restoring
+        that backup undoes a restore. Allowed on a read-only store: it is how a damaged one is
+        repaired."""
+        with self._lock, storage_errors("the restored voice store"):
             available = self.backups()
             source = Path(backup) if backup else (available[0] if available else None)
             if source is None or not source.exists():
@@ -320,56 +293,177 @@ class VoiceStore:
                     param="backup",
                     code="backup_not_found",
                 )
-            with zipfile.ZipFile(source) as archive:
-                names = archive.namelist()
-                allowed = re.compile(
-                    rf"^(voices\.db|profiles/[a-z0-9][a-z0-9_-]{{0,63}}/{REFERENCE_FILE})$"
-                )
-                if "voices.db" not in names or not all(allowed.fullmatch(name) for name in names):
+            staging = Path(tempfile.mkdtemp(dir=self.root, prefix=".restore-"))
+            try:
+                unpack_backup(source, staging)
+                problem = database_problem(staging / DATABASE_FILE) or profiles_problem(staging)
+                if problem:
                     raise InvalidRequestError(
-                        f"{source.name} is not a voxserve voice backup",
+                        f"{source.name} cannot be restored: {problem}",
                         param="backup",
                         code="invalid_backup",
                     )
-                self.backup()
-                staging = Path(tempfile.mkdtemp(dir=self.root, prefix=".restore-"))
-                archive.extractall(staging)  # names checked above: nothing escapes `staging`
-            # Swap whole directories by rename: the store is the old one or the new one, never half.
-            retired = self.root / f".retired-{time.time_ns()}"
-            retired.mkdir()
-            for part in ("voices.db", "profiles"):
-                if (self.root / part).exists():
-                    os.replace(self.root / part, retired / part)
-            for part in ("voices.db", "profiles"):
-                if (staging / part).exists():
-                    os.replace(staging / part, self.root / part)
-            self.profiles_dir.mkdir(exist_ok=True)
-            shutil.rmtree(staging, ignore_errors=True)
-            shutil.rmtree(retired, ignore_errors=True)
+                self._swap_in(staging, kept=self._keep_current())
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+            try:
+                self._open()
+            except (OSError, sqlite3.Error) as error:
+                self._open_read_only(error)
+                raise
             return source
 
     # internals
 
+    def _open(self) -> None:
+        """Ready the store for writing (its folder, the WAL journal, the table), then sweep what
+        a crash left. Raises OSError or sqlite3.Error when it cannot be written."""
+        self.profiles_dir.mkdir(parents=True, exist_ok=True)
+        with contextlib.closing(sqlite3.connect(self.database, timeout=30)) as db:
+            db.execute("PRAGMA journal_mode=WAL")  # kept in the file: set once, here
+            with db:
+                db.execute(SCHEMA)
+        self.read_only = self._read_uri = None
+        self._sweep_orphans()
+
+    def _open_read_only(self, error: Exception) -> None:
+        self.read_only = _reason(error)
+        self._read_uri = self._readable_uri()
+        logger.warning(
+            "the voice store in %s cannot be written (%s): it is read-only, serving %s; speech is "
+            "served, and changes to profiles are refused until it can be written (a damaged "
+            "voices.db is repaired by restoring a backup: voxserve voices restore)",
+            self.root,
+            self.read_only,
+            "the profiles it can read" if self._read_uri else "no profiles (nothing reads it)",
+        )
+
+    def _readable_uri(self) -> str | None:
+        """How SQLite reads a store it cannot write: read-only, or as immutable in a folder where
+        it cannot make the WAL's shared-memory file either; None when neither reads it."""
+        uri = self.database.absolute().as_uri()
+        for query in ("mode=ro", "immutable=1"):
+            try:
+                with contextlib.closing(sqlite3.connect(f"{uri}?{query}", uri=True)) as db:
+                    db.execute("SELECT id, data FROM profiles LIMIT 1").fetchall()
+            except sqlite3.Error:
+                continue
+            return f"{uri}?{query}"
+        return None
+
+    @contextlib.contextmanager
+    def _writing(self, what: str) -> Iterator[None]:
+        """The block under the lock, on a store that can be written (a read-only one is opened
+        again first: the disk may have been freed since), a full disk told as a 507."""
+        with self._lock:
+            if self.read_only is not None:
+                try:
+                    self._open()
+                except (OSError, sqlite3.Error) as error:
+                    self.read_only = _reason(error)
+                    raise InsufficientStorageError(
+                        f"the voice store is read-only ({self.read_only}), so {what} cannot be "
+                        "saved; the server's log says more",
+                        code="store_read_only",
+                    ) from error
+                logger.info("the voice store in %s can be written again", self.root)
+            with storage_errors(what):
+                yield
+
+    def _read(self, query: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        if self.read_only is None:
+            with self._connect() as db:
+                return db.execute(query, parameters).fetchall()
+        if self._read_uri is None:
+            return []
+        with contextlib.closing(sqlite3.connect(self._read_uri, uri=True, timeout=30)) as db:
+            return db.execute(query, parameters).fetchall()
+
+    def _loaded(self, row: tuple[Any, ...]) -> VoiceProfile | None:
+        """The profile a row holds; None, with a warning the first time, for a row holding none
+        (one bad row must not take the listing, or the server's start, with it)."""
+        row_id, data = row
+        try:
+            return row_profile(row_id, data)
+        except ValueError as error:
+            if row_id not in self._skipped:
+                self._skipped.add(row_id)
+                logger.warning(
+                    "the voice store in %s skips the row %.80r: %s (restore a backup to repair it)",
+                    self.root,
+                    row_id,
+                    why_invalid(error),
+                )
+            return None
+
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        connection = sqlite3.connect(self.root / "voices.db", timeout=30)
+        connection = sqlite3.connect(self.database, timeout=30)
         try:
-            connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=FULL")
             with connection:  # one transaction: committed on success, rolled back on error
                 yield connection
         finally:
             connection.close()
 
-    def _write_reference(self, profile_id: str, data: bytes) -> None:
-        folder = self.profiles_dir / profile_id
-        folder.mkdir(parents=True, exist_ok=True)
-        with _atomic_file(folder / REFERENCE_FILE) as temporary:
-            temporary.write_bytes(data)
+    @contextlib.contextmanager
+    def _new_reference(self, profile_id: str, data: bytes | None) -> Iterator[None]:
+        """``data``, when given, in place as the profile's reference while the block commits its
+        row; when the block fails, the reference it replaced is put back, so audio and row agree
+        (a full disk often shows only at the commit)."""
+        if not data:
+            yield
+            return
+        reference = self.profiles_dir / profile_id / REFERENCE_FILE
+        previous = reference.with_name(f".{REFERENCE_FILE}.previous.part")  # swept after a crash
+        previous.unlink(missing_ok=True)
+        replacing = reference.exists()
+        if replacing:
+            _link_or_copy(reference, previous)
+        try:
+            reference.parent.mkdir(parents=True, exist_ok=True)
+            with _atomic_file(reference) as temporary:
+                temporary.write_bytes(data)
+            yield
+        except BaseException:
+            if replacing:
+                os.replace(previous, reference)
+            else:
+                reference.unlink(missing_ok=True)
+            raise
+        finally:
+            previous.unlink(missing_ok=True)
+
+    def _keep_current(self) -> Path | None:
+        """Back up the store a restore replaces; None when that is done. A voices.db that SQLite
+        cannot read makes no restorable backup: the folder returned is where its files are kept,
+        out of the way of restores."""
+        if database_problem(self.database) is None:
+            self.backup()
+            return None
+        return self.backups_dir / f"unreadable-{_stamp()}"
+
+    def _swap_in(self, staging: Path, kept: Path | None) -> None:
+        """Swap whole files and folders by rename: the store is the old one or the new one, never
+        half. voices.db leaves with its WAL and shared-memory files, which belong to it."""
+        retired = kept or self.root / f".retired-{time.time_ns()}"
+        retired.mkdir(parents=True)
+        for part in (DATABASE_FILE, f"{DATABASE_FILE}-wal", f"{DATABASE_FILE}-shm", "profiles"):
+            if (self.root / part).exists():
+                os.replace(self.root / part, retired / part)
+        for part in (DATABASE_FILE, "profiles"):
+            if (staging / part).exists():
+                os.replace(staging / part, self.root / part)
+        self.profiles_dir.mkdir(exist_ok=True)
+        if kept is None:
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            logger.warning("the unreadable voice store a restore replaced is kept in %s", kept)
 
     def _sweep_orphans(self) -> None:
-        """Folders without a row (a crash between file and row) and leftover temporary files."""
-        known = {profile.id for profile in self.list()}
+        """Folders without a row (a crash between file and row) and leftover temporary files.
+        A row is known by its id alone: the folder of a row that does not load is kept."""
+        known = {row[0] for row in self._read("SELECT id FROM profiles")}
         for folder in self.profiles_dir.iterdir():
             if folder.is_dir() and folder.name not in known:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -377,6 +471,35 @@ class VoiceStore:
             shutil.rmtree(leftover, ignore_errors=True)
         for partial in self.root.rglob("*.part"):
             partial.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def storage_errors(what: str) -> Iterator[None]:
+    """A full or unwritable disk met in the block, raised as the 507 that says so; any other
+    OSError or SQLite error is left as the bug it is."""
+    try:
+        yield
+    except (OSError, sqlite3.Error) as error:
+        refusal = storage_error(error, what)
+        if refusal is None:
+            raise
+        raise refusal from error
+
+
+def _reason(error: Exception) -> str:
+    """An error's reason, without the path an OSError names (clients are told it)."""
+    return error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+
+
+def _stamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + f"-{time.time_ns() % 10**9:09d}"
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # a filesystem without hard links
+        shutil.copyfile(source, target)
 
 
 @contextlib.contextmanager

@@ -1,5 +1,9 @@
 """Loading Higgs Audio V2: model, codec and processor from local directories or the Hub.
 
+A Hub id is fetched only with ``allow_downloads`` (an operator's choice, never a request's);
+without it the weights come from the Hugging Face cache or not at all, and nothing touches the
+network.
+
 The processor is put together from its parts rather than with ``HiggsAudioV2Processor
 .from_pretrained``, which loads the codec named in the checkpoint's ``processor_config.json``: the
 ``audio_tokenizer_path`` setting must win, so that both parts can be local directories offline.
@@ -19,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from voxserve.engines.higgs.settings import HiggsSettings
-from voxserve.errors import EngineUnavailableError
+from voxserve.errors import EngineUnavailableError, InvalidRequestError
 
 SAMPLE_RATE = 24000
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
@@ -39,6 +43,11 @@ class Runtime:
 
 
 def load_runtime(config: HiggsSettings, device: str, max_batch: int) -> Runtime:
+    # First: an engine with no weights here is refused before anything is imported or read.
+    codec_path = _locate(config, "audio tokenizer", "audio_tokenizer_path")
+    model_path = _locate(config, "model", "model_path")
+    offline = not config.allow_downloads
+
     from voxserve.engines.higgs import torchaudio_compat
 
     torchaudio_compat.install()  # before the codec's module imports torchaudio
@@ -67,12 +76,11 @@ def load_runtime(config: HiggsSettings, device: str, max_batch: int) -> Runtime:
             )
         attention = "flash_attention_2"
 
-    codec_path = _locate(config.audio_tokenizer_path, "audio tokenizer", "audio_tokenizer_path")
-    model_path = _locate(config.model_path, "model", "model_path")
     with _missing_weights(config.audio_tokenizer_path, "audio tokenizer", "audio_tokenizer_path"):
         # The codec stays in float32: it is small, and its output is the audio itself.
         codec_class = modeling_higgs_audio_v2_tokenizer.HiggsAudioV2TokenizerModel
-        codec = codec_class.from_pretrained(codec_path).to(device).eval()
+        codec = codec_class.from_pretrained(codec_path, local_files_only=offline)
+        codec = codec.to(device).eval()
     if codec.config.sample_rate != SAMPLE_RATE:
         raise EngineUnavailableError(
             f"the audio tokenizer at {codec_path!r} works at {codec.config.sample_rate} Hz; "
@@ -81,10 +89,13 @@ def load_runtime(config: HiggsSettings, device: str, max_batch: int) -> Runtime:
         )
     with _missing_weights(config.model_path, "model", "model_path"):
         model = HiggsAudioV2ForConditionalGeneration.from_pretrained(
-            model_path, dtype=getattr(torch, dtype_name), attn_implementation=attention
+            model_path,
+            dtype=getattr(torch, dtype_name),
+            attn_implementation=attention,
+            local_files_only=offline,
         )
         model = model.to(device).eval()
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=offline)
     processor = HiggsAudioV2Processor(
         DacFeatureExtractor(
             sampling_rate=codec.config.sample_rate, hop_length=codec.config.hop_length
@@ -124,14 +135,34 @@ def decode_frames(codec: Any, frames: Any) -> np.ndarray:
     return np.clip(audio.float().cpu().numpy(), -1.0, 1.0)
 
 
-def _locate(path: str, what: str, setting: str) -> str:
-    """A local directory, or a Hub id left for transformers to resolve (cache, or online)."""
+def _locate(config: HiggsSettings, what: str, setting: str) -> str:
+    """A local directory, or a Hub id left for transformers to resolve: from the cache, or
+    fetched when downloads are allowed."""
+    path = getattr(config, setting)
     local = Path(path).expanduser()
     if local.is_dir():
         return str(local)
-    if _HUB_ID.fullmatch(path) and not local.exists():
-        return path
-    raise _missing(path, what, setting)
+    if not _HUB_ID.fullmatch(path) or local.exists():
+        raise _missing(path, what, setting)
+    if not (config.allow_downloads or _cached(path)):
+        default = getattr(HiggsSettings, setting)
+        raise InvalidRequestError(
+            f"engine 'higgs' is not set up here: its {what} {path!r} is neither a local "
+            "directory nor in the Hugging Face cache, and downloads are off. Set "
+            f"[engines.higgs] {setting} (HIGGS_{setting.upper()}) to a directory holding it "
+            f"(`hf download {default} --local-dir DIR`), or set allow_downloads = true "
+            "(VOXSERVE_ALLOW_DOWNLOADS) with an [engines.higgs] table to fetch it on first use.",
+            param="model",
+            code="engine_not_configured",
+        )
+    return path
+
+
+def _cached(repo_id: str) -> bool:
+    """Whether the Hugging Face cache holds ``repo_id`` (its config.json): no network."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
 
 
 @contextlib.contextmanager
@@ -153,7 +184,7 @@ def _missing(
     return EngineUnavailableError(
         f"Higgs Audio {what} not found at {path!r}{reason}. Download {default} (for example "
         f"`hf download {default} --local-dir DIR`) and set [engines.higgs] {setting} "
-        f"(or HIGGS_{setting.upper()}) to that directory; a Hub id is fetched only when online, "
-        "or found in the Hugging Face cache.",
+        f"(or HIGGS_{setting.upper()}) to that directory; a Hub id is found in the Hugging Face "
+        "cache, or fetched when allow_downloads is on.",
         code="model_not_found",
     )

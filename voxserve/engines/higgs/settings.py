@@ -25,6 +25,9 @@ class HiggsSettings:
     model_path: str = "bosonai/higgs-audio-v2-generation-3B-base"
     """A local directory, or a Hugging Face Hub id (used only when online or already cached)."""
     audio_tokenizer_path: str = "bosonai/higgs-audio-v2-tokenizer"
+    allow_downloads: bool = False
+    """Fetch a Hub id that is not in the Hugging Face cache. The top-level ``allow_downloads``
+    turns it on when this table exists or higgs is the default engine; never a request."""
     device: str = "auto"
     """auto (CUDA when there is one), cpu, cuda or cuda:N."""
     dtype: str = "auto"
