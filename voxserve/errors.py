@@ -3,7 +3,7 @@
     VoxserveError                  base; carries message, param, code and an HTTP status
     ├── InvalidRequestError        400: the request is wrong (bad field, engine can't honour it)
     ├── UnauthorizedError          401: no API key, or not a valid one
-    ├── ForbiddenError             403: a key without the scope, or a WebSocket's foreign origin
+    ├── ForbiddenError             403: a key without the scope, or a foreign web origin
     ├── NotFoundError              404: unknown voice, model or resource
     ├── ConflictError              409: a name already taken
     ├── PayloadTooLargeError       413: a request body over the limit

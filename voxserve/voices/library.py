@@ -8,13 +8,12 @@ from __future__ import annotations
 import io
 import wave
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from pydantic import ValidationError
 
 from voxserve.config import Settings
-from voxserve.engines.registry import EngineRegistry
 from voxserve.errors import ConflictError, EngineUnavailableError, InvalidRequestError
 from voxserve.voices.backups import REFERENCE_FILE
 from voxserve.voices.profile import VoiceProfile, check_name
@@ -26,6 +25,17 @@ _WAV_HEADER_BYTES = 44
 """The canonical RIFF header of a PCM WAV, as `ReferenceAudio.to_wav_bytes` writes it."""
 
 
+class EngineCatalog(Protocol):
+    """What the library asks of the engine registry to check a profile's engine and voice
+    (voices sit below engines: they are named here, not imported)."""
+
+    def engine_for_model(self, model: str | None) -> Any: ...
+
+    def names(self) -> list[str]: ...
+
+    def resolve_voice(self, voice_id: str | None, model: str | None) -> Any: ...
+
+
 class VoiceLibrary:
     """Profiles whose reference audio is checked, cleaned and, without a transcript, transcribed."""
 
@@ -35,7 +45,7 @@ class VoiceLibrary:
         settings: Settings,
         reserved: set[str] | None = None,
         transcriber: Transcriber | None = None,
-        registry: EngineRegistry | None = None,
+        registry: EngineCatalog | None = None,
     ):
         self.store = store
         self.limits = ReferenceLimits(
