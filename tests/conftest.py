@@ -26,7 +26,7 @@ from voxserve.synthesis.synthesizer import Synthesizer
 def pytest_configure(config: pytest.Config) -> None:
     # Hypothesis keeps its caches in the working directory (the checkout), from collection on:
     # they go with pytest's own cache instead.
-    if config.cache is not None:
+    if getattr(config, "cache", None) is not None:  # absent with -p no:cacheprovider
         set_hypothesis_home_dir(config.cache.mkdir("hypothesis"))
     # The same cases on every run, so the suite passes or fails for the code, not for the draw;
     # HYPOTHESIS_PROFILE=explore draws new ones (and keeps failures in the cache) to hunt bugs.
