@@ -30,7 +30,7 @@ from websockets.sync.client import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.core import start_server  # noqa: E402
+from bench.core import room_for_clients, start_server  # noqa: E402
 
 PORT = 18897
 URL = f"http://127.0.0.1:{PORT}"
@@ -40,13 +40,8 @@ WARM_UP_SECONDS = 8  # the chat preload: ~3 s on two cores, doubled for slower m
 
 
 def server_settings(sockets: int) -> dict[str, str]:
-    """Every client here comes from 127.0.0.1, so the per-address caps are raised above the
-    floods: the bench measures the cost of connections the server accepts, not the refusals."""
-    room = str(sockets + 64)
     return {
-        "VOXSERVE_CONNECTIONS__MAX_WEBSOCKETS_PER_CLIENT": room,
-        "VOXSERVE_CONNECTIONS__MAX_WEBSOCKETS": room,
-        "VOXSERVE_CONNECTIONS__MAX_REQUESTS_PER_CLIENT": room,
+        **room_for_clients(sockets),
         # The chat's one warm-up per process (Whisper, the LLM, the voices) is done at start, so
         # that the chat case measures what each idle socket costs, not that once-only work.
         "VOXSERVE_CHAT__PRELOAD": "true",

@@ -59,6 +59,18 @@ def long_text(words: int) -> str:
     return " ".join(out)
 
 
+def room_for_clients(clients: int) -> dict[str, str]:
+    """Settings for a bench whose clients all come from 127.0.0.1: the per-address connection
+    caps (16 WebSockets, 64 requests in progress) raised above them, so that the bench measures
+    the connections the server serves, not its refusals."""
+    room = str(clients + 64)
+    return {
+        "VOXSERVE_CONNECTIONS__MAX_WEBSOCKETS_PER_CLIENT": room,
+        "VOXSERVE_CONNECTIONS__MAX_WEBSOCKETS": room,
+        "VOXSERVE_CONNECTIONS__MAX_REQUESTS_PER_CLIENT": room,
+    }
+
+
 def start_server(
     port: int, data_dir: str, settings: dict[str, str] | None = None
 ) -> subprocess.Popen:

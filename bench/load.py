@@ -24,7 +24,7 @@ from websockets.sync.client import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.core import SENTENCES, start_server  # noqa: E402
+from bench.core import SENTENCES, room_for_clients, start_server  # noqa: E402
 from voxserve.text import normalize_text  # noqa: E402
 
 RATE = 22050
@@ -98,7 +98,8 @@ def main() -> None:
     args = parser.parse_args()
     outcomes: Counter = Counter()
     with tempfile.TemporaryDirectory() as data_dir:
-        server = start_server(18895, data_dir, {"VOXSERVE_CACHE_MB": args.cache_mb})
+        settings = {"VOXSERVE_CACHE_MB": args.cache_mb, **room_for_clients(args.clients)}
+        server = start_server(18895, data_dir, settings)
         url = "http://127.0.0.1:18895"
         process = psutil.Process(server.pid)
         rss: list[float] = []
