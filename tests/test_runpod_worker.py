@@ -121,6 +121,7 @@ async def test_a_job_answers_a_wav_of_the_prompt(worker: RunpodWorker):
         ({"prompt": "   "}, "prompt: empty or only whitespace"),
         ({"prompt": "Hi.", "top_k": "many"}, "top_k: Input should be a valid integer"),
         ({"prompt": "Hi.", "temperature": 9}, "temperature: Input should be less than"),
+        ({"prompt": "Hi.", "temperature": 0}, "temperature: Input should be greater than 0"),
         ({"prompt": "Hi.", "colour": "red"}, "colour: Extra inputs are not permitted"),
         ({"prompt": "Hi.", "transcript": "Hello."}, "give audio_url with it"),
         (

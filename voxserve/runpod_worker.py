@@ -57,7 +57,7 @@ class WorkerInput(BaseModel):
     voice: str | None = None
     engine: str | None = None
     # None: the engine's configured value (a default here would override the worker's settings).
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    temperature: float | None = Field(None, gt=0.0, le=2.0)  # 0 is no sampling: Higgs refuses it
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     top_k: int | None = Field(None, ge=1)
     max_new_tokens: int | None = Field(None, ge=1)

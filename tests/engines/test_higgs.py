@@ -450,7 +450,11 @@ def test_requests_arriving_together_share_one_batch(higgs_checkpoint):
         assert engine.capabilities.concurrency == 2
         assert engine.worker_stats.largest_batch == 2
         assert engine.worker_stats.batches == 1
-        assert all(results[text] for text in ("One.", "Two words."))
+        # Both answered from that batch. Not "both with audio": which row of the batch a request
+        # gets depends on which thread came first, and that changes what the random model
+        # samples, sometimes its end of audio at once (the CI run that showed it: 1 in ~10).
+        assert set(results) == {"One.", "Two words."}
+        assert all(isinstance(results[text], list) for text in results)
     finally:
         engine.unload()
 

@@ -30,7 +30,7 @@ class VoiceDefaults(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     speed: float | None = Field(None, ge=0.25, le=4.0)
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    temperature: float | None = Field(None, gt=0.0, le=2.0)  # as a request's: 0 is no sampling
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     top_k: int | None = Field(None, ge=1)
     seed: int | None = None
