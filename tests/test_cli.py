@@ -63,3 +63,24 @@ def test_voices_lists_joe_and_its_aliases(run):
     result = run("voices")
     assert result.exit_code == 0
     assert "joe (default)" in result.output and "alloy" in result.output
+
+
+def test_chats_undelete_brings_back_a_deleted_conversation(run, tmp_path: Path):
+    from voxserve.chat.characters import USER, Character, ChatTurn
+    from voxserve.chat.history import ConversationStore, new_id
+
+    conversation_id = new_id()
+    (tmp_path / "data").mkdir()
+    store = ConversationStore(f"sqlite:///{tmp_path / 'data' / 'chat.db'}")
+    ava = Character(name="Ava", voice="warm_female", persona="A guide.")
+    store.add_turn(conversation_id, ChatTurn(USER, "When does it open?"), characters=[ava],
+                   policy="round_robin")  # fmt: skip
+    store.delete(conversation_id)
+
+    result = run("chats", "undelete", conversation_id)
+    assert result.exit_code == 0, result.output
+    assert "When does it open?" in result.output
+    assert store.get(conversation_id).turns == [ChatTurn(USER, "When does it open?")]
+    again = run("chats", "undelete", conversation_id)
+    assert again.exit_code == 1 and "no deleted conversation" in again.output
+    store.close()

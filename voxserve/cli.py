@@ -426,6 +426,30 @@ def voices_restore(context: click.Context, backup: Path | None) -> None:
     stderr.print(f"restored from {source}")
 
 
+@main.group()
+def chats() -> None:
+    """Saved voice-chat conversations."""
+
+
+@chats.command("undelete")
+@click.argument("conversation_id")
+@click.pass_context
+def chats_undelete(context: click.Context, conversation_id: str) -> None:
+    """Bring back a deleted conversation (the latest 100 deleted are kept)."""
+    from voxserve.server.ws_chat import conversation_store
+
+    settings = _settings(context)
+    store = conversation_store(settings)
+    if store is None:
+        raise click.ClickException("chat.keep_history is off: there are no saved conversations")
+    with _errors():
+        try:
+            conversation = store.undelete(conversation_id)
+        finally:
+            store.close()
+    stderr.print(f"brought back {conversation.id} ({conversation.title!r})")
+
+
 def _registry(settings: Settings) -> Any:
     from voxserve.engines.registry import EngineRegistry
 
