@@ -42,7 +42,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from voxserve.config import ApiKey, AuthSettings, ConfigError, Settings
 from voxserve.errors import ForbiddenError, RateLimitedError, UnauthorizedError, VoxserveError
 from voxserve.net import redact_url
-from voxserve.server.errors import error_response
+from voxserve.server.errors import refuse
 
 logger = logging.getLogger("voxserve.auth")
 router = APIRouter()
@@ -305,7 +305,7 @@ class AccessControl:
             if error.status_code == 401:
                 logger.warning("refused %s %s from %s: %s", scope.get("method", "WS"),
                                scope["path"], client[0], error.code)  # fmt: skip
-            await deny(scope, send, error)
+            await refuse(scope, send, error)
             return
         token = _current.set((principal, self.policy.limiter) if principal else None)
         try:
@@ -370,22 +370,6 @@ def _answering_page_subprotocol(send: Send) -> Send:
         await send(message)
 
     return sending
-
-
-async def deny(scope: Scope, send: Send, error: VoxserveError) -> None:
-    """Answer an HTTP request or a WebSocket handshake with ``error``, before any route."""
-    response = error_response(error)
-    if error.status_code == 401:
-        response.headers["www-authenticate"] = "Bearer"
-    if scope["type"] == "http":
-        start = "http.response.start"
-    elif "websocket.http.response" in scope.get("extensions", {}):
-        start = "websocket.http.response.start"  # the handshake answered with our JSON error
-    else:
-        await send({"type": "websocket.close", "code": 1008})
-        return
-    await send({"type": start, "status": error.status_code, "headers": response.raw_headers})
-    await send({"type": start.replace(".start", ".body"), "body": response.body})
 
 
 @router.get("/v1/auth")

@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from voxserve.config import ConnectionSettings
 from voxserve.errors import RateLimitedError, RequestTimeoutError, VoxserveError
-from voxserve.server.errors import error_response
+from voxserve.server.errors import refuse
 
 logger = logging.getLogger("voxserve.server")
 RETRY_AFTER = 1  # seconds: a connection is usually freed soon
@@ -57,7 +57,7 @@ class ConnectionGuard:
         if refusal is not None:
             logger.warning("refused %s %s from %s: %s", scope.get("method", "WS"),
                            scope["path"], client, refusal.message)  # fmt: skip
-            await _refuse(scope, send, refusal)
+            await refuse(scope, send, refusal)
             return
         counts[client] += 1
         try:
@@ -126,25 +126,10 @@ class ConnectionGuard:
             if not timed_out:
                 raise
         if timed_out and not started:
-            await _refuse(scope, send, timeout, close=True)
+            await refuse(scope, send, timeout, close=True)
 
 
 def _too_many(message: str) -> RateLimitedError:
     return RateLimitedError(message, retry_after=RETRY_AFTER, code="too_many_connections")
 
 
-async def _refuse(scope: Scope, send: Send, error: VoxserveError, *, close: bool = False) -> None:
-    """Answer for the app: an HTTP error (``close``: closing the connection after it), or a
-    WebSocket handshake refused."""
-    response = error_response(error)
-    if close:
-        response.headers["connection"] = "close"
-    if scope["type"] == "http":
-        start = "http.response.start"
-    elif "websocket.http.response" in scope.get("extensions", {}):
-        start = "websocket.http.response.start"
-    else:
-        await send({"type": "websocket.close", "code": 1013, "reason": "try again later"})
-        return
-    await send({"type": start, "status": error.status_code, "headers": response.raw_headers})
-    await send({"type": start.replace(".start", ".body"), "body": response.body})

@@ -35,7 +35,8 @@ from voxserve.errors import (
     UnsupportedMediaTypeError,
     VoxserveError,
 )
-from voxserve.server.auth import deny, headers_of
+from voxserve.server.auth import headers_of
+from voxserve.server.errors import refuse
 
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 SIMPLE_BODY_TYPES = frozenset(
@@ -128,7 +129,7 @@ class CrossSiteGuard:
             if not websocket and method in STATE_CHANGING and scope["path"].startswith("/v1/"):
                 _check_body_type(method, scope["path"].rstrip("/"), headers.get("content-type"))
         except VoxserveError as error:
-            await deny(scope, send, error)
+            await refuse(scope, send, error)
             return
         if origin is not None and preflight:
             await _preflight(origin, headers)(scope, receive, send)

@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
-from starlette.types import Scope
+from starlette.types import Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from voxserve.errors import InvalidRequestError, RateLimitedError, VoxserveError, storage_error
@@ -36,6 +36,29 @@ def error_response(error: VoxserveError) -> JSONResponse:
     if isinstance(error, RateLimitedError):
         headers["Retry-After"] = str(error.retry_after)
     return JSONResponse(error.to_dict(), status_code=error.status_code, headers=headers)
+
+
+async def refuse(scope: Scope, send: Send, error: VoxserveError, *, close: bool = False) -> None:
+    """Answer an HTTP request or a WebSocket handshake with ``error``, from a middleware, before
+    any route (``close``: the connection is closed after it). A WebSocket server that cannot
+    answer a handshake with HTTP gets a close instead: 1013, try again later, for what passes
+    (429, 503); 1008, policy violation, for the rest."""
+    response = error_response(error)
+    if close:
+        response.headers["connection"] = "close"
+    if error.status_code == 401:
+        response.headers["www-authenticate"] = "Bearer"
+    if scope["type"] == "http":
+        start = "http.response.start"
+    elif "websocket.http.response" in scope.get("extensions", {}):
+        start = "websocket.http.response.start"  # the handshake answered with our JSON error
+    else:
+        passing = error.status_code in (429, 503)
+        code, reason = (1013, "try again later") if passing else (1008, "")
+        await send({"type": "websocket.close", "code": code, "reason": reason})
+        return
+    await send({"type": start, "status": error.status_code, "headers": response.raw_headers})
+    await send({"type": start.replace(".start", ".body"), "body": response.body})
 
 
 def validation_error(error: ValidationError | RequestValidationError) -> InvalidRequestError:
