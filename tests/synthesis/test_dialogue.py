@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tests.fakes import FakeEngine, make_synthesizer
 from voxserve.audio.frames import AudioChunk
 from voxserve.engines.base import Voice
-from voxserve.errors import InvalidRequestError
+from voxserve.errors import InvalidRequestError, OverloadedError
+from voxserve.request import SpeechRequest
 from voxserve.synthesis.dialogue import (
     DialogueRequest,
     TurnTiming,
@@ -104,3 +107,33 @@ def test_a_dialogue_that_reads_too_long_is_refused_before_any_audio(tmp_path):
     assert caught.value.param == "turns" and caught.value.code == "input_too_long"
     words = DialogueRequest(turns=[{"speaker": "A", "text": "Hello there. " * 30}])
     assert prepare_dialogue(synthesizer, words).plans[0]  # as long written, but not spelled out
+
+
+async def test_a_dialogue_holds_its_place_on_the_engine_from_first_turn_to_last(tmp_path):
+    # With one stream and one queue place, a dialogue asked for admission again at every turn:
+    # between its turns the place went to a waiting request, another one filled the queue, and
+    # turn 2 was refused (429) after turn 1's audio had gone out in a 200.
+    synthesizer = make_synthesizer(
+        FakeEngine(delay=0.02), data_dir=tmp_path, max_streams_per_engine=1, max_queue=1
+    )
+    request = DialogueRequest(turns=[{"speaker": "A", "text": "One. Two."}, {"text": "Three."}])
+    dialogue = prepare_dialogue(synthesizer, request)
+
+    async def speak(text: str) -> list:
+        return [chunk async for chunk in synthesizer.stream(SpeechRequest(input=text))]
+
+    waiting = third = None
+    timings = []
+    async for item in render_dialogue(synthesizer, dialogue):
+        if waiting is None and isinstance(item, AudioChunk):
+            waiting = asyncio.create_task(speak("Waiting."))  # queued behind the dialogue
+            await asyncio.sleep(0.01)
+        if isinstance(item, TurnTiming):
+            timings.append(item)
+            if third is None:  # between the turns, another client asks
+                third = asyncio.create_task(speak("Third."))
+                await asyncio.sleep(0.01)
+    assert [timing.index for timing in timings] == [0, 1]
+    with pytest.raises(OverloadedError):
+        await third  # the queue holds the waiting request: the dialogue never gave up its place
+    assert await waiting

@@ -222,26 +222,33 @@ def _distinct_voices(synthesizer: Synthesizer, model: str | None) -> list[str]:
 async def render_dialogue(
     synthesizer: Synthesizer, dialogue: PreparedDialogue, progress: ProgressCallback | None = None
 ) -> AsyncIterator[AudioChunk | TurnTiming]:
-    """The dialogue's audio, each turn followed by its timing."""
+    """The dialogue's audio, each turn followed by its timing. Every engine it uses admits it
+    once, before its first audio, and holds its place to the last turn."""
     position, started = 0.0, time.monotonic()
     planned = zip(dialogue.turns, dialogue.plans, strict=True)
-    for index, ((turn, voicing), segments) in enumerate(planned):
-        if index and dialogue.pause:
-            yield AudioChunk(silence(dialogue.pause, dialogue.sample_rate), dialogue.sample_rate)
-            position += dialogue.pause
-        start = position
-        if segments:
-            rendered = synthesizer.render(voicing, iterate(segments))
-        else:  # only markup or code ("`x`"): a moment of silence, as a speech request answers
-            rendered = _nothing_to_say(dialogue.sample_rate)
-        async with contextlib.aclosing(rendered) as items:
-            async for item in items:
-                if isinstance(item, AudioChunk):
-                    position += item.duration
-                    yield item
-        yield TurnTiming(index, turn.speaker, voicing.voice.id, start, position)
-        if progress is not None:
-            progress(progress_report(index + 1, len(dialogue.turns), position, started))
+    engines = [voicing.engine for _, voicing in dialogue.turns]
+    async with synthesizer.admit(engines) as admitted:
+        for index, ((turn, voicing), segments) in enumerate(planned):
+            if index and dialogue.pause:
+                yield AudioChunk(
+                    silence(dialogue.pause, dialogue.sample_rate), dialogue.sample_rate
+                )
+                position += dialogue.pause
+            start = position
+            if segments:
+                rendered = synthesizer.render(
+                    voicing, iterate(segments), admitted=admitted[voicing.engine.name]
+                )
+            else:  # only markup or code ("`x`"): a moment of silence, as a speech request answers
+                rendered = _nothing_to_say(dialogue.sample_rate)
+            async with contextlib.aclosing(rendered) as items:
+                async for item in items:
+                    if isinstance(item, AudioChunk):
+                        position += item.duration
+                        yield item
+            yield TurnTiming(index, turn.speaker, voicing.voice.id, start, position)
+            if progress is not None:
+                progress(progress_report(index + 1, len(dialogue.turns), position, started))
 
 
 async def _nothing_to_say(sample_rate: int) -> AsyncIterator[AudioChunk]:

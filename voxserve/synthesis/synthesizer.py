@@ -366,16 +366,35 @@ class Synthesizer:
             ):
                 yield data
 
+    @contextlib.asynccontextmanager
+    async def admit(self, engines: Iterable[Engine]) -> AsyncIterator[dict[str, StreamClock]]:
+        """Stream places on each engine, by name, held together for a request made of several
+        renders (a dialogue's turns): admitted once, before any audio, so that a later turn
+        cannot be refused (429) after the first turn's audio went out in a 200."""
+        async with contextlib.AsyncExitStack() as held:
+            clocks: dict[str, StreamClock] = {}
+            for engine in engines:
+                if engine.name not in clocks:
+                    clocks[engine.name] = await held.enter_async_context(self._admission(engine))
+            yield clocks
+
+    @contextlib.asynccontextmanager
+    async def _admission(self, engine: Engine) -> AsyncIterator[StreamClock]:
+        async with self.scheduler(engine).stream() as clock, self.registry.in_use(engine.name):
+            yield clock
+
     async def render(
         self,
         voicing: Voicing,
         segments: AsyncIterable[Segment],
         total: int | None = None,
         progress: ProgressCallback | None = None,
+        admitted: StreamClock | None = None,
     ) -> AsyncIterator[AudioChunk | SpokenSegment]:
         """Audio chunks, each segment followed by its ``SpokenSegment`` once fully delivered.
 
-        Waits for a stream place on the engine first (raises OverloadedError if the queue is full).
+        Waits for a stream place on the engine first (raises OverloadedError if the queue is
+        full), unless the caller holds one already (``admitted``, from `admit`).
         """
         engine, sample_rate = voicing.engine, voicing.sample_rate
         if engine.capabilities.carries_context and voicing.options.context_id is None:
@@ -383,7 +402,8 @@ class Synthesizer:
             options = replace(voicing.options, context_id=uuid.uuid4().hex)
             voicing = replace(voicing, options=options)
         scheduler = self.scheduler(engine)
-        async with scheduler.stream() as clock, self.registry.in_use(engine.name):
+        async with contextlib.AsyncExitStack() as held:
+            clock = admitted or await held.enter_async_context(self._admission(engine))
             await self.registry.ensure_loaded(engine.name)
             queue: asyncio.Queue = asyncio.Queue()
             # Unbounded queue, bounded in segments: the producer takes a place before synthesizing
@@ -418,7 +438,7 @@ class Synthesizer:
                                     engine.name, clock.first_audio_at - started
                                 )
                         position += len(output)
-                        clock.audio_seconds = position / sample_rate
+                        clock.audio_seconds += len(output) / sample_rate
                         yield AudioChunk(output, sample_rate)
                     if piece.last:
                         done += 1
