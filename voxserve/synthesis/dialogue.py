@@ -33,6 +33,7 @@ from voxserve.synthesis.synthesizer import (
     ProgressCallback,
     Synthesizer,
     Voicing,
+    check_spoken_length,
     iterate,
     progress_report,
 )
@@ -150,17 +151,11 @@ def _plan_turn(
 
 
 def _check_spoken_length(settings: Settings, plans: list[list[Segment]]) -> None:
-    """Numbers and symbols spelled out read about five times longer than written: a dialogue may
-    read as long as its characters allow, by the same ratio as a speech request."""
+    """A dialogue may read as long as its characters allow, by the same ratio as a speech
+    request."""
     spoken = sum(len(segment.text) for plan in plans for segment in plan)
     limit = settings.max_dialogue_chars * settings.max_spoken_chars // settings.max_input_chars
-    if spoken > limit:
-        raise InvalidRequestError(
-            f"the dialogue reads as {spoken} characters once numbers and symbols are spelled "
-            f"out; the maximum is {limit}",
-            param="turns",
-            code="input_too_long",
-        )
+    check_spoken_length(spoken, limit, "turns", "the dialogue")
 
 
 def _as_one_cast(

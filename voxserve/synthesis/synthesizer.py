@@ -323,13 +323,7 @@ class Synthesizer:
             )
         voicing = self.voicing(request, reference)
         text = normalize_text(request.input) if request.normalize else request.input
-        if len(text) > self.settings.max_spoken_chars:
-            raise InvalidRequestError(
-                f"input reads as {len(text)} characters once numbers and symbols are spelled "
-                f"out; the maximum is {self.settings.max_spoken_chars}",
-                param="input",
-                code="input_too_long",
-            )
+        check_spoken_length(len(text), self.settings.max_spoken_chars, "input", "input")
         # No segments ("...", an emoji) is a request with nothing to say, not a bad one: clients
         # that speak an LLM's reply a sentence at a time send such pieces, and a refusal would
         # break their reply. It answers a moment of silence (``stream``); only blank input is
@@ -525,6 +519,18 @@ class Synthesizer:
             wrapped = EngineError(f"engine {engine.name!r} failed: {error}", code="engine_failed")
             wrapped.__cause__ = error
             queue.put_nowait(wrapped)
+
+
+def check_spoken_length(length: int, limit: int, param: str, what: str) -> None:
+    """Refuse text that reads longer than ``limit`` once normalized: numbers and symbols spelled
+    out read about five times longer than written, and would run for minutes."""
+    if length > limit:
+        raise InvalidRequestError(
+            f"{what} reads as {length} characters once numbers and symbols are spelled out; "
+            f"the maximum is {limit}",
+            param=param,
+            code="input_too_long",
+        )
 
 
 def _no_audio(engine: Engine, segment: Segment) -> VoxserveError:
