@@ -16,7 +16,7 @@ else
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 endif
 
-.PHONY: serve test lint bench constraints clean
+.PHONY: serve test lint bench constraints clean unasync
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,10 +47,15 @@ serve: $(VENV)/.serve-installed
 	$(BIN)/voxserve serve
 
 lint: $(VENV)/.test-installed
-	$(BIN)/ruff check voxserve tests bench
+	$(BIN)/ruff check voxserve tests bench scripts
 
 test: lint
 	$(BIN)/python -m pytest
+
+# The blocking client is made from the async one: run this after changing
+# voxserve/client/_async.py (tests/test_unasync.py fails while they differ).
+unasync: | $(BIN)/python
+	$(BIN)/python scripts/unasync.py
 
 bench: $(VENV)/.test-installed
 	$(BIN)/python bench/core.py

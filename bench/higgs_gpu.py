@@ -8,8 +8,9 @@
     first/complete  first audio against the moment all of a request's audio is ready, which is
                     what a non-streaming response would wait for
 
-Weights: the real checkpoint where the engine finds it (``HIGGS_MODEL_PATH`` and
-``HIGGS_AUDIO_TOKENIZER_PATH``, or ``--model-path``/``--audio-tokenizer-path``); otherwise the
+Weights: the real checkpoint where the engine finds it (``[engines.higgs]`` ``model_path`` and
+``audio_tokenizer_path`` in voxserve's configuration, ``VOXSERVE_ENGINES__HIGGS__MODEL_PATH``...,
+or ``--model-path``/``--audio-tokenizer-path``); otherwise the
 published architecture at full size with random weights, made never to end its audio stream, so
 that every request generates exactly ``--seconds`` of audio and the compute timed is honest.
 ``--tiny`` runs the tiny architecture on the CPU instead (a quick check that the bench works; its
@@ -33,6 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.core import SENTENCES  # noqa: E402
+from voxserve.config import load_settings  # noqa: E402
 from voxserve.engines.base import SynthesisOptions  # noqa: E402
 from voxserve.engines.higgs import HiggsEngine  # noqa: E402
 from voxserve.engines.higgs.random_model import FULL_MODEL, TINY_MODEL, build_checkpoint  # noqa: E402
@@ -85,16 +87,17 @@ def run_requests(engine: HiggsEngine, count: int) -> dict:
 def weights(args: argparse.Namespace, scratch: Path) -> tuple[dict, str]:
     """Engine settings for the real checkpoint if present, else a random one built now."""
     if not args.tiny:
-        configured = HiggsSettings.from_sources(
-            {
-                key: value
-                for key, value in (
-                    ("model_path", args.model_path),
-                    ("audio_tokenizer_path", args.audio_tokenizer_path),
-                )
-                if value
-            }
-        )
+        given = {
+            key: value
+            for key, value in (
+                ("model_path", args.model_path),
+                ("audio_tokenizer_path", args.audio_tokenizer_path),
+            )
+            if value
+        }
+        table = {**load_settings().engine_settings("higgs"), **given}
+        configured = HiggsEngine.settings_from(table)
+        assert isinstance(configured, HiggsSettings)
         if Path(configured.model_path).is_dir() and Path(configured.audio_tokenizer_path).is_dir():
             return {
                 "model_path": configured.model_path,

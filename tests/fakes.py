@@ -18,17 +18,18 @@ from fastapi.responses import StreamingResponse
 
 from voxserve.audio.frames import AudioChunk
 from voxserve.config import Settings
-from voxserve.engines.base import Capabilities, Engine, SynthesisOptions, Voice
+from voxserve.engines.base import BlockingEngine, Capabilities, SynthesisOptions, Voice, Voicing
 from voxserve.engines.registry import EngineRegistry
 from voxserve.request import SpeechRequest
 from voxserve.synthesis.synthesizer import SpokenSegment, Synthesizer
 
 
-class FakeEngine(Engine):
+class FakeEngine(BlockingEngine):
     """Speaks a 220 Hz tone, ``seconds_per_char`` long per character, in ``chunks`` pieces.
 
     ``delay`` seconds pass before each piece; text containing ``fail_on`` raises; text containing
-    ``silent_on`` yields nothing. Every call is recorded in ``calls``.
+    ``silent_on`` yields nothing. Every call is recorded in ``calls``. Capabilities are read
+    once, on first use: set the constructor's arguments, not the attributes, to change them.
     """
 
     name = "fake"
@@ -45,8 +46,10 @@ class FakeEngine(Engine):
         max_input_chars: int = 200,
         cloning: bool = False,
         sampling: bool = False,
+        instructions: bool = False,
+        **settings,
     ):
-        super().__init__()
+        super().__init__(settings)
         self.sample_rate = sample_rate
         self.seconds_per_char = seconds_per_char
         self.chunks = chunks
@@ -56,6 +59,7 @@ class FakeEngine(Engine):
         self.max_input_chars = max_input_chars
         self.cloning = cloning
         self.sampling = sampling
+        self.instructions = instructions
         self.options: list[SynthesisOptions] = []
         self.calls: list[str] = []
         self.finished: list[str] = []
@@ -63,8 +67,7 @@ class FakeEngine(Engine):
         self.last_chunk_at = 0.0
         self._lock = threading.Lock()
 
-    @property
-    def capabilities(self) -> Capabilities:
+    def describe(self) -> Capabilities:
         return Capabilities(
             sample_rate=self.sample_rate,
             languages=("en",),
@@ -73,6 +76,7 @@ class FakeEngine(Engine):
             streaming=self.chunks > 1,
             cloning=self.cloning,
             sampling=self.sampling,
+            instructions=self.instructions,
         )
 
     def voices(self) -> list[Voice]:
@@ -99,6 +103,12 @@ class FakeEngine(Engine):
             yield AudioChunk(piece, self.sample_rate)
         with self._lock:
             self.finished.append(text)
+
+
+def fake_voicing(language: str = "en", engine: FakeEngine | None = None) -> Voicing:
+    """The fake's ``tone`` voice, speaking ``language``: for planning text without a synthesizer."""
+    voice = Voice("tone", "fake", "tone", language)
+    return Voicing(engine or FakeEngine(), voice, 16000, SynthesisOptions(voice="tone"))
 
 
 class FaultySynthesizer(Synthesizer):

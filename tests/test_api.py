@@ -11,8 +11,8 @@ import pytest
 from tests.fakes import FakeEngine, make_synthesizer
 from voxserve.api import dialogue_to_file, synthesize_to_file, synthesize_to_file_async
 from voxserve.audio import decode_audio
-from voxserve.errors import EngineError
-from voxserve.synthesis.dialogue import DialogueRequest
+from voxserve.errors import EngineError, InvalidRequestError
+from voxserve.request import DialogueRequest
 
 TEXT = "Hello there. Written to a file."
 
@@ -54,3 +54,13 @@ async def test_a_dialogue_is_written_from_inside_an_event_loop(tmp_path: Path):
     timings = dialogue_to_file(request, path, synthesizer=make_synthesizer(FakeEngine()))
     assert [(t.speaker, t.voice) for t in timings] == [("A", "tone"), ("B", "low")]
     assert decode_audio(path.read_bytes()).duration == pytest.approx(timings[-1].end, abs=0.05)
+
+
+def test_timestamps_are_refused_for_an_engine_that_cannot_time_its_words(tmp_path: Path):
+    synthesizer = make_synthesizer(FakeEngine())
+    with pytest.raises(InvalidRequestError) as refused:
+        synthesize_to_file(
+            TEXT, tmp_path / "out.wav", synthesizer=synthesizer, timestamps=tmp_path / "out.json"
+        )
+    assert refused.value.param == "timestamps"
+    assert list(tmp_path.iterdir()) == []  # refused before any audio was written

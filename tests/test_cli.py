@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,19 @@ def test_say_reads_standard_input_and_takes_voice_and_speed(run, tmp_path: Path)
     )
     assert run("say", "-", "-o", str(fast), "--speed", "1.6", stdin=text).exit_code == 0
     assert decode_audio(fast).duration < decode_audio(slow).duration * 0.7
+
+
+def test_say_writes_when_each_word_is_spoken(run, tmp_path: Path):
+    output, timestamps = tmp_path / "hello.wav", tmp_path / "hello.json"
+    text = "Hello from the command line."
+    result = run("say", text, "-o", str(output), "--timestamps", str(timestamps))
+    assert result.exit_code == 0, result.output
+    words = json.loads(timestamps.read_text())
+    assert [word["word"] for word in words] == text.split()
+    assert all(a["end"] <= b["start"] for a, b in zip(words, words[1:], strict=False))
+    assert 0 <= words[0]["start"] and words[-1]["end"] <= decode_audio(output).duration
+    result = run("say", text, "-o", "-", "-f", "wav", "--timestamps", str(timestamps))
+    assert result.exit_code != 0 and "--timestamps" in result.output
 
 
 def test_say_rejects_what_it_cannot_do(run, tmp_path: Path):

@@ -24,8 +24,7 @@ from tests.fakes import FakeEngine, make_synthesizer
 from voxserve.api import synthesize_to_file
 from voxserve.audio import decode_audio
 from voxserve.config import RunpodSettings
-from voxserve.engines.base import SamplingOptions
-from voxserve.request import SpeechRequest
+from voxserve.request import Sampling, SpeechRequest
 from voxserve.runpod_worker import RunpodWorker
 
 CLIP_TEXT = "Please remember to bring your umbrella tomorrow morning, it will rain."
@@ -150,7 +149,7 @@ async def test_sampling_goes_with_the_request_to_engines_that_sample(tmp_path: P
     for engine in (sampler, fixed):
         worker = RunpodWorker(make_synthesizer(engine, data_dir=tmp_path))
         assert "audio_base64" in await worker.handle(job(prompt="Sample me.", **fields))
-    assert sampler.options[-1].sampling == SamplingOptions(**fields)  # top_p: the engine's own
+    assert sampler.options[-1].sampling == Sampling(**fields)  # top_p: the engine's own
     assert fixed.options[-1].sampling is None  # it does not sample: nothing to pass
 
 
@@ -158,15 +157,15 @@ async def test_sampling_goes_with_the_request_to_engines_that_sample(tmp_path: P
     ("fields", "sampling"),
     [
         ({}, None),
-        ({"temperature": 0.5}, SamplingOptions(temperature=0.5)),
-        ({"top_k": 20, "seed": 3}, SamplingOptions(top_k=20, seed=3)),
+        ({"temperature": 0.5}, Sampling(temperature=0.5)),
+        ({"top_k": 20, "seed": 3}, Sampling(top_k=20, seed=3)),
     ],
 )
 async def test_sampling_a_job_leaves_out_keeps_the_engines_configured_value(
-    tmp_path: Path, fields: dict, sampling: SamplingOptions | None
+    tmp_path: Path, fields: dict, sampling: Sampling | None
 ):
     # Only what the job gives goes to the engine; None everywhere else is the engine's setting
-    # (SamplingOptions), where a worker-side default would override the worker's configuration.
+    # (Sampling), where a worker-side default would override the worker's configuration.
     engine = FakeEngine(sampling=True)
     worker = RunpodWorker(make_synthesizer(engine, data_dir=tmp_path))
     assert "audio_base64" in await worker.handle(job(prompt="Sample me.", **fields))

@@ -5,24 +5,21 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
-from voxserve.audio import AUDIO_FORMATS, fix_wav_header
-from voxserve.audio.frames import AudioChunk
+from voxserve.audio import AUDIO_FORMATS, format_for_path
+from voxserve.audio.frames import AudioChunk, WordTiming
 from voxserve.config import load_settings
 from voxserve.errors import InvalidRequestError
-from voxserve.request import SpeechOptions, SpeechRequest
-from voxserve.synthesis.dialogue import (
-    DialogueRequest,
-    TurnTiming,
-    prepare_dialogue,
-    render_dialogue,
-)
-from voxserve.synthesis.synthesizer import ProgressCallback, Synthesizer, encode_chunks
+from voxserve.request import DialogueRequest, SpeechOptions, SpeechRequest
+from voxserve.streaming import Words, check_word_timings, encode_chunks, encode_stream, whole_audio
+from voxserve.synthesis.dialogue import TurnTiming, prepare_dialogue, render_dialogue
+from voxserve.synthesis.synthesizer import ProgressCallback, Synthesizer
 
 T = TypeVar("T")
 _default_synthesizer: Synthesizer | None = None
@@ -51,28 +48,26 @@ async def synthesize(
             yield chunk
 
 
-def format_for_path(path: str | os.PathLike) -> str | None:
-    """The audio format a file name asks for, if its extension names one."""
-    extension = Path(path).suffix.lower().lstrip(".")
-    extension = {"ogg": "opus", "m4a": "aac", "raw": "pcm"}.get(extension, extension)
-    return extension if extension in AUDIO_FORMATS else None
-
-
 def synthesize_to_file(
     request: SpeechRequest | str,
     path: str | os.PathLike,
     *,
     synthesizer: Synthesizer | None = None,
     progress: ProgressCallback | None = None,
+    timestamps: str | os.PathLike | None = None,
 ) -> Path:
     """Blocking: speak a request into a file, its format taken from the extension when it names one.
 
     The file is written atomically: it appears complete or not at all. Callable from code that
     runs an event loop too (a notebook, an async app), though that loop waits meanwhile; there,
-    ``await synthesize_to_file_async(...)`` instead.
+    ``await synthesize_to_file_async(...)`` instead. ``timestamps``: a second file, written
+    after the audio, with when each word is spoken (JSON: ``[{"word", "start", "end"}]`` in
+    seconds); refused for an engine that does not time its words.
     """
     return run_blocking(
-        synthesize_to_file_async(request, path, synthesizer=synthesizer, progress=progress)
+        synthesize_to_file_async(
+            request, path, synthesizer=synthesizer, progress=progress, timestamps=timestamps
+        )
     )
 
 
@@ -82,6 +77,7 @@ async def synthesize_to_file_async(
     *,
     synthesizer: Synthesizer | None = None,
     progress: ProgressCallback | None = None,
+    timestamps: str | os.PathLike | None = None,
 ) -> Path:
     """``synthesize_to_file`` for async code: the event loop goes on while the file is written."""
     if isinstance(request, str):
@@ -89,11 +85,33 @@ async def synthesize_to_file_async(
     path = Path(path)
     request = request.model_copy(update={"response_format": output_format(path, request)})
     synthesizer = synthesizer or default_synthesizer()
-    prepared = synthesizer.prepare(request)
-    await write_atomically(
-        path, request.response_format, synthesizer.stream_encoded(prepared, progress)
-    )
+    prepared = await asyncio.to_thread(synthesizer.prepare, request)  # resolution, normalizing
+    if timestamps is not None:
+        check_word_timings([prepared.engine])
+    chunks = synthesizer.stream(prepared, progress)
+    pieces = encode_stream(chunks, request.response_format, prepared.sample_rate)
+    words: list[WordTiming] = []
+    await write_atomically(path, request.response_format, _audio_noting_words(pieces, words))
+    if timestamps is not None:
+        listing = json.dumps([word.to_dict() for word in words], indent=2).encode()
+        await write_atomically(Path(timestamps), "json", _one(listing))
     return path
+
+
+async def _audio_noting_words(
+    pieces: AsyncIterator[bytes | Words], words: list[WordTiming]
+) -> AsyncIterator[bytes]:
+    """The audio of ``pieces``, their words added to ``words`` on the way."""
+    async with contextlib.aclosing(pieces):
+        async for piece in pieces:
+            if isinstance(piece, Words):
+                words.extend(piece.words)
+            else:
+                yield piece
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 def dialogue_to_file(
@@ -163,16 +181,17 @@ def output_format(path: Path, request: SpeechOptions) -> str:
     return audio_format or request.response_format
 
 
-async def write_atomically(path: Path, audio_format: str, encoded: AsyncIterator[bytes]) -> None:
-    """Stream encoded audio into ``path`` through a temporary file renamed into place; the file
-    work runs in threads, so the event loop never waits on the disk."""
+async def write_atomically(path: Path, file_format: str, encoded: AsyncIterator[bytes]) -> None:
+    """Stream encoded audio (or any file of ``file_format``) into ``path`` through a temporary
+    file renamed into place; the file work runs in threads, so the event loop never waits on the
+    disk."""
     temporary, file = await asyncio.to_thread(_open_temporary, path)
     try:
         with file:
             async with contextlib.aclosing(encoded):
                 async for data in encoded:
                     await asyncio.to_thread(file.write, data)
-        await asyncio.to_thread(_put_in_place, temporary, path, audio_format)
+        await asyncio.to_thread(_put_in_place, temporary, path, file_format)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
@@ -186,7 +205,7 @@ def _open_temporary(path: Path) -> tuple[Path, BinaryIO]:
     return Path(temporary), os.fdopen(descriptor, "wb")
 
 
-def _put_in_place(temporary: Path, path: Path, audio_format: str) -> None:
-    if audio_format == "wav":  # the sizes in its header are known only now
-        temporary.write_bytes(fix_wav_header(temporary.read_bytes()))
+def _put_in_place(temporary: Path, path: Path, file_format: str) -> None:
+    if file_format == "wav":  # the sizes in its header are known only now
+        temporary.write_bytes(whole_audio(file_format, temporary.read_bytes()))
     os.replace(temporary, path)

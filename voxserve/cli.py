@@ -124,16 +124,22 @@ def new_key(scope: str) -> None:
 @click.option(
     "--no-normalize", is_flag=True, help="Speak the text as written (no number/date/URL reading)."
 )
+@click.option("--timestamps", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write when each word is spoken, as JSON.")  # fmt: skip
 @click.pass_context
 def say(context: click.Context, text: str, output: str, **options: Any) -> None:
     """Speak TEXT (or - to read standard input) into a file."""
-    from voxserve.api import format_for_path, synthesize_to_file
+    from voxserve.api import synthesize_to_file
+    from voxserve.audio import format_for_path
     from voxserve.request import SpeechRequest
     from voxserve.synthesis.synthesizer import Synthesizer
 
     if text == "-":
         text = sys.stdin.read()
     options["normalize"] = not options.pop("no_normalize")
+    timestamps = options.pop("timestamps")
+    if timestamps and output == "-":
+        raise click.BadParameter("needs an output file, not -", param_hint="--timestamps")
     if options["response_format"] is None:
         options["response_format"] = (format_for_path(output) if output != "-" else None) or "mp3"
     try:
@@ -145,14 +151,15 @@ def say(context: click.Context, text: str, output: str, **options: Any) -> None:
         prepared_total = len(synthesizer.prepare(request).segments)
         with _progress_bar(prepared_total) as on_progress:
             path = synthesize_to_file(
-                request, output, synthesizer=synthesizer, progress=on_progress
-            )
+                request, output, synthesizer=synthesizer, progress=on_progress,
+                timestamps=timestamps,
+            )  # fmt: skip
     except ValidationError as error:
         first = error.errors()[0]
         raise click.BadParameter(first["msg"], param_hint=str(first["loc"][0])) from error
     except VoxserveError as error:
         raise click.ClickException(error.message) from error
-    stderr.print(f"wrote {path}")
+    stderr.print(f"wrote {path}" + (f" and {timestamps}" if timestamps else ""))
 
 
 @main.command()
@@ -175,7 +182,7 @@ def dialog(
     import json
 
     from voxserve.api import dialogue_to_file
-    from voxserve.synthesis.dialogue import DialogueRequest
+    from voxserve.request import DialogueRequest
     from voxserve.synthesis.synthesizer import Synthesizer
     from voxserve.text.dialogue import parse_dialogue
 
@@ -215,7 +222,11 @@ def dialog(
 
 
 async def _write_stdout(synthesizer: Any, request: Any) -> None:
-    async for data in synthesizer.stream_encoded(request):
+    from voxserve.streaming import encode_chunks
+
+    prepared = synthesizer.prepare(request)
+    chunks = synthesizer.stream(prepared)
+    async for data in encode_chunks(chunks, request.response_format, prepared.sample_rate):
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
 

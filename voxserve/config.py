@@ -3,8 +3,8 @@
 Nested keys use a double underscore in the environment: ``VOXSERVE_ENGINES__PIPER__THREADS=2``
 sets ``[engines.piper] threads = 2``. Values that look like JSON objects or lists are parsed
 as JSON. A plain string given for a list setting is its comma-separated items:
-``VOXSERVE_ENGINES__RUNPOD__VOICES=joe,warm_female`` (engines read their untyped list settings
-through ``as_list``).
+``VOXSERVE_ENGINES__RUNPOD__VOICES=joe,warm_female``. Each ``[engines.NAME]`` table is checked
+against that engine's ``Settings`` model when the configuration loads.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from types import UnionType
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -26,6 +25,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from voxserve.setting_values import split_list_strings
 
 ENV_PREFIX = "VOXSERVE_"
 DEFAULT_CONFIG_FILE = Path("~/.config/voxserve/config.toml")
@@ -304,8 +305,11 @@ class Settings(BaseModel):
     table) fetch its model weights from the Hugging Face Hub when it first loads. Off: weights
     come from local directories and the Hugging Face cache only, and a request for an engine
     whose weights are not here gets 400 ``engine_not_configured``."""
-    engines: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    """Per-engine tables, e.g. ``[engines.piper] threads = 2``."""
+    # Out of the repr: a table may hold an engine's API key, and the engine's own model (with
+    # its keys as SecretStr) is what the engine keeps.
+    engines: dict[str, dict[str, Any]] = Field(default_factory=dict, repr=False)
+    """Per-engine tables, e.g. ``[engines.piper] threads = 2``; each engine's ``Settings`` model
+    says what its table takes."""
 
     @model_validator(mode="before")
     @classmethod
@@ -330,50 +334,34 @@ class Settings(BaseModel):
             return {**OPENAI_VOICE_DEFAULTS, **value}
         return value
 
+    @field_validator("engines")
+    @classmethod
+    def _engine_tables(cls, tables: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        # Imported here: the registry's engine modules import this one.
+        from voxserve.engines.registry import ENGINE_CLASSES, engine_class
+        from voxserve.errors import EngineUnavailableError
+
+        problems = []
+        for name, table in tables.items():
+            if name not in ENGINE_CLASSES:
+                problems.append(
+                    f"unknown engine {name!r} (engines: {', '.join(sorted(ENGINE_CLASSES))})"
+                )
+                continue
+            try:
+                engine_class(name).settings_from(table)
+            except EngineUnavailableError as error:
+                problems.append(error.message)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return tables
+
     def engine_settings(self, name: str) -> dict[str, Any]:
         return dict(self.engines.get(name, {}))
 
     @property
     def data_path(self) -> Path:
         return self.data_dir.expanduser()
-
-
-def as_list(value: Any) -> Any:
-    """A list setting's value: a string is its comma-separated items (``"joe"`` -> ``["joe"]``,
-    never its letters); anything else is left as it is."""
-    if isinstance(value, str):
-        return [item.strip() for item in value.split(",") if item.strip()]
-    return value
-
-
-def split_list_strings(model: type[BaseModel], data: Any) -> Any:
-    """``data`` for ``model`` with every string given for a list-typed field, in nested sections
-    and dict values too, made a list by ``as_list``. Environment values are strings, and
-    pydantic would refuse them for a list (an untyped setting would iterate their letters)."""
-    if not isinstance(data, Mapping):
-        return data
-    return {
-        key: _listify(model.model_fields[key].annotation, value)
-        if key in model.model_fields else value
-        for key, value in data.items()
-    }  # fmt: skip
-
-
-def _listify(annotation: Any, value: Any) -> Any:
-    origin = get_origin(annotation)
-    if origin in (Union, UnionType):  # list[str] | None
-        for option in get_args(annotation):
-            if option is not type(None):
-                value = _listify(option, value)
-        return value
-    if origin in (list, tuple, set, frozenset):
-        return as_list(value)
-    if origin in (dict, Mapping) and isinstance(value, Mapping):
-        _, item_type = get_args(annotation)
-        return {key: _listify(item_type, item) for key, item in value.items()}
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return split_list_strings(annotation, value)
-    return value
 
 
 class ConfigError(ValueError):
@@ -400,7 +388,8 @@ def load_settings(
             f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}"
             for item in error.errors()
         )
-        raise ConfigError(f"invalid configuration: {problems}") from error
+        # Not chained: pydantic's error repeats the input, keys and passwords included.
+        raise ConfigError(f"invalid configuration: {problems}") from None
 
 
 def _read_toml(config_file: str | os.PathLike | None, environ: Mapping[str, str]) -> dict:

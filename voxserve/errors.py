@@ -13,7 +13,9 @@
     │   └── OverloadedError        429: the engine's queue is full
     ├── EngineUnavailableError     503: an engine's extra is not installed or its model is missing
     ├── InsufficientStorageError   507: the disk is full, or the voice store is read-only
-    ├── EngineError                500: an engine failed while synthesizing
+    ├── EngineError                500: an engine failed while synthesizing; has ``retryable``
+    │   └── NoAudioError           no audio of a segment: 400 for text the engine cannot speak,
+    │                              500 for an engine that samples (another try may speak)
     └── LLMError (chat/llm.py)     502: the chat LLM failed or is unreachable; has ``retryable``
 
 Transports translate these (HTTP: OpenAI's error shape; WebSocket: a JSON error message);
@@ -27,6 +29,8 @@ from __future__ import annotations
 import errno
 import logging
 import sqlite3
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 
 class VoxserveError(Exception):
@@ -119,6 +123,33 @@ class EngineError(VoxserveError):
     status_code = 500
     error_type = "engine_error"
 
+    def __init__(
+        self, message: str, *, param: str | None = None, code: str | None = None,
+        retryable: bool = False,
+    ):  # fmt: skip
+        super().__init__(message, param=param, code=code)
+        self.retryable = retryable
+        """A passing failure (a dropped connection, a busy upstream): the engine tries again
+        while no audio of the segment has gone out."""
+
+
+class NoAudioError(EngineError):
+    """An engine made no audio of a segment. An engine that samples may speak it on another try
+    (the engine failed: 500); one that does not would make the same nothing of it again, so the
+    text is what it cannot speak (a 400, which clients do not retry)."""
+
+    def __init__(self, engine: str, *, unspeakable: bool):
+        if unspeakable:
+            super().__init__(
+                f"engine {engine!r} made no audio of this input: it cannot speak its characters",
+                param="input",
+                code="unspeakable_input",
+            )
+            self.status_code, self.error_type = 400, "invalid_request_error"
+        else:
+            super().__init__(f"engine {engine!r} produced no audio", code="no_audio")
+            self.error_type = "engine_error"
+
 
 def as_client_error(error: Exception, logger: logging.Logger, doing: str) -> VoxserveError:
     """What to tell a client about ``error``, raised while ``doing`` something for it.
@@ -135,6 +166,16 @@ def as_client_error(error: Exception, logger: logging.Logger, doing: str) -> Vox
     )
     internal.__cause__ = error
     return internal
+
+
+def invalid_fields(problems: Sequence[Mapping[str, Any]]) -> InvalidRequestError:
+    """The first of pydantic's problems (``ValidationError.errors()``) as a 400 naming its field:
+    one wording for the server and for the client, which checks a request before sending it."""
+    first = problems[0]
+    location = [str(part) for part in first["loc"] if part not in ("body", "query", "path")]
+    param = ".".join(location) or None
+    message = first["msg"].removeprefix("Value error, ")
+    return InvalidRequestError(f"{param}: {message}" if param else message, param=param)
 
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)

@@ -1,4 +1,5 @@
-"""What every transport builds: OpenAI's speech API fields plus voxserve's extensions."""
+"""What every transport builds: OpenAI's speech API fields plus voxserve's extensions, and
+dialogues (turns, each in its speaker's voice)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from voxserve.text.speakable import drop_control_characters
+from voxserve.text.speakable import drop_control_characters, has_something_to_say
 
 AudioFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
 # An IETF language tag's shape ("en", "en-US", "zh-Hant-TW"; "_" as in locale names): engines
@@ -42,7 +43,8 @@ class SpeechOptions(BaseModel):
     response_format: AudioFormat = "mp3"
     speed: float = Field(1.0, ge=0.25, le=4.0)
     instructions: str | None = None
-    """Style instructions; used by engines that can, ignored by the rest."""
+    """Style instructions; used by engines that can. The rest accept them and name them in the
+    ``X-Ignored-Fields`` response header (OpenAI's clients send them by default)."""
     sample_rate: int | None = Field(None, ge=8000, le=48000)
     """Resample to this rate; None keeps the engine's native rate."""
     language: str | None = None
@@ -65,6 +67,12 @@ class SpeechOptions(BaseModel):
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("instructions")
+    @classmethod
+    def _none_is_none(cls, value: str | None) -> str | None:
+        # Home Assistant's OpenAI TTS integration sends its unset option as the string "None".
+        return None if value is not None and value.strip() == "None" else value
+
     @field_validator("language")
     @classmethod
     def _language_tag(cls, value: str | None) -> str | None:
@@ -73,14 +81,24 @@ class SpeechOptions(BaseModel):
         return value
 
 
-class SpeechRequest(SpeechOptions):
+class Delivery(BaseModel):
+    """How an answer goes out: streamed or whole, audio or SSE events, with word timestamps."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    stream_format: Literal["audio", "sse"] = "audio"
+    stream: bool = True
+    """Stream audio while it is synthesized (False: one complete response)."""
+    timestamps: bool = False
+    """With ``stream`` false: answer JSON, the audio (base64) and when each word is spoken, for
+    engines that time their words. Streamed SSE answers carry word events either way."""
+
+
+class SpeechRequest(SpeechOptions, Delivery):
     """Text to speak and how to speak it. The same fields as ``POST /v1/audio/speech``."""
 
     input: str = Field(min_length=1)
     """The text to speak."""
-    stream_format: Literal["audio", "sse"] = "audio"
-    stream: bool = True
-    """Stream audio while it is synthesized (False: one complete response)."""
 
     @field_validator("input")
     @classmethod
@@ -89,3 +107,28 @@ class SpeechRequest(SpeechOptions):
         if not value.strip():
             raise ValueError("input is empty, or only whitespace and control characters")
         return value
+
+
+class DialogueTurn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    speaker: str = ""
+    text: str = Field(min_length=1)
+    voice: str | None = None
+
+    @field_validator("text")
+    @classmethod
+    def _something_to_say(cls, value: str) -> str:
+        value = drop_control_characters(value)
+        if not has_something_to_say(value):
+            raise ValueError("the turn has nothing to say (no letter or digit)")
+        return value
+
+
+class DialogueRequest(SpeechOptions, Delivery):
+    """``POST /v1/audio/dialogue``: turns, each spoken in its speaker's voice."""
+
+    turns: list[DialogueTurn] = Field(min_length=1, max_length=2000)
+    voices: dict[str, str] = Field(default_factory=dict)
+    """Speaker name -> voice, for speakers without a profile of their name."""
+    pause_between_turns: float = Field(0.4, ge=0.0, le=5.0)

@@ -15,6 +15,9 @@ A job's input (any other field is refused):
     temperature, top_p, top_k, max_new_tokens, seed
                     sampling, for engines that sample (below); a field not given keeps the
                     engine's configured value
+    timestamps      true: the output also has ``timestamps``, when each word is spoken
+                    (``[{"word", "start", "end"}]``, seconds); refused for an engine that does
+                    not time its words
 
 Its output: ``{"audio_base64": a WAV in base64, "duration": seconds, "sample_rate": Hz}``. A job
 that cannot be done answers RunPod's ``{"error": "message"}``, the message naming the field at
@@ -32,15 +35,14 @@ import logging
 import sys
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from voxserve.audio import create_encoder, fix_wav_header
 from voxserve.config import ConfigError, RunpodSettings, load_settings
 from voxserve.errors import EngineError, InvalidRequestError, VoxserveError
 from voxserve.net import fetch_url
 from voxserve.request import Sampling, SpeechRequest
 from voxserve.server.errors import validation_error
+from voxserve.streaming import check_word_timings, client_error, encode_whole
 from voxserve.synthesis.synthesizer import CloneReference, Synthesizer
 
 logger = logging.getLogger("voxserve.runpod")
@@ -62,6 +64,7 @@ class WorkerInput(BaseModel):
     top_k: int | None = Field(None, ge=1)
     max_new_tokens: int | None = Field(None, ge=1)
     seed: int | None = None
+    timestamps: bool = False
 
     @field_validator("prompt")
     @classmethod
@@ -97,18 +100,18 @@ class RunpodWorker:
             return await self.speak(WorkerInput.model_validate(job.get("input")))
         except ValidationError as error:
             return {"error": validation_error(error).message}
-        except VoxserveError as error:
+        except Exception as error:
+            told = client_error(error, logger, f"running job {job.get('id')}")
+            if not isinstance(error, VoxserveError):
+                # A bug (logged, with its traceback), not a sign of a broken GPU: no fresh
+                # worker, or any job that meets it could have RunPod restart workers at will.
+                return {"error": "internal error (see the worker's log)"}
             if not isinstance(error, EngineError):
-                return {"error": error.message}
-            logger.error("job %s: %s", job.get("id"), error.message, exc_info=error.__cause__)
+                return {"error": told.message}
+            logger.error("job %s: %s", job.get("id"), told.message, exc_info=error.__cause__)
             # A failed engine may have left the GPU in a bad state: RunPod replaces the worker
             # after this job rather than let it fail every job that follows.
-            return {"error": error.message, "refresh_worker": True}
-        except Exception:
-            # A bug, not a sign of a broken GPU: no fresh worker, or any job that meets it could
-            # have RunPod restart workers at will.
-            logger.exception("job %s failed", job.get("id"))
-            return {"error": "internal error (see the worker's log)"}
+            return {"error": told.message, "refresh_worker": True}
 
     async def speak(self, job: WorkerInput) -> dict[str, Any]:
         engine = self.synthesizer.registry.engine_for_model(job.engine)
@@ -122,22 +125,25 @@ class RunpodWorker:
         reference = None
         if job.audio_url is not None:
             reference = await self.reference(job.audio_url, job.transcript, job.engine)
-        prepared = self.synthesizer.prepare(request, reference)
-        chunks = [chunk.samples async for chunk in self.synthesizer.stream(prepared)]
-        samples = np.concatenate(chunks)
-        encoder = create_encoder("wav", prepared.sample_rate)
-        wav = fix_wav_header(encoder.encode(samples) + encoder.finish())
-        return {
-            "audio_base64": base64.b64encode(wav).decode("ascii"),
-            "duration": round(len(samples) / prepared.sample_rate, 3),
+        prepared = await asyncio.to_thread(self.synthesizer.prepare, request, reference)
+        if job.timestamps:
+            check_word_timings([prepared.engine])
+        chunks = self.synthesizer.stream(prepared)
+        encoded = await encode_whole(chunks, "wav", prepared.sample_rate)
+        output: dict[str, Any] = {
+            "audio_base64": base64.b64encode(encoded.audio).decode("ascii"),
+            "duration": round(encoded.seconds, 3),
             "sample_rate": prepared.sample_rate,
         }
+        if job.timestamps:
+            output["timestamps"] = [word.to_dict() for word in encoded.words]
+        return output
 
     async def reference(
         self, url: str, transcript: str | None, engine: str | None
     ) -> CloneReference:
         """The clip at ``url``, checked and cleaned (and transcribed if no transcript came)."""
-        self.synthesizer.cloning_engine(engine, "audio_url")  # refuse before downloading
+        self.synthesizer.resolver.cloning_engine(engine, "audio_url")  # refuse before downloading
         audio = await fetch_url(
             url,
             max_bytes=int(self.settings.max_audio_mb * 2**20),
@@ -146,7 +152,8 @@ class RunpodWorker:
             param="audio_url",
         )
         try:
-            return await asyncio.to_thread(self.synthesizer.clone_reference, audio, transcript)
+            resolver = self.synthesizer.resolver
+            return await asyncio.to_thread(resolver.clone_reference, audio, transcript)
         except InvalidRequestError as error:  # the clip's faults, said of the field it came in
             raise InvalidRequestError(
                 f"audio_url: {error.message}", param="audio_url", code=error.code

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.conftest import running
-from tests.fakes import FakeEngine, FaultySynthesizer, collect, make_synthesizer
+from tests.fakes import FakeEngine, FaultySynthesizer, collect, fake_voicing, make_synthesizer
 from voxserve.audio import decode_pcm16
 from voxserve.request import SpeechRequest
 from voxserve.server.app import create_app
@@ -124,7 +124,8 @@ def test_emoji_as_written_between_sentences_are_skipped(server_url):
 def test_what_reaches_an_engine_has_something_to_say_and_no_control_characters():
     # Every path plans through plan_segments, text pushed to the WebSockets unnormalized too
     options = PlanOptions(max_chars=400, sentence_pause=0.2, clause_pause=0.1, small_first=False)
-    segments = plan_segments("One\x00two. !!! \u2042. \u202eThree, ... four.", "v", options)
+    text = "One\x00two. !!! \u2042. \u202eThree, ... four."
+    segments = plan_segments(text, fake_voicing(), options)
     assert [(s.text, s.pause_after) for s in segments] == [
         ("One two.", 0.2),
         ("Three, ... four.", 0),

@@ -176,11 +176,12 @@ def test_a_new_chat_loads_its_ears_and_voices_before_the_first_turn(tmp_path: Pa
     chat = ChatSettings(llm_base_url=url)
     synthesizer = Synthesizer(Settings(data_dir=tmp_path, preload=False, chat=chat))
     with running(create_app(synthesizer=synthesizer)) as http_url:
-        assert not synthesizer.transcriber.loaded and not synthesizer.registry.loaded_names()
+        transcriber = synthesizer.resolver.transcriber
+        assert not transcriber.loaded and not synthesizer.registry.loaded_names()
         with connect(ws_url(http_url)) as ws:
             until(ws, "ready")
             deadline = time.monotonic() + 60
-            while not (synthesizer.transcriber.loaded and synthesizer.registry.is_loaded("piper")):
+            while not (transcriber.loaded and synthesizer.registry.is_loaded("piper")):
                 assert time.monotonic() < deadline, "the chat did not warm up"
                 time.sleep(0.05)
 
@@ -254,9 +255,10 @@ def test_two_clients_at_once_hear_only_their_own_answers(chat_url):
 
 def test_a_slow_llm_is_a_clear_message_and_the_chat_goes_on(tmp_path: Path):
     slow = fake_chat_llm(lambda messages: "Finally, an answer.", delay=3.0)
-    with running(slow) as llm_url, chat_server(
-        tmp_path, llm_url + "/v1", llm_first_token_timeout=0.5
-    ) as url:
+    with (
+        running(slow) as llm_url,
+        chat_server(tmp_path, llm_url + "/v1", llm_first_token_timeout=0.5) as url,
+    ):
         with connect(ws_url(url)) as ws:
             until(ws, "ready")
             send(ws, type="start_listening")
@@ -358,9 +360,12 @@ def test_a_conversation_is_saved_listed_and_resumed(tmp_path: Path, llm):
             send(ws, type="resume", conversation_id="0" * 32)
             assert until(ws, "error")["code"] == "conversation_not_found"
 
-        assert httpx.get(f"{url}/v1/chat/conversations/{conversation_id}").json()["turns"][3][
-            "speaker"
-        ] == "Ava"
+        assert (
+            httpx.get(f"{url}/v1/chat/conversations/{conversation_id}").json()["turns"][3][
+                "speaker"
+            ]
+            == "Ava"
+        )
         assert httpx.delete(f"{url}/v1/chat/conversations/{conversation_id}").json()["deleted"]
         missing = httpx.get(f"{url}/v1/chat/conversations/{conversation_id}")
         assert missing.status_code == 404

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import threading
 import time
+import uuid
 import wave
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,9 +19,19 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse
 
 from tests.conftest import free_port, running
+from tests.fakes import FakeEngine, make_synthesizer
 from voxserve.audio import AudioChunk, decode_audio, decode_pcm16
-from voxserve.client import AsyncClient, Client, ClientError
+from voxserve.client import (
+    AsyncClient,
+    Client,
+    ClientError,
+    DialogueRequest,
+    DialogueTurn,
+    SpeechOptions,
+    SpeechRequest,
+)
 from voxserve.client._protocol import ws_url
+from voxserve.server.app import create_app
 
 NATIVE_RATE = 22050
 PCM_RATE = 24000  # pcm over HTTP is OpenAI's; the WebSocket protocols keep the engine's rate
@@ -28,6 +40,7 @@ TEXT = " ".join(SENTENCES)
 # Tokens as an LLM streams them: words with their leading space, punctuation on its own.
 TOKENS = ["Hello", " there", ".", " How", " are", " you", " today", "?"]
 TOKENS += [" The", " weather", " is", " lovely", "."]
+CLIP_TEXT = "The quick brown fox jumps over the lazy dog. Please remember to bring your umbrella."
 
 
 @pytest.fixture(scope="module")
@@ -85,10 +98,60 @@ def test_an_unknown_voice_is_a_client_error(client: Client):
     assert (caught.value.status, caught.value.param) == (400, "voice")
 
 
-def test_bad_fields_name_themselves(client: Client):
-    with pytest.raises(ClientError) as caught:
-        client.speech("Hi.", speed=9.0)
-    assert (caught.value.status, caught.value.param) == (400, "speed")
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"speed": 9.0}, "speed"),
+        ({"sampling": {"temperature": 5}}, "sampling.temperature"),
+        ({"language": "not a tag"}, "language"),
+        ({"response_format": "ogg"}, "response_format"),
+        ({"input": " \x00 "}, "input"),
+    ],
+)
+def test_a_bad_value_fails_in_the_client_as_the_server_would_say_it(server_url, fields, param):
+    told = httpx.post(f"{server_url}/v1/audio/speech", json={"input": "Hi.", **fields}).json()
+    with Client(f"http://127.0.0.1:{free_port()}") as offline:  # nothing is sent: no server
+        with pytest.raises(ClientError) as caught:
+            offline.speech(fields.pop("input", "Hi."), **fields)
+    assert (caught.value.status, caught.value.code, caught.value.param) == (
+        None,
+        "invalid_request",
+        param,
+    )
+    assert (caught.value.message, told["error"]["param"]) == (told["error"]["message"], param)
+
+
+def test_every_call_checks_its_request_before_sending():
+    with Client(f"http://127.0.0.1:{free_port()}") as offline:
+        calls = [
+            lambda: next(offline.stream_speech("Hi.", sample_rate=100)),
+            lambda: offline.speak_stream(["Hi."], speed=0),
+            lambda: offline.dialogue([]),
+            lambda: offline.dialogue([{"speaker": "A", "text": "Hi."}], pause_between_turns=9),
+            lambda: offline.dialogue([{"speaker": "A", "text": "..."}]),
+        ]
+        params = []
+        for call in calls:
+            with pytest.raises(ClientError) as caught:
+                call()
+            assert caught.value.code == "invalid_request"
+            params.append(caught.value.param)
+        assert params == ["sample_rate", "speed", "turns", "pause_between_turns", "turns.0.text"]
+        with pytest.raises(TypeError, match="vocie"):  # a misspelt field is never ignored
+            offline.speech("Hi.", vocie="joe")
+        with pytest.raises(TypeError, match="stream"):  # speech or stream_speech says it
+            offline.speech("Hi.", stream=True)
+
+
+def test_speech_takes_the_servers_request_model(client: Client):
+    request = SpeechRequest(input="Hello there.", response_format="wav", sample_rate=16000)
+    assert decode_audio(client.speech(request)).sample_rate == 16000
+    parts = list(client.stream_speech(request, sample_rate=8000))  # keywords over the model's
+    assert decode_audio(b"".join(parts)).sample_rate == 8000
+    assert decode_audio(client.speech(request, voice=None)).sample_rate == 16000  # None: unset
+    with pytest.raises(ClientError) as caught:  # a field the old client did not have
+        client.speech("Guten Tag.", language="de")
+    assert (caught.value.status, caught.value.param) == (400, "language")
 
 
 def test_models_voices_and_health(client: Client):
@@ -152,6 +215,124 @@ def test_websocket_urls_follow_the_base_url():
         Client("ftp://host")
 
 
+# Dialogue and voices, sync
+
+
+def test_dialogue_takes_turns_or_a_whole_request(client: Client, tmp_path: Path):
+    turns = [
+        {"speaker": "Host", "text": "Welcome to the show."},
+        DialogueTurn(speaker="Guest", text="Thanks for having me."),
+    ]
+    paused = decode_audio(
+        client.dialogue(turns, voices={"guest": "deep_male"}, pause_between_turns=2.0)
+    )
+    request = DialogueRequest(turns=turns, pause_between_turns=0.0)
+    path = client.dialogue_to_file(request, tmp_path / "show.flac")  # the format of its name
+    assert path.read_bytes()[:4] == b"fLaC"
+    assert paused.duration - decode_audio(path.read_bytes()).duration > 1.5
+    assert [entry.name for entry in tmp_path.iterdir()] == ["show.flac"]
+    with pytest.raises(ClientError) as caught:
+        client.dialogue([{"speaker": "A", "text": "Hi."}], voices={"a": "nobody"})
+    assert (caught.value.status, caught.value.param) == (400, "turns.0.voice")
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def test_a_voice_profile_from_fields_to_deletion(client: Client):
+    name = unique("quick")
+    created = client.create_voice(
+        name, voice="joe", defaults={"speed": 1.6}, tags=["Fast", "clients"], description="Fast."
+    )
+    assert (created["id"], created["tags"], created["defaults"]["speed"]) == (
+        name,
+        ["fast", "clients"],
+        1.6,
+    )
+    assert client.voice(name)["description"] == "Fast."
+    assert name in [voice["id"] for voice in client.voices(tag="clients")["voices"]]
+    text = "This sentence is spoken by a profile."
+    quick = client.speech(text, voice=name, response_format="pcm")
+    assert len(quick) < 0.8 * len(client.speech(text, voice="joe", response_format="pcm"))
+
+    assert client.update_voice(name, tags=["Slow"], language="en")["tags"] == ["slow"]
+    assert client.update_voice(name, language=None)["language"] is None  # None clears a field
+    assert client.delete_voice(name) == {"id": name, "object": "voice", "deleted": True}
+    with pytest.raises(ClientError) as caught:
+        client.voice(name)
+    assert (caught.value.status, caught.value.code) == (404, "voice_not_found")
+    with pytest.raises(ClientError) as caught:
+        client.create_voice("bad/name")
+    assert (caught.value.status, caught.value.code, caught.value.param) == (
+        400,
+        "invalid_name",
+        "name",
+    )
+    with pytest.raises(TypeError, match="colour"):
+        client.create_voice(unique("odd"), colour="blue")
+
+
+@pytest.fixture(scope="module")
+def speech_clip(client: Client) -> bytes:
+    """About five seconds of real speech, as a WAV file."""
+    return client.speech(CLIP_TEXT, response_format="wav")
+
+
+def test_a_clip_uploaded_from_a_file_becomes_a_profile(
+    client: Client, speech_clip: bytes, tmp_path: Path
+):
+    path = tmp_path / "clip.wav"
+    path.write_bytes(speech_clip)
+    name = unique("narrator")
+    profile = client.create_voice(
+        name, audio=path, transcript=CLIP_TEXT, display_name="The Narrator", tags=["books"]
+    )
+    assert (profile["has_reference"], profile["display_name"], profile["transcript"]) == (
+        True,
+        "The Narrator",
+        CLIP_TEXT,
+    )
+    with wave.open(io.BytesIO(client.voice_sample(name))) as sample:  # the prepared reference
+        assert sample.getframerate() == 24000 and 3.0 < sample.getnframes() / 24000 < 8.0
+    with pytest.raises(ClientError) as caught:  # Piper cannot clone
+        client.speech("Hi.", voice=name)
+    assert (caught.value.status, caught.value.code) == (400, "cloning_not_supported")
+    client.delete_voice(name)
+
+
+@pytest.fixture(scope="module")
+def cloning_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, FakeEngine]]:
+    engine = FakeEngine(cloning=True)
+    synthesizer = make_synthesizer(engine, data_dir=tmp_path_factory.mktemp("cloning"))
+    with running(create_app(synthesizer=synthesizer)) as url:
+        yield url, engine
+
+
+def test_speech_with_a_clip_to_clone(cloning_server, speech_clip: bytes, tmp_path: Path):
+    url, engine = cloning_server
+    path = tmp_path / "clip.wav"
+    path.write_bytes(speech_clip)
+    with Client(url) as client:
+        audio = client.speech(
+            "Speak like the clip.", clip=path, reference_text="Hi.", response_format="wav",
+            sample_rate=8000, normalize=False,
+        )  # fmt: skip
+        assert decode_audio(audio).sample_rate == 8000  # the fields came with the form
+        assert engine.options[-1].reference_text == "Hi."
+        with wave.open(engine.options[-1].reference_audio) as reference:  # cleaned, 24 kHz
+            assert reference.getframerate() == 24000 and reference.getnframes() > 24000 * 3
+        with pytest.raises(ValueError, match="voice or clip"):
+            client.speech("Hi.", clip=path, voice="tone")
+        with pytest.raises(ClientError) as caught:
+            client.speech("Hi.", clip=b"not audio at all" * 100, reference_text="Hi.")
+        assert (caught.value.status, caught.value.code, caught.value.param) == (
+            400,
+            "invalid_audio",
+            "voice",
+        )
+
+
 # WebSocket text in, audio out, sync
 
 
@@ -166,6 +347,11 @@ def test_speak_stream_speaks_tokens(client: Client, text_seconds: float):
     ends = [0] + [segment.end_ms for segment in stream.segments]
     assert all(a <= b for a, b in zip(ends, ends[1:], strict=False))
     assert ends[-1] == pytest.approx(joined(chunks).duration * 1000, abs=50)
+    # Piper times its words: the client hands them on, in order, inside the audio
+    assert [word.text.strip(".?") for word in stream.words] == [t.strip(" .?") for t in TOKENS
+                                                                  if t.strip(" .?")]  # fmt: skip
+    starts = [word.start for word in stream.words]
+    assert starts == sorted(starts) and stream.words[-1].end <= joined(chunks).duration + 0.05
 
 
 def test_speak_stream_resamples_to_the_announced_rate(client: Client):
@@ -388,3 +574,61 @@ async def test_async_tts_provider_protocol(server_url: str, tmp_path: Path):
             await client.generate_speech("Guten Tag.", tmp_path / "b.wav", lang="de-DE")
         assert caught.value.code == "unsupported_language"
     assert sorted(os.listdir(tmp_path)) == ["a.wav"]  # and no temporary file left behind
+
+
+async def test_async_requests_are_checked_before_sending():
+    async with AsyncClient(f"http://127.0.0.1:{free_port()}") as offline:
+        with pytest.raises(ClientError) as caught:
+            await offline.speech("Hi.", sampling={"top_p": 2})
+        assert (caught.value.code, caught.value.param) == ("invalid_request", "sampling.top_p")
+        with pytest.raises(ClientError) as caught:
+            await anext(offline.stream_speech(SpeechRequest(input="Hi."), speed=9))
+        assert caught.value.param == "speed"
+        with pytest.raises(ClientError) as caught:
+            offline.speak_stream(["Hi."], SpeechOptions(voice="joe"), response_format="ogg")
+        assert caught.value.param == "response_format"
+        with pytest.raises(ClientError) as caught:
+            await offline.dialogue(DialogueRequest(turns=[{"text": "Hi."}]), voices=["joe"])
+        assert caught.value.param == "voices"
+
+
+async def test_async_dialogue_and_voices(server_url: str, speech_clip: bytes, tmp_path: Path):
+    async with AsyncClient(server_url) as client:
+        turns = [{"speaker": "Ann", "text": "Hello Bob."}, {"speaker": "Bob", "text": "Hi Ann."}]
+        path = await client.dialogue_to_file(turns, tmp_path / "chat.wav")
+        with wave.open(str(path)) as wav:
+            assert 0.8 < wav.getnframes() / wav.getframerate() < 6.0
+        spoken = decode_audio(await client.dialogue(turns, response_format="flac"))
+        assert spoken.duration == pytest.approx(wav.getnframes() / wav.getframerate(), abs=0.5)
+
+        name = unique("async")
+        created = await client.create_voice(name, audio=speech_clip, transcript=CLIP_TEXT)
+        assert created["has_reference"] and created["transcript"] == CLIP_TEXT
+        updated = await client.update_voice(
+            name, audio=speech_clip, transcript="New words.", tags=["new"]
+        )
+        assert (updated["transcript"], updated["tags"]) == ("New words.", ["new"])
+        assert (await client.voice(name))["transcript"] == "New words."
+        assert name in [voice["id"] for voice in (await client.voices(tag="new"))["voices"]]
+        with wave.open(io.BytesIO(await client.voice_sample(name))) as sample:
+            assert sample.getframerate() == 24000
+        assert (await client.delete_voice(name))["deleted"] is True
+        with pytest.raises(ClientError) as caught:
+            await client.delete_voice(name)
+        assert caught.value.status == 404
+
+
+async def test_async_speech_with_a_clip_to_clone(cloning_server, speech_clip: bytes):
+    url, engine = cloning_server
+    async with AsyncClient(url) as client:
+        parts = [
+            part
+            async for part in client.stream_speech(
+                "Streamed like the clip.", clip=speech_clip, reference_text="Hello.",
+                response_format="pcm", sample_rate=16000,
+            )
+        ]  # fmt: skip
+        assert decode_pcm16(b"".join(parts), 16000).duration > 0.1
+        assert engine.options[-1].reference_text == "Hello."
+        with pytest.raises(ValueError, match="sampling"):
+            await client.speech("Hi.", clip=speech_clip, sampling={"temperature": 0.5})

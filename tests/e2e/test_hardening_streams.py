@@ -18,7 +18,7 @@ from tests.conftest import running
 from tests.e2e.test_websockets import receive_utterance, send, ws_url
 from tests.fakes import FakeEngine, make_synthesizer
 from voxserve.server.app import create_app
-from voxserve.synthesis import synthesizer as synthesizer_module
+from voxserve.synthesis import plan as plan_module
 from voxserve.synthesis import text_stream
 from voxserve.synthesis.synthesizer import Synthesizer
 
@@ -36,22 +36,22 @@ def wait_until(condition: Callable[[], bool], what: str, within: float = 30) -> 
 
 @pytest.fixture
 def held_normalizer(monkeypatch: pytest.MonkeyPatch):
-    """Patches a module's ``normalize_text`` so that normalizing a long text holds until the
+    """Patches a module's ``normalize_for`` so that normalizing a long text holds until the
     test lets it go: yields ``hold(module)``, which gives (started, release) events."""
     releases: list[threading.Event] = []
 
     def hold(module) -> tuple[threading.Event, threading.Event]:
-        real = module.normalize_text
+        real = module.normalize_for
         started, release = threading.Event(), threading.Event()
         releases.append(release)
 
-        def normalize(text: str) -> str:
+        def normalize(text: str, language: str) -> str:
             if len(text) > 1000:
                 started.set()
                 release.wait(timeout=60)
-            return real(text)
+            return real(text, language)
 
-        monkeypatch.setattr(module, "normalize_text", normalize)
+        monkeypatch.setattr(module, "normalize_for", normalize)
         return started, release
 
     yield hold
@@ -86,7 +86,7 @@ def test_planning_a_huge_push_holds_up_no_other_client(fake_server, held_normali
 
 def test_preparing_a_tts_provider_request_holds_up_no_other_client(fake_server, held_normalizer):
     url, _, _ = fake_server
-    started, release = held_normalizer(synthesizer_module)
+    started, release = held_normalizer(plan_module)
     with connect(ws_url(url, "/ws/tts")) as ws:
         ws.send(json.dumps({"text": "A sentence that goes on. " * 60}))
         assert started.wait(timeout=30)

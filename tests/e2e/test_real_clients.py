@@ -74,7 +74,7 @@ async def test_pipecat_openai_tts_service(server_url, expected_seconds, piper_sy
     audio = [frame for frame in down if isinstance(frame, TTSAudioRawFrame)]
     assert {(frame.sample_rate, frame.num_channels) for frame in audio} == {(CLIENT_RATE, 1)}
     samples = int16_to_float(b"".join(frame.audio for frame in audio))
-    check_audio(samples, expected_seconds, piper_synthesizer.transcriber)
+    check_audio(samples, expected_seconds, piper_synthesizer.resolver.transcriber)
 
 
 @pytest.mark.parametrize(
@@ -100,4 +100,4 @@ async def test_livekit_openai_tts(
         await tts.aclose()
     assert {(frame.sample_rate, frame.num_channels) for frame in frames} == {(CLIENT_RATE, 1)}
     samples = int16_to_float(b"".join(bytes(frame.data) for frame in frames))
-    check_audio(samples, expected_seconds, piper_synthesizer.transcriber)
+    check_audio(samples, expected_seconds, piper_synthesizer.resolver.transcriber)

@@ -1,12 +1,17 @@
-"""Engine fixtures: tiny, randomly initialised Higgs Audio V2 checkpoints, built once a session."""
+"""Engine fixtures, built once a session: tiny, randomly initialised Higgs Audio V2 checkpoints,
+and RunPod's job API served locally by our worker."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_port, serving
 from voxserve.engines.higgs import HiggsEngine
 from voxserve.engines.higgs.random_model import CheckpointPaths, build_checkpoint
 
@@ -24,8 +29,8 @@ def higgs_endless_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Checkp
 
 
 def load_higgs(paths: CheckpointPaths, **settings) -> HiggsEngine:
-    """An engine loaded from ``paths`` through its real loading code; no HIGGS_* variables."""
-    engine = HiggsEngine({**paths.settings(), "device": "cpu", **settings}, environ={})
+    """An engine loaded from ``paths`` through its real loading code."""
+    engine = HiggsEngine({**paths.settings(), "device": "cpu", **settings})
     engine.load()
     return engine
 
@@ -42,6 +47,24 @@ def higgs_endless_engine(higgs_endless_checkpoint: CheckpointPaths) -> Iterator[
     engine = load_higgs(higgs_endless_checkpoint, seed=3, first_chunk_frames=4, chunk_frames=10)
     yield engine
     engine.unload()
+
+
+@pytest.fixture(scope="session")
+def worker_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``python -m voxserve.runpod_worker --rp_serve_api``: RunPod's job API, served locally."""
+    port = free_port()
+    environment = {key: value for key, value in os.environ.items() if "VOXSERVE_" not in key}
+    environment.update(
+        VOXSERVE_DATA_DIR=str(tmp_path_factory.mktemp("runpod-worker")),
+        RUNPOD_LOG_LEVEL="WARN",
+        UVICORN_LOG_LEVEL="warning",
+    )
+    command = [sys.executable, "-m", "voxserve.runpod_worker", "--rp_serve_api"]
+    command += ["--rp_api_host", "127.0.0.1", "--rp_api_port", str(port)]
+    process = subprocess.Popen(command, env=environment)
+    url = f"http://127.0.0.1:{port}"
+    with serving(process, url + "/openapi.json"):
+        yield url
 
 
 @pytest.fixture

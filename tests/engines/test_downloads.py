@@ -4,7 +4,6 @@ A request for ``{"model": "higgs"}`` on a server without Higgs weights tried to 
 
 from __future__ import annotations
 
-import os
 import socket
 from pathlib import Path
 
@@ -23,13 +22,11 @@ LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 @pytest.fixture
 def network_attempts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list:
-    """An empty Hugging Face cache, no HIGGS_* variables, and every way to the Hub (its download
-    functions, and resolving any name off loopback) failing the test; what was tried is listed."""
+    """An empty Hugging Face cache, and every way to the Hub (its download functions, and
+    resolving any name off loopback) failing the test; what was tried is listed."""
     hub = pytest.importorskip("huggingface_hub")
     transformers_hub = pytest.importorskip("transformers.utils.hub")
     monkeypatch.setattr(hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
-    for name in [name for name in os.environ if name.startswith("HIGGS_")]:
-        monkeypatch.delenv(name)
     attempts: list = []
 
     def download(*args, **kwargs):
@@ -74,13 +71,13 @@ def test_downloads_are_only_for_an_engine_the_operator_set_up(
         return EngineRegistry(Settings(data_dir=tmp_path, **settings)).get("higgs")
 
     table = {"higgs": {"device": "cpu"}}
-    assert not higgs(engines=table).config.allow_downloads  # off by default
-    assert higgs(allow_downloads=True, engines=table).config.allow_downloads
-    assert higgs(allow_downloads=True, default_engine="higgs").config.allow_downloads
+    assert not higgs(engines=table).settings.allow_downloads  # off by default
+    assert higgs(allow_downloads=True, engines=table).settings.allow_downloads
+    assert higgs(allow_downloads=True, default_engine="higgs").settings.allow_downloads
     own = {"higgs": {"allow_downloads": "true"}}  # the engine's own switch (the RunPod image's)
-    assert higgs(engines=own).config.allow_downloads
+    assert higgs(engines=own).settings.allow_downloads
     not_set_up = higgs(allow_downloads=True)  # a request naming it is not enough
-    assert not not_set_up.config.allow_downloads
+    assert not not_set_up.settings.allow_downloads
     with pytest.raises(InvalidRequestError, match="allow_downloads") as refused:
         not_set_up.load()
     assert refused.value.code == "engine_not_configured"

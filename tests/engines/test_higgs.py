@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import importlib.metadata
 import re
+import subprocess
 import sys
 import threading
 import time
@@ -12,28 +15,25 @@ import numpy as np
 import pytest
 import soxr
 import torch
+from pydantic import ValidationError
 
 from tests.engines.conftest import load_higgs
 from voxserve.audio.decode import decode_audio
-from voxserve.config import Settings
-from voxserve.engines.base import SamplingOptions, SpeakerPrompt, SynthesisOptions
+from voxserve.config import Settings, load_settings
+from voxserve.engines.base import Segment, SpeakerPrompt, SynthesisOptions, Voicing
+from voxserve.engines.builtin_voices import builtin_voice
 from voxserve.engines.higgs import HiggsEngine
+from voxserve.engines.higgs.engine import cuda_visible
 from voxserve.engines.higgs.loading import decode_frames
 from voxserve.engines.higgs.prompts import delay_pattern
 from voxserve.engines.higgs.settings import HiggsSettings
 from voxserve.engines.higgs.streaming import DelayPatternUndoer, SilenceTrimmer, WindowedDecoder
 from voxserve.engines.higgs.torchaudio_compat import STAND_IN_VERSION
 from voxserve.engines.registry import EngineRegistry
-from voxserve.errors import EngineError, EngineUnavailableError, InvalidRequestError
-from voxserve.request import SpeechRequest
-from voxserve.synthesis.dialogue import (
-    DialogueRequest,
-    TurnTiming,
-    prepare_dialogue,
-    render_dialogue,
-)
+from voxserve.errors import EngineError, EngineUnavailableError, InvalidRequestError, NoAudioError
+from voxserve.request import DialogueRequest, Sampling, SpeechRequest
+from voxserve.synthesis.dialogue import TurnTiming, prepare_dialogue, render_dialogue
 from voxserve.synthesis.synthesizer import Synthesizer
-from voxserve.voices.builtin import builtin_voice
 
 RATE = 24000
 
@@ -80,52 +80,99 @@ class PrefillTap:
 # Settings
 
 
-def test_settings_come_from_the_table_over_higgs_variables_over_defaults():
-    environ = {"HIGGS_MODEL_PATH": "/models/higgs", "HIGGS_DEVICE": "cuda:1", "HIGGS_TOP_K": "20"}
-    settings = HiggsSettings.from_sources({"device": "cpu", "flash_attention": "true"}, environ)
-    assert settings.model_path == "/models/higgs"  # from HIGGS_MODEL_PATH
-    assert settings.device == "cpu"  # the table wins over HIGGS_DEVICE
+def test_settings_come_from_the_table_and_voxserve_variables_over_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("HIGGS_DEVICE", "cuda:1")  # Higgs' own tools' name: not a second way in
+    environ = {
+        "HOME": str(tmp_path),
+        "VOXSERVE_ENGINES__HIGGS__MODEL_PATH": "/models/higgs",
+        "VOXSERVE_ENGINES__HIGGS__TOP_K": "20",
+        "VOXSERVE_ENGINES__HIGGS__FLASH_ATTENTION": "true",
+        "VOXSERVE_ENGINES__HIGGS__LANGUAGES": "en,de",
+    }
+    registry = EngineRegistry(load_settings(environ=environ))
+    settings = registry.get("higgs").settings
+    assert isinstance(settings, HiggsSettings)
+    assert settings.model_path == "/models/higgs" and settings.device == "auto"
     assert settings.top_k == 20 and settings.flash_attention is True
+    assert settings.languages == ("en", "de")
     assert settings.temperature == 0.3 and settings.context_chunks == 2  # defaults
     assert settings.audio_tokenizer_path == "bosonai/higgs-audio-v2-tokenizer"
 
 
 @pytest.mark.parametrize(
-    ("settings", "problem"),
+    ("table", "problem"),
     [
-        ({"device": "gpu"}, "device must be"),
-        ({"dtype": "int8"}, "dtype must be"),
-        ({"temperature": 0}, "temperature must be above 0"),
-        ({"top_p": 1.5}, "top_p"),
-        ({"context_chunks": -1}, "context_chunks cannot be negative"),
-        ({"max_new_tokens": "many"}, "invalid engines.higgs.max_new_tokens"),
-        ({"modle_path": "/models"}, "unknown .* modle_path"),
+        ({"device": "gpu"}, "engines.higgs.device: .*device must be auto, cpu, cuda or cuda:N"),
+        ({"device": "cuda:"}, "engines.higgs.device: "),
+        ({"dtype": "int8"}, "engines.higgs.dtype: "),
+        ({"temperature": 0}, "engines.higgs.temperature: .*greater than 0"),
+        ({"top_p": 1.5}, "engines.higgs.top_p: "),
+        ({"context_chunks": -1}, "engines.higgs.context_chunks: "),
+        ({"max_new_tokens": "many"}, "engines.higgs.max_new_tokens: "),
+        ({"model_path": ""}, "engines.higgs.model_path: "),
+        ({"languages": ""}, "engines.higgs.languages: .*cannot be empty"),
+        ({"modle_path": "/models"}, "engines.higgs.modle_path: Extra inputs"),
     ],
 )
-def test_invalid_settings_are_refused_naming_the_problem(settings, problem):
-    with pytest.raises(EngineUnavailableError, match=problem):
-        HiggsEngine(settings, environ={})
+def test_invalid_settings_are_refused_when_the_configuration_loads(table, problem, tmp_path):
+    with pytest.raises(ValidationError, match=problem):
+        Settings(data_dir=tmp_path, engines={"higgs": table})
 
 
 def test_missing_weights_say_which_setting_points_at_them(tmp_path: Path):
     engine = HiggsEngine(
-        {"model_path": str(tmp_path / "absent"), "device": "cpu"},
-        environ={"HIGGS_AUDIO_TOKENIZER_PATH": str(tmp_path / "codec")},
+        {
+            "model_path": str(tmp_path / "absent"),
+            "audio_tokenizer_path": str(tmp_path / "codec"),
+            "device": "cpu",
+        }
     )
     with pytest.raises(EngineUnavailableError, match="audio_tokenizer_path") as raised:
         engine.load()
-    assert "HIGGS_AUDIO_TOKENIZER_PATH" in raised.value.message
+    assert "VOXSERVE_ENGINES__HIGGS__AUDIO_TOKENIZER_PATH" in raised.value.message
 
 
 def test_capabilities_and_voices_need_no_model():
-    engine = HiggsEngine({"device": "cpu"}, environ={})
+    engine = HiggsEngine({"device": "cpu", "languages": ["en", "fr"]})
     capabilities = engine.capabilities
     assert capabilities.sample_rate == RATE and capabilities.streaming
     assert capabilities.cloning and capabilities.instructions and capabilities.carries_context
     assert capabilities.concurrency == 1  # CPU: one batch of one
+    assert capabilities.languages == ("en", "fr")
     voices = {voice.id: voice for voice in engine.voices()}
     assert "higgs" in voices and "warm_female" in voices
     assert "feminine" in voices["warm_female"].description
+    assert all(voice.speaks() == ("en", "fr") for voice in voices.values())
+    assert HiggsEngine({"device": "cuda", "max_batch": 3}).capabilities.concurrency == 3
+    assert HiggsEngine({"device": "cuda:1"}).capabilities.concurrency == 8
+
+
+def test_a_cpu_build_of_torch_or_hidden_gpus_mean_no_cuda(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "2.5.1+cpu")
+    assert not cuda_visible()
+    assert HiggsEngine().capabilities.concurrency == 1  # device auto, batch auto: the CPU's
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "2.5.1")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert not cuda_visible()
+
+
+def test_the_declared_concurrency_is_the_batch_the_worker_makes(higgs_engine):
+    assert higgs_engine._loaded().worker.max_batch == higgs_engine.capabilities.concurrency
+
+
+def test_capabilities_import_no_torch():
+    # torch takes seconds and gigabytes to import: capabilities are asked for before any load.
+    code = (
+        "import sys; from voxserve.engines.higgs import HiggsEngine; "
+        "engine = HiggsEngine(); engine.capabilities; engine.voices(); "
+        "assert 'torch' not in sys.modules, 'torch was imported'; "
+        "print(engine.capabilities.concurrency)"
+    )
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    assert int(ran.stdout) in (1, 8)  # device auto: a batch of one, or CUDA's
 
 
 # torchaudio
@@ -219,12 +266,8 @@ def test_closing_the_stream_stops_generation_within_a_step(higgs_endless_engine)
         stream = higgs_endless_engine.synthesize("A long text " * 20, SynthesisOptions("higgs"))
         next(stream)
         steps_at_close = tap.steps
-        stream.close()  # returns once the row has ended; generate then returns too
-        worker = higgs_endless_engine._loaded().worker
-        deadline = time.monotonic() + 10
-        while not worker.idle and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert worker.idle
+        stream.close()  # returns at once; the row ends within a step, and generate with it
+        assert wait_idle(higgs_endless_engine)
         assert tap.steps - steps_at_close <= 2
         assert steps_at_close < 100  # far from the cap of ~630 steps
     finally:
@@ -235,6 +278,71 @@ def test_a_generation_without_frames_yields_nothing(higgs_checkpoint):
     engine = load_higgs(higgs_checkpoint, max_new_tokens=1)  # the opening column only
     try:
         assert speak(engine, "Hello.") == []
+    finally:
+        engine.unload()
+
+
+# The engine contract: stream(segment)
+
+
+def segment(engine: HiggsEngine, text: str, voice: str = "higgs") -> Segment:
+    found = engine.find_voice(voice)
+    assert found is not None
+    return Segment(0, text, Voicing(engine, found, RATE, SynthesisOptions(voice)), 0.0)
+
+
+def wait_idle(engine: HiggsEngine) -> bool:
+    """Whether the engine's generation worker goes idle (within a generous 10 s)."""
+    worker = engine._loaded().worker
+    deadline = time.monotonic() + 10
+    while not worker.idle and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return worker.idle
+
+
+async def test_a_segment_streams_the_engines_own_audio(higgs_endless_engine):
+    streamed = [
+        chunk async for chunk in higgs_endless_engine.stream(segment(higgs_endless_engine, "Hi."))
+    ]
+    direct = speak(higgs_endless_engine, "Hi.")  # the same fixed seed: the same audio
+    assert [len(chunk.samples) for chunk in streamed] == [len(chunk.samples) for chunk in direct]
+    np.testing.assert_array_equal(
+        np.concatenate([chunk.samples for chunk in streamed]),
+        np.concatenate([chunk.samples for chunk in direct]),
+    )
+
+
+async def test_closing_a_segments_stream_stops_its_generation(higgs_endless_engine):
+    tap = PrefillTap(higgs_endless_engine)
+    try:
+        stream = higgs_endless_engine.stream(segment(higgs_endless_engine, "A long text " * 20))
+        await anext(stream)
+        steps_at_close = tap.steps
+        await stream.aclose()  # between steps of the thread: the generator closes at once
+        assert await asyncio.to_thread(wait_idle, higgs_endless_engine)
+        assert tap.steps - steps_at_close <= 2
+    finally:
+        tap.remove()
+
+
+async def test_a_call_over_its_timeout_fails_and_stops_generating(higgs_endless_checkpoint):
+    engine = load_higgs(higgs_endless_checkpoint, call_timeout=0.05)
+    try:
+        with pytest.raises(EngineError, match="call_timeout") as raised:
+            [chunk async for chunk in engine.stream(segment(engine, "A long text " * 20))]
+        assert raised.value.code == "engine_timeout"
+        assert await asyncio.to_thread(wait_idle, engine)
+    finally:
+        engine.unload()
+
+
+async def test_a_segment_without_audio_is_a_failure_worth_another_try(higgs_checkpoint):
+    engine = load_higgs(higgs_checkpoint, max_new_tokens=1)  # the opening column only
+    try:
+        with pytest.raises(NoAudioError) as raised:
+            [chunk async for chunk in engine.stream(segment(engine, "Hello."))]
+        # Higgs samples: another try may speak it (500), unlike text an engine cannot say (400).
+        assert (raised.value.status_code, raised.value.code) == (500, "no_audio")
     finally:
         engine.unload()
 
@@ -461,7 +569,7 @@ def test_requests_arriving_together_share_one_batch(higgs_checkpoint):
 
 def test_sampling_comes_with_each_request(higgs_engine):
     def audio(seed: int) -> np.ndarray:
-        sampling = SamplingOptions(temperature=1.5, seed=seed, max_new_tokens=40)
+        sampling = Sampling(temperature=1.5, seed=seed, max_new_tokens=40)
         chunks = speak(higgs_engine, "One, two.", sampling=sampling)
         return np.concatenate([chunk.samples for chunk in chunks])
 
@@ -476,7 +584,7 @@ def test_only_requests_that_sample_alike_share_a_batch(higgs_endless_checkpoint)
     results: list[list] = []
 
     def run(top_k: int) -> None:
-        sampling = SamplingOptions(top_k=top_k, max_new_tokens=20)
+        sampling = Sampling(top_k=top_k, max_new_tokens=20)
         results.append(speak(engine, "One, two.", sampling=sampling))
 
     try:

@@ -10,13 +10,8 @@ from tests.fakes import FakeEngine, make_synthesizer
 from voxserve.audio.frames import AudioChunk
 from voxserve.engines.base import Voice
 from voxserve.errors import InvalidRequestError, OverloadedError
-from voxserve.request import SpeechRequest
-from voxserve.synthesis.dialogue import (
-    DialogueRequest,
-    TurnTiming,
-    prepare_dialogue,
-    render_dialogue,
-)
+from voxserve.request import DialogueRequest, SpeechRequest
+from voxserve.synthesis.dialogue import TurnTiming, prepare_dialogue, render_dialogue
 from voxserve.voices.profile import VoiceProfile
 
 
@@ -48,7 +43,7 @@ async def render(synthesizer, request):
 
 async def test_voices_come_from_the_turn_then_profiles_then_the_mapping_then_the_pool(tmp_path):
     synthesizer = dialogue_synthesizer(tmp_path)
-    synthesizer.voices.create(VoiceProfile(id="alice", display_name="Alice", voice="low"))
+    synthesizer.resolver.voices.create(VoiceProfile(id="alice", display_name="Alice", voice="low"))
     request = DialogueRequest(
         voice="tone",
         voices={"BOB": "bright", "alice": "tone"},  # a profile wins over the mapping

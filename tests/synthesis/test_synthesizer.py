@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 from tests.fakes import FakeEngine, collect, make_synthesizer
-from voxserve.engines.base import SamplingOptions
 from voxserve.errors import EngineError, InvalidRequestError
-from voxserve.request import SpeechRequest
+from voxserve.request import Sampling, SpeechRequest
 from voxserve.synthesis.synthesizer import NOTHING_TO_SAY_SECONDS, Progress
 
 THREE_SENTENCES = "First one here. Second one follows. Third one ends it."
@@ -166,7 +165,7 @@ def test_sampling_reaches_engines_that_sample_and_is_refused_by_the_rest(tmp_pat
     request = SpeechRequest(input="Hello.", sampling={"temperature": 0.6, "seed": 4})
     sampler = FakeEngine(sampling=True)
     voicing = make_synthesizer(sampler, data_dir=tmp_path).prepare(request).voicing
-    assert voicing.options.sampling == SamplingOptions(temperature=0.6, seed=4)
+    assert voicing.options.sampling == Sampling(temperature=0.6, seed=4)
 
     with pytest.raises(InvalidRequestError) as caught:
         make_synthesizer(FakeEngine(), data_dir=tmp_path).prepare(request)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import threading
 
+from tests.fakes import fake_voicing
 from voxserve.synthesis import text_stream
 from voxserve.synthesis.plan import PlanOptions
 from voxserve.synthesis.text_stream import TextStream
 
 PLAN = PlanOptions(max_chars=200, sentence_pause=0.2, clause_pause=0.05, small_first=True)
+VOICING = fake_voicing()
 
 
 def drain(stream: TextStream) -> list[str]:
@@ -23,7 +25,7 @@ def drain(stream: TextStream) -> list[str]:
 
 
 def test_a_sentence_is_released_once_complete_and_only_the_first_fragment_is_small():
-    stream = TextStream("joe", PLAN)
+    stream = TextStream(VOICING, PLAN)
     for token in ["Sure", ",", " I", " can", " help", ".", " Dr", ".", " Smith", ","]:
         stream.push(token)
     assert drain(stream) == ["Sure,", "I can help."]  # "Dr." is not a sentence end
@@ -33,7 +35,7 @@ def test_a_sentence_is_released_once_complete_and_only_the_first_fragment_is_sma
 
 
 def test_the_opening_clause_goes_before_its_sentence_is_complete():
-    stream = TextStream("joe", PLAN)
+    stream = TextStream(VOICING, PLAN)
     for token in ["It", " costs", " 1,000", " dollars", ","]:
         stream.push(token)
         assert drain(stream) == []  # "1,000" is no clause mark; "dollars," may be a word's end
@@ -46,7 +48,7 @@ def test_the_opening_clause_goes_before_its_sentence_is_complete():
 
 
 def test_fenced_code_is_not_read_even_when_the_fence_arrives_in_pieces():
-    stream = TextStream("joe", PLAN)
+    stream = TextStream(VOICING, PLAN)
     for token in ["Run this:", "\n`", "``py", "thon\nprint(", "1)\n`", "`", "`\nThen relax."]:
         stream.push(token)
     stream.end()
@@ -54,7 +56,7 @@ def test_fenced_code_is_not_read_even_when_the_fence_arrives_in_pieces():
 
 
 def test_segments_ends_after_end_and_indices_run_on():
-    stream = TextStream("joe", PLAN, normalize=False)
+    stream = TextStream(VOICING, PLAN, normalize=False)
 
     async def collect() -> list[tuple[int, str]]:
         return [(segment.index, segment.text) async for segment in stream.segments()]
@@ -72,14 +74,14 @@ def test_segments_ends_after_end_and_indices_run_on():
 
 def test_the_in_thread_forms_plan_off_the_loop_in_order(monkeypatch):
     planned_in: set[int] = set()
-    real_normalize = text_stream.normalize_text
+    real_normalize = text_stream.normalize_for
 
-    def normalize(text: str) -> str:
+    def normalize(text: str, language: str) -> str:
         planned_in.add(threading.get_ident())
-        return real_normalize(text)
+        return real_normalize(text, language)
 
-    monkeypatch.setattr(text_stream, "normalize_text", normalize)
-    stream = TextStream("joe", PLAN)
+    monkeypatch.setattr(text_stream, "normalize_for", normalize)
+    stream = TextStream(VOICING, PLAN)
 
     async def main() -> tuple[int, list[tuple[int, str]]]:
         collected = asyncio.create_task(_indexed(stream))
@@ -97,7 +99,7 @@ def test_the_in_thread_forms_plan_off_the_loop_in_order(monkeypatch):
 
 
 def test_close_drops_what_is_buffered_and_ends_segments():
-    stream = TextStream("joe", PLAN, normalize=False)
+    stream = TextStream(VOICING, PLAN, normalize=False)
 
     async def main() -> list[tuple[int, str]]:
         collected = asyncio.create_task(_indexed(stream))
@@ -111,3 +113,14 @@ def test_close_drops_what_is_buffered_and_ends_segments():
 
 async def _indexed(stream: TextStream) -> list[tuple[int, str]]:
     return [(segment.index, segment.text) async for segment in stream.segments()]
+
+
+def test_text_is_normalized_for_the_voice_language():
+    # The English normalizer reads "3" as "three": in a German sentence that is wrong, so text
+    # for a voice of another language goes as written.
+    english, german = TextStream(VOICING, PLAN), TextStream(fake_voicing("de-DE"), PLAN)
+    for stream in (english, german):
+        stream.push("Es sind 3 km.")
+        stream.end()
+    assert drain(english) == ["Es sind three kilometers."]
+    assert drain(german) == ["Es sind 3 km."]

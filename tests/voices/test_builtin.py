@@ -15,8 +15,8 @@ import pytest
 
 from voxserve.audio.voice_transform import change_voice, median_pitch
 from voxserve.engines.base import SynthesisOptions
+from voxserve.engines.builtin_voices import BUILTIN_VOICES, builtin_voice
 from voxserve.engines.piper import BASE_PITCH_MEDIANS, PiperEngine
-from voxserve.voices.builtin import BUILTIN_VOICES, builtin_voice
 
 RATE = 22050
 TEXT = (

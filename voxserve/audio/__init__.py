@@ -9,7 +9,7 @@ from voxserve.audio.dsp import (
     silence,
     trim_leading_silence,
 )
-from voxserve.audio.encode import AUDIO_FORMATS, AudioEncoder, create_encoder
+from voxserve.audio.encode import AUDIO_FORMATS, AudioEncoder, create_encoder, format_for_path
 from voxserve.audio.frames import AudioChunk
 from voxserve.audio.wav import fix_wav_header
 
@@ -20,6 +20,7 @@ __all__ = [
     "StreamResampler",
     "apply_fades",
     "create_encoder",
+    "format_for_path",
     "decode_audio",
     "decode_pcm16",
     "fix_wav_header",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -101,3 +103,10 @@ def create_encoder(fmt: str, sample_rate: int) -> AudioEncoder:
         return ContainerEncoder(_CONTAINER_FORMATS[fmt], sample_rate)
     supported = ", ".join(AUDIO_FORMATS)
     raise ValueError(f"unsupported audio format {fmt!r}; supported: {supported}")
+
+
+def format_for_path(path: str | os.PathLike) -> str | None:
+    """The audio format a file name asks for, if its extension names one."""
+    extension = Path(path).suffix.lower().lstrip(".")
+    extension = {"ogg": "opus", "m4a": "aac", "raw": "pcm"}.get(extension, extension)
+    return extension if extension in AUDIO_FORMATS else None

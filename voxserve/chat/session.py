@@ -22,10 +22,10 @@ import functools
 import logging
 import struct
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field, replace
 
-from voxserve.audio import float_to_pcm16, trim_leading_silence
+from voxserve.audio import AudioChunk, trim_leading_silence
 from voxserve.chat import messages
 from voxserve.chat.characters import USER, Character, ChatTurn, build_messages, choose_next_speaker
 from voxserve.chat.history import ConversationStore, history_disabled, new_id
@@ -33,8 +33,9 @@ from voxserve.chat.llm import LLM
 from voxserve.chat.stt import Listener, TranscriptEvent
 from voxserve.chat.warmup import ChatWarmup
 from voxserve.config import ChatSettings
-from voxserve.errors import InvalidRequestError, VoxserveError, as_client_error
+from voxserve.errors import InvalidRequestError, VoxserveError
 from voxserve.request import SpeechOptions
+from voxserve.streaming import client_error, encode_stream
 from voxserve.synthesis.synthesizer import SpokenSegment, Synthesizer
 from voxserve.synthesis.text_stream import TextStream
 
@@ -83,7 +84,7 @@ class ChatSession:
         self.send_bytes = send_bytes
         self.warmup = warmup
         """Shared by the process's sessions: the models are warmed once, not per connection."""
-        self.listener = Listener.for_chat(synthesizer.transcriber, settings)
+        self.listener = Listener.for_chat(synthesizer.resolver.transcriber, settings)
         self.characters = [Character(**c) for c in settings.characters]
         self.policy = settings.policy
         self.history: list[ChatTurn] = []
@@ -213,8 +214,8 @@ class ChatSession:
                     "or install the embedded one: pip install 'voxserve[chat]'",
                     code="llm_not_configured",
                 )
-            voicing = self.synthesizer.voicing(SpeechOptions(voice=character.voice))
-            text = TextStream(voicing.voice.id, self.synthesizer.plan_options(voicing.engine))
+            voicing = await self.synthesizer.resolver.resolve(SpeechOptions(voice=character.voice))
+            text = TextStream(voicing, self.synthesizer.plan_options(voicing.engine))
             reply.text_stream = text
             others = [c for c in self.characters if c.name != character.name]
             messages = build_messages(character, history, others=others)
@@ -234,14 +235,12 @@ class ChatSession:
             )  # fmt: skip
             await self.send_json({"type": "metrics", "generation": generation, **_stages(marks)})
         except Exception as error:  # a bug too is told, and the chat listens again
-            told = as_client_error(error, logger, "replying")
+            told = client_error(error, logger, "replying")
             await reply.confirmed.wait()  # a reply that is never confirmed never failed
             # A turn that could not be answered fails alone: kept, every later reply would read
             # it again (and, were it the cause, fail the same way).
             self._forget(reply.user_turn)
-            await self.send_json(
-                {"type": "error", "code": told.code, "message": told.message, "param": told.param}
-            )
+            await self.send_json(told.ws_message())
             await self._resume_listening()
         finally:
             if self.reply is reply and not self.speaking:
@@ -267,26 +266,26 @@ class ChatSession:
         """Synthesize the reply as its sentences arrive; audio frames carry the generation id."""
         header = GENERATION_HEADER.pack(reply.generation)
         started = False
-        rendered = self.synthesizer.render(voicing, text.segments())
-        async with contextlib.aclosing(rendered) as items:
-            async for item in items:
-                if isinstance(item, SpokenSegment):
-                    reply.spoken.append(item)
+        rendered = self.synthesizer.render(text.segments(), [voicing.engine], voicing.sample_rate)
+        encoded = encode_stream(_trimmed(rendered, marks), "pcm", voicing.sample_rate)
+        async with contextlib.aclosing(encoded) as pieces:
+            async for piece in pieces:
+                if isinstance(piece, SpokenSegment):
+                    reply.spoken.append(piece)
                     await self.send_json(
                         {"type": "assistant_text", "character": reply.character.name,
-                         "text": item.segment.text, "generation": reply.generation,
+                         "text": piece.segment.text, "generation": reply.generation,
                          "final": False}
                     )  # fmt: skip
                     continue
-                samples = item.samples
+                if not isinstance(piece, bytes):
+                    continue  # words: the chat's protocol has no place for them yet
                 if not started:
                     started = True
-                    marks["tts_first_audio"] = time.monotonic()
-                    samples = trim_leading_silence(samples, voicing.sample_rate)
                     await reply.confirmed.wait()
                     reply.audio_started_at = time.monotonic()
                     await self._audio_starts(reply, voicing.sample_rate)
-                await self.send_bytes(header + float_to_pcm16(samples))
+                await self.send_bytes(header + piece)
         if started:
             await self.send_json({"type": "audio_stream_stop", "generation": reply.generation})
 
@@ -373,7 +372,7 @@ class ChatSession:
                                       code="invalid_message")  # fmt: skip
         for number, character in enumerate(characters):
             try:  # a bad voice is told now, not at the character's first line
-                self.synthesizer.voicing(SpeechOptions(voice=character.voice))
+                await self.synthesizer.resolver.resolve(SpeechOptions(voice=character.voice))
             except VoxserveError as error:
                 error.param = f"characters.{number}.voice"
                 raise
@@ -448,6 +447,22 @@ class ChatSession:
             "conversation_id": self.conversation_id,
             "history": [{"speaker": t.speaker, "text": t.text} for t in self.history],
         }
+
+
+async def _trimmed(
+    items: AsyncIterator[AudioChunk | SpokenSegment], marks: dict[str, float]
+) -> AsyncIterator[AudioChunk | SpokenSegment]:
+    """A reply's audio without the silence it starts with (the user waits through it); when its
+    first audio came marked."""
+    first = True
+    async with contextlib.aclosing(items):
+        async for item in items:
+            if first and isinstance(item, AudioChunk) and len(item.samples):
+                first = False
+                marks["tts_first_audio"] = time.monotonic()
+                samples = trim_leading_silence(item.samples, item.sample_rate)
+                item = replace(item, samples=samples)
+            yield item
 
 
 def _heard(reply: Reply, played: float) -> list[str]:

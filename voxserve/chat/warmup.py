@@ -53,7 +53,7 @@ class ChatWarmup:
 
     async def _warm(self) -> None:
         characters = [Character(**c) for c in self.settings.characters]
-        listener = Listener.for_chat(self.synthesizer.transcriber, self.settings)
+        listener = Listener.for_chat(self.synthesizer.resolver.transcriber, self.settings)
         steps: list[Callable[[], Awaitable]] = [
             functools.partial(asyncio.to_thread, listener.warm_up)
         ]
@@ -65,7 +65,8 @@ class ChatWarmup:
         engines = set()
         for each in characters:
             with contextlib.suppress(VoxserveError):  # a bad voice is reported when it speaks
-                engines.add(self.synthesizer.voicing(SpeechOptions(voice=each.voice)).engine.name)
+                voicing = await self.synthesizer.resolver.resolve(SpeechOptions(voice=each.voice))
+                engines.add(voicing.engine.name)
         steps += [functools.partial(self.synthesizer.registry.ensure_loaded, e) for e in engines]
         for step in steps:  # one at a time, the ears first: the user speaks first
             try:

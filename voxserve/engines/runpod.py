@@ -7,7 +7,7 @@ endpoint must run ``voxserve.runpod_worker`` (Dockerfile.runpod); its WAVs are d
 with short fades.
 
     [engines.runpod]
-    api_key = "..."            # or the RUNPOD_API_KEY environment variable
+    api_key = "..."            # or VOXSERVE_ENGINES__RUNPOD__API_KEY, or RUNPOD_API_KEY
     endpoint_id = "abc123"
     base_url = "https://api.runpod.ai/v2"   # the default; a URL that already is one endpoint
                                # (the SDK's local API server, a proxy) needs no endpoint_id
@@ -18,6 +18,12 @@ with short fades.
                                # worker's defaults
     sample_rate = 24000        # languages = ["en"], max_input_chars = 500, concurrency = 2
 
+It is natively async: a closed or cancelled stream stops at once, and a job RunPod has named
+(its id comes with ``/runsync``'s answer, which waits at most ``RUNSYNC_WAIT_MS`` for the job) is
+cancelled on RunPod in the background, so that no GPU keeps working for nobody. Passing failures
+(no connection, a 5xx or 429 from RunPod) are ``retryable``: the segment is tried again while none
+of its audio has gone out.
+
 Cloning is not offered: the worker clones from an ``audio_url`` it downloads, while a clip here
 is a file on this machine, and publishing it somewhere the worker can reach is not this engine's
 business. The worker takes no speed either, so only speed 1.0 is accepted.
@@ -25,75 +31,138 @@ business. The worker takes no speed either, so only speed 1.0 is accepted.
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import contextlib
+import logging
 import os
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import Field, SecretStr
 
 from voxserve.audio import apply_fades, decode_audio
 from voxserve.audio.frames import AudioChunk
-from voxserve.config import as_list
-from voxserve.engines.base import Capabilities, Engine, SynthesisOptions, Voice
-from voxserve.errors import EngineError, EngineUnavailableError, InvalidRequestError, VoxserveError
+from voxserve.engines.base import (
+    Capabilities,
+    Engine,
+    EngineSettings,
+    Segment,
+    SynthesisOptions,
+    Voice,
+)
+from voxserve.errors import EngineError, EngineUnavailableError, InvalidRequestError
 from voxserve.net import redact_url, scrub, upstream_reason, without_credentials
 from voxserve.text import plan_fragments
+
+logger = logging.getLogger("voxserve.engines.runpod")
 
 DEFAULT_BASE_URL = "https://api.runpod.ai/v2"
 DEFAULT_VOICE = "default"
 """The worker's own default voice: no ``voice`` is sent."""
+DEFAULT_CONCURRENCY = 2
+"""Jobs at once; an endpoint scales out to its max workers, each taking one job."""
 SAMPLING_SETTINGS = ("temperature", "top_p", "top_k", "max_new_tokens", "seed")
 PENDING = ("IN_QUEUE", "IN_PROGRESS")
 JOIN_FADE_MS = 5.0  # as at the synthesizer's segment joins: no click, nothing audible
 MAX_POLL_SECONDS = 2.0
+RUNSYNC_WAIT_MS = 10_000
+"""How long ``/runsync`` holds a job before answering with its id (RunPod: 1000 to 300000, 90000
+by default). Longer than a sentence takes on a warm worker; short enough that a job waiting for
+a cold start gets its id soon, and with it can be cancelled."""
+CANCEL_TIMEOUT = 5.0
+"""Seconds a best-effort ``/cancel`` may take."""
+PASSING_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class RunpodSettings(EngineSettings):
+    """``[engines.runpod]``."""
+
+    api_key: SecretStr | None = None
+    """RunPod's API key; None: the ``RUNPOD_API_KEY`` environment variable (RunPod's own
+    name for it, which its SDK and CLI read too)."""
+    endpoint_id: str | None = None
+    base_url: str | None = Field(None, repr=False)  # it may hold a password
+    """None: RunPod's API (``https://api.runpod.ai/v2``), with ``endpoint_id``; a URL that
+    already is one endpoint (the SDK's local API server, a proxy) needs none."""
+    timeout: float = Field(300.0, gt=0)
+    """Seconds one piece of text may take, queueing and cold start included."""
+    engine: str | None = None
+    """The worker's engine; None: the worker's default."""
+    voices: list[str] | None = None
+    """Worker voices offered here; None: ``default`` (the worker's own) once an endpoint is set."""
+    temperature: float | None = Field(None, gt=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=1)
+    max_new_tokens: int | None = Field(None, ge=1)
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    sample_rate: int = Field(24000, ge=8000, le=48000)
+    """The rate the worker's voices speak at."""
+    languages: list[str] = Field(default_factory=lambda: ["en"], min_length=1)
+    """What the worker's voices speak."""
+    max_input_chars: int = Field(500, ge=1)
 
 
 class RunpodEngine(Engine):
     name = "runpod"
     requires = ("httpx",)
+    Settings = RunpodSettings
+    settings: RunpodSettings
 
-    def __init__(self, settings: Mapping[str, Any] | None = None, *, data_dir: Path | None = None):
-        super().__init__(settings)
-        self.timeout = float(self.settings.get("timeout", 300))
-        self._client: httpx.Client | None = None
+    def __init__(
+        self,
+        settings: EngineSettings | Mapping[str, Any] | None = None,
+        *,
+        data_dir: Path | None = None,
+    ):
+        super().__init__(settings, data_dir=data_dir)
+        self._connection: dict[str, Any] | None = None
+        """httpx.AsyncClient arguments, made by ``load``."""
+        self._client: httpx.AsyncClient | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
+        self._cancelling: set[asyncio.Task] = set()
 
-    @property
-    def capabilities(self) -> Capabilities:
+    def describe(self) -> Capabilities:
         return Capabilities(
-            sample_rate=int(self.settings.get("sample_rate", 24000)),
-            languages=tuple(as_list(self.settings.get("languages", ("en",)))),
-            max_input_chars=int(self.settings.get("max_input_chars", 500)),
+            sample_rate=self.settings.sample_rate,
+            languages=tuple(self.settings.languages),
+            max_input_chars=self.settings.max_input_chars,
             speed_range=(1.0, 1.0),
-            # Jobs at once; an endpoint scales out to its max workers, each taking one job.
-            concurrency=int(self.settings.get("concurrency", 2)),
+            concurrency=self.settings.concurrency or DEFAULT_CONCURRENCY,
         )
 
     def voices(self) -> list[Voice]:
         # Unconfigured, the engine offers nothing, staying out of every voice list.
-        configured = "endpoint_id" in self.settings or "base_url" in self.settings
-        language = self.capabilities.languages[0]
+        configured = self.settings.endpoint_id is not None or self.settings.base_url is not None
+        voices = self.settings.voices
+        if voices is None:
+            voices = [DEFAULT_VOICE] if configured else []
+        languages = tuple(self.settings.languages)
         return [
-            Voice(voice_id, self.name, voice_id, language, "a voice of the RunPod worker")
-            for voice_id in as_list(
-                self.settings.get("voices", [DEFAULT_VOICE] if configured else [])
+            Voice(
+                voice_id,
+                self.name,
+                voice_id,
+                languages[0],
+                "a voice of the RunPod worker",
+                languages=languages,
             )
+            for voice_id in voices
         ]
 
     def load(self) -> None:
-        api_key = self.settings.get("api_key") or os.environ.get("RUNPOD_API_KEY")
+        key = self.settings.api_key
+        api_key = key.get_secret_value() if key else os.environ.get("RUNPOD_API_KEY")
         if not api_key:
             raise InvalidRequestError(
-                "the runpod engine needs an API key: set [engines.runpod] api_key or the "
-                "RUNPOD_API_KEY environment variable",
+                "the runpod engine needs an API key: set [engines.runpod] api_key "
+                "(VOXSERVE_ENGINES__RUNPOD__API_KEY) or the RUNPOD_API_KEY environment variable",
                 param="model",
                 code="engine_not_configured",
             )
-        base_url = str(self.settings.get("base_url", DEFAULT_BASE_URL)).rstrip("/")
-        endpoint_id = self.settings.get("endpoint_id")
+        base_url = (self.settings.base_url or DEFAULT_BASE_URL).rstrip("/")
+        endpoint_id = self.settings.endpoint_id
         if not endpoint_id and base_url == DEFAULT_BASE_URL:
             raise InvalidRequestError(
                 "the runpod engine needs the endpoint to call: set [engines.runpod] endpoint_id",
@@ -108,23 +177,24 @@ class RunpodEngine(Engine):
                 f"[engines.runpod] base_url {redact_url(base_url)!r} is not a valid URL: {error}",
                 code="engine_misconfigured",
             ) from None
-        self._client = httpx.Client(
-            base_url=f"{base_url}/{endpoint_id}" if endpoint_id else base_url,
-            auth=auth,
-            headers={"Authorization": f"Bearer {api_key}"},
-            timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
-        )
+        timeout = self.settings.timeout
+        self._connection = {
+            "base_url": f"{base_url}/{endpoint_id}" if endpoint_id else base_url,
+            "auth": auth,
+            "headers": {"Authorization": f"Bearer {api_key}"},
+            "timeout": httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+        }
 
     def unload(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        self._connection = None
+        self._drop_client()
 
-    def synthesize(self, text: str, options: SynthesisOptions) -> Iterator[AudioChunk]:
+    async def generate(self, segment: Segment) -> AsyncIterator[AudioChunk]:
         max_chars = self.capabilities.max_input_chars
+        text = segment.text
         pieces = [fragment.text for fragment in plan_fragments(text, max_chars, small_first=False)]
         for index, piece in enumerate(pieces):
-            audio = self._run_job(self._job_input(piece, options))
+            audio = await self._run_job(self._job_input(piece, segment.voicing.options))
             yield AudioChunk(
                 apply_fades(
                     audio.samples,
@@ -139,63 +209,103 @@ class RunpodEngine(Engine):
         job: dict[str, Any] = {"prompt": text}
         if options.voice != DEFAULT_VOICE:
             job["voice"] = options.voice
-        if self.settings.get("engine"):
-            job["engine"] = self.settings["engine"]
+        if self.settings.engine:
+            job["engine"] = self.settings.engine
         for key in SAMPLING_SETTINGS:
-            if self.settings.get(key) is not None:
-                job[key] = self.settings[key]
+            if (value := getattr(self.settings, key)) is not None:
+                job[key] = value
         return job
 
-    def _run_job(self, job_input: dict[str, Any]) -> AudioChunk:
+    async def _run_job(self, job_input: dict[str, Any]) -> AudioChunk:
         """One job, from submission to decoded audio."""
-        deadline = time.monotonic() + self.timeout
-        result = self._post("/runsync", {"input": job_input})
+        timeout = self.settings.timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        result = await self._post("/runsync", {"input": job_input}, wait=RUNSYNC_WAIT_MS)
+        job_id = result.get("id")
         poll = 0.25
-        while result.get("status") in PENDING:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                with contextlib.suppress(VoxserveError):  # best effort: stop paying for it
-                    self._post(f"/cancel/{result['id']}")
-                raise EngineError(
-                    f"RunPod job {result['id']} was still {result['status']} after "
-                    f"{self.timeout:g} s (engines.runpod.timeout)",
-                    code="runpod_timeout",
-                )
-            time.sleep(min(poll, remaining))
-            poll = min(poll * 2, MAX_POLL_SECONDS)
-            # POST: RunPod takes GET or POST here, the SDK's local API server only POST.
-            result = self._post(f"/status/{result['id']}")
+        try:
+            while result.get("status") in PENDING:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise EngineError(
+                        f"RunPod job {job_id} was still {result['status']} after {timeout:g} s "
+                        "(engines.runpod.timeout)",
+                        code="runpod_timeout",
+                    )
+                await asyncio.sleep(min(poll, remaining))
+                poll = min(poll * 2, MAX_POLL_SECONDS)
+                # POST: RunPod takes GET or POST here, the SDK's local API server only POST.
+                result = await self._post(f"/status/{job_id}")
+        except asyncio.CancelledError:
+            self._cancel_in_background(job_id)  # the cancellation itself is not held up
+            raise
+        except Exception:
+            await self._cancel(job_id)  # timed out, or a retry makes a new job: stop this one
+            raise
         if result.get("status") != "COMPLETED":
             raise EngineError(
                 scrub(
-                    f"RunPod job {result.get('id')} {result.get('status')}: "
+                    f"RunPod job {job_id} {result.get('status')}: "
                     f"{result.get('error') or 'no error message'}"
                 ),
                 code="runpod_job_failed",
             )
         try:
             wav = base64.b64decode(result["output"]["audio_base64"], validate=True)
-            return decode_audio(wav)
         except (KeyError, TypeError, ValueError) as error:  # binascii.Error is a ValueError
-            raise EngineError(
-                f"RunPod job {result.get('id')} gave no audio_base64 WAV ({error}): does the "
-                "endpoint run voxserve.runpod_worker?",
-                code="runpod_bad_output",
-            ) from error
-
-    def _post(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        assert self._client is not None, "load() first"
+            raise self._bad_output(job_id, error) from error
         try:
-            response = self._client.post(path, json=body)
+            return await asyncio.to_thread(decode_audio, wav)  # FFmpeg: off the event loop
+        except ValueError as error:
+            raise self._bad_output(job_id, error) from error
+
+    @staticmethod
+    def _bad_output(job_id: Any, error: Exception) -> EngineError:
+        return EngineError(
+            f"RunPod job {job_id} gave no audio_base64 WAV ({error}): does the endpoint run "
+            "voxserve.runpod_worker?",
+            code="runpod_bad_output",
+        )
+
+    async def _cancel(self, job_id: Any) -> None:
+        """Best effort: RunPod stops the job, or it runs out; either way nobody waits for it."""
+        try:
+            async with asyncio.timeout(CANCEL_TIMEOUT):
+                await self._post(f"/cancel/{job_id}")
+        except Exception as error:  # whatever went wrong, nothing depends on it
+            logger.debug("RunPod job %s not cancelled: %s", job_id, error)
+
+    def _cancel_in_background(self, job_id: Any) -> None:
+        task = asyncio.get_running_loop().create_task(self._cancel(job_id))
+        self._cancelling.add(task)  # a strong reference until it is done
+        task.add_done_callback(self._cancelling.discard)
+
+    async def _post(
+        self, path: str, body: dict[str, Any] | None = None, *, wait: int | None = None
+    ) -> dict[str, Any]:
+        client = self._client_here()
+        params = {"wait": wait} if wait is not None else None
+        try:
+            response = await client.post(path, json=body, params=params)
+        except httpx.ConnectTimeout as error:
+            raise EngineError(
+                f"cannot reach RunPod at {client.base_url}: no connection within "
+                f"{client.timeout.connect:g} s",
+                code="runpod_unreachable",
+                retryable=True,
+            ) from error
         except httpx.TimeoutException as error:
             raise EngineError(
-                f"RunPod did not answer {path} within {self.timeout:g} s (engines.runpod.timeout)",
+                f"RunPod did not answer {path} within {self.settings.timeout:g} s "
+                "(engines.runpod.timeout)",
                 code="runpod_timeout",
             ) from error
         except httpx.HTTPError as error:
             raise EngineError(
-                f"cannot reach RunPod at {self._client.base_url}: {error}",
+                f"cannot reach RunPod at {client.base_url}: {error}",
                 code="runpod_unreachable",
+                retryable=True,
             ) from error
         if response.status_code == 401:
             raise EngineUnavailableError(
@@ -207,6 +317,7 @@ class RunpodEngine(Engine):
             raise EngineError(
                 f"RunPod answered {upstream_reason(response)} to {path}",
                 code="runpod_http_error",
+                retryable=response.status_code in PASSING_STATUSES,
             )
         try:
             return response.json()
@@ -214,3 +325,22 @@ class RunpodEngine(Engine):
             raise EngineError(
                 f"RunPod answered {path} with something other than JSON", code="runpod_bad_output"
             ) from error
+
+    def _client_here(self) -> httpx.AsyncClient:
+        """The client for the running event loop: its connections belong to the loop they were
+        opened on, and the library API (``voxserve.synthesize``) runs a loop per call."""
+        if self._connection is None:
+            raise EngineError("the runpod engine is not loaded", code="engine_not_loaded")
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not loop:
+            self._drop_client()
+            self._client, self._client_loop = httpx.AsyncClient(**self._connection), loop
+        return self._client
+
+    def _drop_client(self) -> None:
+        client, loop = self._client, self._client_loop
+        self._client = self._client_loop = None
+        if client is not None and loop is not None and loop.is_running():
+            # Closed on its own loop (unload runs in a worker thread); a stopped loop took its
+            # connections with it.
+            asyncio.run_coroutine_threadsafe(client.aclose(), loop)

@@ -66,10 +66,10 @@ def create_app(settings: Settings | None = None, synthesizer: Synthesizer | None
             app.state.chat_warmup.start()
         reserved = {voice.id for voice in synthesizer.registry.all_voices()}
         app.state.library = VoiceLibrary(
-            synthesizer.voices,
+            synthesizer.resolver.voices,
             settings,
             reserved | set(settings.voice_aliases) | ROUTE_WORDS,
-            synthesizer.transcriber,  # one Whisper model for profiles and cloning requests
+            synthesizer.resolver.transcriber,  # one Whisper model for profiles and cloning requests
             synthesizer.registry,
         )
         if settings.preload:

@@ -131,5 +131,3 @@ class ConnectionGuard:
 
 def _too_many(message: str) -> RateLimitedError:
     return RateLimitedError(message, retry_after=RETRY_AFTER, code="too_many_connections")
-
-

@@ -50,7 +50,7 @@ UPLOAD_ROUTES = (
 )
 """(method, whole path) of the routes that take a multipart upload: a clip to clone, a voice's
 reference, a voice package. Every other body under /v1/ is JSON."""
-EXPOSED_HEADERS = "X-Sample-Rate, X-Engine, X-Timing-Url, Retry-After"
+EXPOSED_HEADERS = "X-Sample-Rate, X-Engine, X-Timing-Url, X-Ignored-Fields, Retry-After"
 PREFLIGHT_MAX_AGE = "600"
 
 

@@ -16,21 +16,27 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
-from voxserve.audio import AudioChunk, create_encoder
+from voxserve.audio import AudioChunk
 from voxserve.errors import InvalidRequestError, NotFoundError
-from voxserve.request import SpeechRequest
+from voxserve.request import DialogueRequest, SpeechRequest
 from voxserve.server.auth import charge_characters
 from voxserve.server.errors import validation_error
-from voxserve.server.speech_response import Piece, speech_response, usage
+from voxserve.server.speech_response import (
+    Piece,
+    check_timestamps,
+    ignored_header,
+    speech_response,
+    usage,
+)
 from voxserve.server.uploads import parse_json_object, read_body
+from voxserve.streaming import check_word_timings, encode_stream
 from voxserve.synthesis.dialogue import (
-    DialogueRequest,
     PreparedDialogue,
     TurnTiming,
     prepare_dialogue,
     render_dialogue,
 )
-from voxserve.synthesis.synthesizer import Synthesizer, encode
+from voxserve.synthesis.synthesizer import Synthesizer
 from voxserve.text.dialogue import parse_dialogue
 
 router = APIRouter()
@@ -45,6 +51,7 @@ async def create_dialogue(request: Request) -> Response:
         dialogue = DialogueRequest.model_validate(parse_json_object(body))
     except ValidationError as error:
         raise validation_error(error) from error
+    check_timestamps(dialogue)
     prepared = await asyncio.to_thread(prepare_dialogue, synthesizer, dialogue)
     return await dialogue_response(request, prepared, dialogue)
 
@@ -58,7 +65,7 @@ async def speech_as_dialogue(request: Request, speech: SpeechRequest) -> Respons
         raise InvalidRequestError(str(error), param="input", code="invalid_dialogue") from error
     try:
         dialogue = DialogueRequest.model_validate(
-            {**speech.model_dump(exclude={"input", "stream"}),
+            {**speech.model_dump(exclude={"input"}),
              "turns": [{"speaker": turn.speaker, "text": turn.text} for turn in turns]}
         )  # fmt: skip
     except ValidationError as error:  # too many turns: the script is the client's "input"
@@ -67,7 +74,7 @@ async def speech_as_dialogue(request: Request, speech: SpeechRequest) -> Respons
             f"input: {message}", param="input", code="invalid_dialogue"
         ) from error
     prepared = await asyncio.to_thread(prepare_dialogue, synthesizer, dialogue)
-    return await dialogue_response(request, prepared, dialogue, streamed=speech.stream)
+    return await dialogue_response(request, prepared, dialogue)
 
 
 @router.get("/v1/audio/dialogue/{timing_id}/timing")
@@ -79,9 +86,13 @@ async def dialogue_timing(request: Request, timing_id: str) -> JSONResponse:
 
 
 async def dialogue_response(
-    request: Request, dialogue: PreparedDialogue, options: DialogueRequest, *, streamed: bool = True
+    request: Request,
+    dialogue: PreparedDialogue,
+    options: DialogueRequest,
 ) -> Response:
     synthesizer: Synthesizer = request.app.state.synthesizer
+    if options.timestamps:
+        check_word_timings(voicing.engine for _, voicing in dialogue.turns)
     charge_characters(dialogue.characters)
     timing_id = uuid.uuid4().hex
     record = {"status": "in_progress", "sample_rate": dialogue.sample_rate, "turns": []}
@@ -92,16 +103,17 @@ async def dialogue_response(
     headers = {
         "X-Sample-Rate": str(dialogue.sample_rate),
         "X-Timing-Url": f"/v1/audio/dialogue/{timing_id}/timing",
-    }
+    } | ignored_header(dialogue.ignored)
     return await speech_response(
         _pieces(render_dialogue(synthesizer, dialogue), dialogue, record),
         request=request,
         audio_format=dialogue.response_format,
         sample_rate=dialogue.sample_rate,
         sse=options.stream_format == "sse",
-        streamed=streamed,
+        streamed=options.stream,
         headers=headers,
         done=lambda: {**usage(dialogue.characters), "turns": record["turns"]},
+        timestamps=options.timestamps,
     )
 
 
@@ -109,14 +121,12 @@ async def _pieces(
     items: AsyncIterator[AudioChunk | TurnTiming], dialogue: PreparedDialogue, record: dict
 ) -> AsyncIterator[Piece]:
     """The encoded audio with a ``dialogue.turn`` event after each turn; the timings recorded."""
-    encoder = create_encoder(dialogue.response_format, dialogue.sample_rate)
-    async with contextlib.aclosing(items):
-        async for item in items:
-            if isinstance(item, TurnTiming):
-                record["turns"].append(item.to_dict())
-                yield {"type": "dialogue.turn", **item.to_dict()}
-            elif data := await encode(encoder, item.samples):
-                yield data
-    if tail := encoder.finish():
-        yield tail
+    encoded = encode_stream(items, dialogue.response_format, dialogue.sample_rate)
+    async with contextlib.aclosing(encoded) as pieces:
+        async for piece in pieces:
+            if isinstance(piece, TurnTiming):
+                record["turns"].append(piece.to_dict())
+                yield {"type": "dialogue.turn", **piece.to_dict()}
+            else:
+                yield piece
     record["status"] = "complete"

@@ -1,4 +1,8 @@
-"""The one place errors become HTTP responses (OpenAI's error shape; never a traceback)."""
+"""Errors as HTTP responses (OpenAI's error shape, its status, retry headers; never a traceback).
+
+What a client is told of any exception is `voxserve.streaming.client_error`'s, the same for every
+transport; this module gives it HTTP's shape.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +16,9 @@ from starlette.exceptions import HTTPException
 from starlette.types import Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from voxserve.errors import InvalidRequestError, RateLimitedError, VoxserveError, storage_error
+from voxserve.errors import InvalidRequestError, VoxserveError, storage_error
 from voxserve.server.metrics import route_of
+from voxserve.streaming import ClientError, client_error
 
 logger = logging.getLogger("voxserve.server")
 
@@ -31,11 +36,13 @@ def retry_headers(status: int) -> dict[str, str]:
     return {}
 
 
-def error_response(error: VoxserveError) -> JSONResponse:
-    headers = retry_headers(error.status_code)
-    if isinstance(error, RateLimitedError):
-        headers["Retry-After"] = str(error.retry_after)
-    return JSONResponse(error.to_dict(), status_code=error.status_code, headers=headers)
+def error_response(error: Exception) -> JSONResponse:
+    """The answer for ``error``: told as it is, or, a bug, logged and told as ``internal_error``."""
+    told = client_error(error, logger, "answering a request")
+    headers = retry_headers(told.status)
+    if told.retry_after is not None:
+        headers["Retry-After"] = str(told.retry_after)
+    return JSONResponse(told.body(), status_code=told.status, headers=headers)
 
 
 async def refuse(scope: Scope, send: Send, error: VoxserveError, *, close: bool = False) -> None:
@@ -99,10 +106,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def _http_error(_: Request, error: HTTPException) -> JSONResponse:
         status = error.status_code
-        body = VoxserveError(str(error.detail), code=str(status)).to_dict()
-        body["error"]["type"] = "invalid_request_error" if status < 500 else "server_error"
+        kind = "invalid_request_error" if status < 500 else "server_error"
+        told = ClientError(status, kind, str(status), str(error.detail))
         headers = {**retry_headers(status), **(getattr(error, "headers", None) or {})}
-        return JSONResponse(body, status_code=status, headers=headers)
+        return JSONResponse(told.body(), status_code=status, headers=headers)
 
     @app.exception_handler(OSError)
     async def _os_error(request: Request, error: OSError) -> JSONResponse:
@@ -116,8 +123,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, error: Exception) -> JSONResponse:
-        logger.exception("unexpected error")
-        response = error_response(VoxserveError("internal server error", code="internal_error"))
+        response = error_response(error)  # logged there, with its traceback
         # Starlette re-raises the exception once this answer is sent, and the server then drops
         # the connection: saying so keeps a client from sending its next request down it.
         response.headers["Connection"] = "close"

@@ -17,10 +17,12 @@ from voxserve.request import SpeechRequest
 from voxserve.server.auth import charge_characters
 from voxserve.server.dialogue import speech_as_dialogue
 from voxserve.server.errors import validation_error
-from voxserve.server.speech_response import speech_response, usage
+from voxserve.server.speech_response import check_timestamps, ignored_header, speech_response, usage
 from voxserve.server.uploads import parse_json_object, read_audio_form, read_body
-from voxserve.synthesis.synthesizer import CloneReference, Synthesizer
+from voxserve.streaming import check_word_timings, encode_stream
+from voxserve.synthesis.synthesizer import PreparedSpeech, Synthesizer
 from voxserve.text.dialogue import is_dialogue
+from voxserve.voices.resolution import CloneReference
 
 logger = logging.getLogger("voxserve.server")
 router = APIRouter()
@@ -39,8 +41,9 @@ async def parse_speech_form(
         raise validation_error(error) from error
     if clip is None:
         return speech, None
-    synthesizer.cloning_engine(speech.model, "a voice clip")  # refuse before any audio work
-    return speech, await asyncio.to_thread(synthesizer.clone_reference, clip, reference_text)
+    resolver = synthesizer.resolver
+    resolver.cloning_engine(speech.model, "a voice clip")  # refuse before any audio work
+    return speech, await asyncio.to_thread(resolver.clone_reference, clip, reference_text)
 
 
 def parse_speech_request(body: bytes) -> SpeechRequest:
@@ -62,6 +65,11 @@ def with_openai_defaults(speech: SpeechRequest) -> SpeechRequest:
     return speech
 
 
+def speech_headers(prepared: PreparedSpeech) -> dict[str, str]:
+    headers = {"X-Sample-Rate": str(prepared.sample_rate), "X-Engine": prepared.engine.name}
+    return headers | ignored_header(prepared.ignored)
+
+
 @router.post("/v1/audio/speech")
 async def create_speech(request: Request) -> Response:
     synthesizer: Synthesizer = request.app.state.synthesizer
@@ -72,20 +80,24 @@ async def create_speech(request: Request) -> Response:
     else:
         speech = parse_speech_request(await read_body(request, settings.max_input_chars))
     speech = with_openai_defaults(speech)
+    check_timestamps(speech)
     if settings.dialogue_in_speech and is_dialogue(speech.input, settings.dialogue_delimiter):
         return await speech_as_dialogue(request, speech)
     charge_characters(len(speech.input))
     # In a thread: a profile lookup in SQLite, a clip path read and transcribed, normalizing.
     prepared = await asyncio.to_thread(synthesizer.prepare, speech, reference)
+    if speech.timestamps:
+        check_word_timings([prepared.engine])
     return await speech_response(
-        synthesizer.stream_encoded(prepared),
+        encode_stream(synthesizer.stream(prepared), speech.response_format, prepared.sample_rate),
         request=request,
         audio_format=speech.response_format,
         sample_rate=prepared.sample_rate,
         sse=speech.stream_format == "sse",
         streamed=speech.stream,
-        headers={"X-Sample-Rate": str(prepared.sample_rate), "X-Engine": prepared.engine.name},
+        headers=speech_headers(prepared),
         done=lambda: usage(len(speech.input)),
+        timestamps=speech.timestamps,
     )
 
 

@@ -1,37 +1,66 @@
-"""How a speech answer goes out: audio or OpenAI's SSE events, streamed or whole.
+"""How a speech answer goes out over HTTP: audio, JSON with word timestamps, or OpenAI's SSE
+events, streamed or whole.
 
 The speech route and dialogues (sent to it or to their own route) hand over the same thing, their
-encoded audio in order with any other events in between (a dialogue's turns), and get the same
-four answers: ``stream`` (true: as it is made) by ``stream_format`` (``audio`` or ``sse``).
+encoded audio in order with its words and any other events in between (a dialogue's turns), and
+get the same answers: ``stream`` (true: as it is made) by ``stream_format`` (``audio`` or
+``sse``); a whole ``audio`` answer asked for with ``timestamps`` is JSON. The encoding and the
+events themselves are `voxserve.streaming`'s.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from voxserve.audio import AUDIO_FORMATS, fix_wav_header
-from voxserve.errors import VoxserveError
+from voxserve.audio import AUDIO_FORMATS
+from voxserve.errors import InvalidRequestError, VoxserveError
+from voxserve.request import Delivery
 from voxserve.server.disconnects import ClientLeft, unless_client_leaves
+from voxserve.streaming import (
+    Words,
+    audio_of,
+    client_error,
+    sse_cut,
+    sse_done,
+    sse_error,
+    sse_piece,
+    whole,
+    words_of,
+)
 
 logger = logging.getLogger("voxserve.server")
 
-Piece = bytes | dict[str, Any]
-"""Encoded audio, or an SSE event that is not audio (sent only in SSE mode)."""
+Piece = bytes | Words | dict[str, Any]
+"""Encoded audio, the words in it, or an SSE event of the caller's own (sent only in SSE mode)."""
 
 EVENT_STREAM = "text/event-stream"
-SSE_DELTA_BYTES = 48 * 1024
-"""Audio per ``speech.audio.delta`` event when a whole answer is cut into events."""
 CLIENT_CLOSED_REQUEST = 499
 """nginx's status for a request whose client left before the answer: nobody reads it, but the
 request metrics count it."""
+
+
+def check_timestamps(speech: Delivery) -> None:
+    """Word timestamps come in JSON with a whole answer, or as SSE events; a streamed audio body
+    has nowhere to put them: refused rather than dropped."""
+    if speech.timestamps and speech.stream and speech.stream_format == "audio":
+        raise InvalidRequestError(
+            "timestamps: a streamed audio answer cannot carry them; set stream to false (JSON "
+            'with the audio and its timestamps) or stream_format to "sse" (word events)',
+            param="timestamps",
+        )
+
+
+def ignored_header(ignored: tuple[str, ...]) -> dict[str, str]:
+    """Fields a request sent that its engine accepts without honouring: said, not dropped
+    unseen (``X-Ignored-Fields: instructions``)."""
+    return {"X-Ignored-Fields": ", ".join(ignored)} if ignored else {}
 
 
 def content_type(audio_format: str, sample_rate: int) -> str:
@@ -50,25 +79,31 @@ async def speech_response(
     streamed: bool,
     headers: dict[str, str],
     done: Callable[[], dict[str, Any]],
+    timestamps: bool = False,
 ) -> Response:
     """The answer for ``pieces``; ``done`` gives the fields of the final ``speech.audio.done``
-    event (usage, ...) once the pieces have ended."""
+    event (usage, ...) once the pieces have ended. ``timestamps``: a whole audio answer is JSON,
+    the audio in base64 and its words (a streamed one is refused before, `openai.py`)."""
     if not streamed:
         # Made in full before answering: any failure is a proper status, and wav gets real sizes.
         try:
-            whole = await unless_client_leaves(_collect(pieces, audio_format), _left(request))
+            made = await unless_client_leaves(whole(pieces, audio_format), _left(request))
         except ClientLeft:
             return Response(status_code=CLIENT_CLOSED_REQUEST)
         if sse:
-            body = b"".join(_events(whole, done))
-            return Response(body, media_type=EVENT_STREAM, headers=headers)
-        audio = b"".join(piece for piece in whole if isinstance(piece, bytes))
-        return Response(audio, media_type=content_type(audio_format, sample_rate), headers=headers)
+            return Response(_events(made, done), media_type=EVENT_STREAM, headers=headers)
+        if timestamps:
+            return JSONResponse(
+                {"audio": base64.b64encode(audio_of(made)).decode(), "format": audio_format,
+                 "sample_rate": sample_rate, "timestamps": [w.to_dict() for w in words_of(made)]},
+                headers=headers,
+            )  # fmt: skip
+        media_type = content_type(audio_format, sample_rate)
+        return Response(audio_of(made), media_type=media_type, headers=headers)
     if sse:
-        events = _event_stream(pieces, done)
-        return await _streaming(events, EVENT_STREAM, headers, _error_event)
+        return await _streaming(_event_stream(pieces, done), EVENT_STREAM, headers, sse=True)
     media_type = content_type(audio_format, sample_rate)
-    return await _streaming(_audio_only(pieces), media_type, headers, _log_error)
+    return await _streaming(_audio_only(pieces), media_type, headers, sse=False)
 
 
 async def _left(request: Request) -> bool:
@@ -80,10 +115,7 @@ async def _left(request: Request) -> bool:
 
 
 async def _streaming(
-    parts: AsyncIterator[bytes],
-    media_type: str,
-    headers: dict[str, str],
-    on_error: Callable[[VoxserveError], bytes],
+    parts: AsyncIterator[bytes], media_type: str, headers: dict[str, str], *, sse: bool
 ) -> StreamingResponse:
     # The first part is made before answering, so being busy (429), a load failure or an engine
     # failure is a proper status rather than a broken stream; it costs no latency, since the
@@ -93,32 +125,30 @@ async def _streaming(
     except BaseException:
         await parts.aclose()
         raise
-    body = _after_first(first, parts, on_error)
-    return StreamingResponse(body, media_type=media_type, headers=headers)
+    return StreamingResponse(
+        _after_first(first, parts, sse), media_type=media_type, headers=headers
+    )
 
 
 async def _after_first(
-    first: bytes, parts: AsyncIterator[bytes], on_error: Callable[[VoxserveError], bytes]
+    first: bytes, parts: AsyncIterator[bytes], sse: bool
 ) -> AsyncIterator[bytes]:
     async with contextlib.aclosing(parts):
         try:
             yield first
             async for part in parts:
                 yield part
-        except VoxserveError as error:
-            # The headers are gone already: end the stream early, saying why where the format can.
-            if last := on_error(error):
-                yield last
-
-
-def _log_error(error: VoxserveError) -> bytes:
-    logger.error("speech stream failed: %s", error.message, exc_info=error.__cause__)
-    return b""
-
-
-def _error_event(error: VoxserveError) -> bytes:
-    _log_error(error)
-    return sse_event({"type": "error", **error.to_dict()})
+        except Exception as error:
+            # The headers are gone already: end the stream early, saying why where the format
+            # can (an SSE error event, a bug told as internal_error). A plain audio body cannot:
+            # a bug there breaks the connection, so the client knows its audio is cut short.
+            if not (sse or isinstance(error, VoxserveError)):
+                raise
+            told = client_error(error, logger, "streaming a speech answer")
+            if isinstance(error, VoxserveError):
+                logger.error("speech stream failed: %s", told.message, exc_info=error.__cause__)
+            if sse:
+                yield sse_error(told)
 
 
 async def _audio_only(pieces: AsyncIterator[Piece]) -> AsyncIterator[bytes]:
@@ -134,46 +164,19 @@ async def _event_stream(
     async with contextlib.aclosing(pieces):
         async for piece in pieces:
             if piece:
-                yield _event(piece)
-    yield sse_event({"type": "speech.audio.done", **done()})
+                yield sse_piece(piece)
+    yield sse_done(done())
 
 
-def _events(pieces: list[Piece], done: Callable[[], dict[str, Any]]) -> list[bytes]:
-    events = [_event(piece) for piece in pieces if piece]
-    return [*events, sse_event({"type": "speech.audio.done", **done()})]
-
-
-def _event(piece: Piece) -> bytes:
-    if isinstance(piece, bytes):
-        return sse_event({"type": "speech.audio.delta", "audio": base64.b64encode(piece).decode()})
-    return sse_event(piece)
-
-
-def sse_event(event: dict[str, Any]) -> bytes:
-    return f"data: {json.dumps(event)}\n\n".encode()
-
-
-async def _collect(pieces: AsyncIterator[Piece], audio_format: str) -> list[Piece]:
-    """Every piece, the audio in parts of at most ``SSE_DELTA_BYTES``; a wav gets its sizes."""
-    async with contextlib.aclosing(pieces):
-        collected = [piece async for piece in pieces]
-    audio = b"".join(piece for piece in collected if isinstance(piece, bytes))
-    if audio_format == "wav" and audio:
-        audio = fix_wav_header(audio)
-    # The audio goes back between the other events where it was (only its header changed).
-    whole: list[Piece] = []
-    offset = 0
-    for piece in collected:
+def _events(pieces: list[Piece], done: Callable[[], dict[str, Any]]) -> bytes:
+    """A whole answer's events, its audio cut into deltas of a bounded size."""
+    events = []
+    for piece in pieces:
         if isinstance(piece, bytes):
-            part, offset = audio[offset : offset + len(piece)], offset + len(piece)
-            whole.extend(_cut(part))
-        else:
-            whole.append(piece)
-    return whole
-
-
-def _cut(audio: bytes) -> list[bytes]:
-    return [audio[at : at + SSE_DELTA_BYTES] for at in range(0, len(audio), SSE_DELTA_BYTES)]
+            events.extend(sse_piece(part) for part in sse_cut(piece))
+        elif piece:
+            events.append(sse_piece(piece))
+    return b"".join([*events, sse_done(done())])
 
 
 def usage(characters: int) -> dict[str, Any]:

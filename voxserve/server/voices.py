@@ -14,12 +14,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from voxserve.audio import fix_wav_header
 from voxserve.engines.base import Voice
 from voxserve.errors import InvalidRequestError, NotFoundError
 from voxserve.request import SpeechRequest
 from voxserve.server import voice_admin
 from voxserve.server.uploads import parse_json, parse_json_object, read_audio_form, read_limited
+from voxserve.streaming import encode_whole
 from voxserve.synthesis.synthesizer import Synthesizer
 from voxserve.voices.library import VoiceLibrary
 from voxserve.voices.profile import VoiceProfile
@@ -144,8 +144,9 @@ async def voice_sample(request: Request, voice_id: str) -> Response:
         _engine_voice(request, voice_id)
     synthesizer: Synthesizer = request.app.state.synthesizer
     speech = SpeechRequest(input=SAMPLE_TEXT, voice=voice_id, response_format="wav")
-    audio = b"".join([data async for data in synthesizer.stream_encoded(speech)])
-    return Response(fix_wav_header(audio), media_type="audio/wav")
+    prepared = await asyncio.to_thread(synthesizer.prepare, speech)
+    encoded = await encode_whole(synthesizer.stream(prepared), "wav", prepared.sample_rate)
+    return Response(encoded.audio, media_type="audio/wav")
 
 
 def _engine_voice(request: Request, voice_id: str) -> Voice:

@@ -17,9 +17,10 @@ from voxserve.chat.llm import LLM, OpenAICompatibleLLM
 from voxserve.chat.messages import parse_message
 from voxserve.chat.session import ChatSession
 from voxserve.config import ChatSettings, Settings
-from voxserve.errors import InvalidRequestError, as_client_error
+from voxserve.errors import InvalidRequestError
 from voxserve.server.errors import client_gone, count_error
 from voxserve.server.metrics import route_of
+from voxserve.streaming import client_error
 
 logger = logging.getLogger("voxserve.chat")
 router = APIRouter()
@@ -129,11 +130,8 @@ async def chat(websocket: WebSocket) -> None:
                 else:
                     await session.on_message(parse_message(message.get("text") or ""))
             except Exception as error:  # a bad message, or a bug: say so, keep the chat
-                told = as_client_error(error, logger, "handling a chat message")
-                await send_json(
-                    {"type": "error", "code": told.code, "message": told.message,
-                     "param": told.param}
-                )  # fmt: skip
+                told = client_error(error, logger, "handling a chat message")
+                await send_json(told.ws_message())
     except WebSocketDisconnect:
         pass
     finally:

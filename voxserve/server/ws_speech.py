@@ -11,14 +11,14 @@ import logging
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
-from voxserve.audio import create_encoder
 from voxserve.config import Settings
-from voxserve.errors import RateLimitedError, VoxserveError, as_client_error
+from voxserve.errors import InvalidRequestError, RateLimitedError, VoxserveError
 from voxserve.request import SpeechOptions
 from voxserve.server.auth import charge_characters
 from voxserve.server.errors import client_gone, count_error, validation_error
 from voxserve.server.metrics import route_of
-from voxserve.synthesis.synthesizer import SpokenSegment, Synthesizer, Voicing, encode
+from voxserve.streaming import ClientError, Words, client_error, encode_stream
+from voxserve.synthesis.synthesizer import SpokenSegment, Synthesizer, Voicing
 from voxserve.synthesis.text_stream import TextStream
 
 logger = logging.getLogger("voxserve.server")
@@ -38,10 +38,11 @@ def message_limit(settings: Settings) -> int:
     return 4 * settings.max_input_chars + 4096
 
 
-class ProtocolError(Exception):
+class ProtocolError(InvalidRequestError):
+    """A message the protocol refuses: told, and the connection goes on."""
+
     def __init__(self, code: str, message: str, param: str | None = None):
-        super().__init__(message)
-        self.code, self.message, self.param = code, message, param
+        super().__init__(message, param=param, code=code)
 
 
 @router.websocket("/v1/audio/speech/stream")
@@ -77,7 +78,7 @@ class SpeechStreamSession:
             try:
                 await self.handle(message)
             except ProtocolError as error:
-                await self.send_error(error.code, error.message, error.param)
+                await self.send_error(ClientError.of(error))
 
     async def handle(self, message: dict) -> None:
         if message.get("bytes") is not None:
@@ -111,7 +112,7 @@ class SpeechStreamSession:
         fields.setdefault("response_format", "pcm")
         try:
             options = SpeechOptions.model_validate(fields)
-            voicing = self.synthesizer.voicing(options)
+            voicing = await self.synthesizer.resolver.resolve(options)
         except ValidationError as error:
             self.state = State.FAILED
             invalid = validation_error(error)
@@ -120,7 +121,7 @@ class SpeechStreamSession:
             self.state = State.FAILED
             raise ProtocolError("invalid_request", error.message, error.param) from error
         plan = self.synthesizer.plan_options(voicing.engine)
-        self.text = TextStream(voicing.voice.id, plan, normalize=options.normalize)
+        self.text = TextStream(voicing, plan, normalize=options.normalize)
         self.received = 0
         self.state = State.OPEN
         await self.send_json(
@@ -178,31 +179,34 @@ class SpeechStreamSession:
         client sent for it before it heard of that are dropped quietly, up to its end."""
         await self.stop()
         self.state = State.FAILED
-        await self.send_error(code, message, param)
+        await self.send_error(ClientError.of(ProtocolError(code, message, param)))
         await self.send_json({"type": "audio_stream_stop", "cancelled": True})
 
     async def speak(self, voicing: Voicing, audio_format: str) -> None:
-        """One utterance's audio: frames and segment timings as they are made, then the stop."""
-        encoder = create_encoder(audio_format, voicing.sample_rate)
-        rendered = self.synthesizer.render(voicing, self.text.segments())
+        """One utterance's audio: frames, the words in them (before them) and segment timings
+        as they are made, then the stop."""
+        rendered = self.synthesizer.render(
+            self.text.segments(), [voicing.engine], voicing.sample_rate
+        )
         try:
-            async with contextlib.aclosing(rendered) as items:
-                async for item in items:
-                    if isinstance(item, SpokenSegment):
+            encoded = encode_stream(rendered, audio_format, voicing.sample_rate)
+            async with contextlib.aclosing(encoded) as pieces:
+                async for piece in pieces:
+                    if isinstance(piece, bytes):
+                        await self.send_bytes(piece)
+                    elif isinstance(piece, Words):
+                        await self.send_json({"type": "words", "words": piece.to_list()})
+                    elif isinstance(piece, SpokenSegment):
                         await self.send_json(
-                            {"type": "segment", "index": item.segment.index,
-                             "text": item.segment.text, "start_ms": round(item.start * 1000),
-                             "end_ms": round(item.end * 1000)}
+                            {"type": "segment", "index": piece.segment.index,
+                             "text": piece.segment.text, "start_ms": round(piece.start * 1000),
+                             "end_ms": round(piece.end * 1000)}
                         )  # fmt: skip
-                    elif data := await encode(encoder, item.samples):
-                        await self.send_bytes(data)
-            if tail := encoder.finish():
-                await self.send_bytes(tail)
         except Exception as error:  # a bug too ends the utterance: told, never silent
             if client_gone(self.websocket, error):
                 raise
-            told = as_client_error(error, logger, "speaking an utterance")
-            await self.send_error(told.code or "engine_failed", told.message, told.param)
+            told = client_error(error, logger, "speaking an utterance")
+            await self.send_error(told, default_code="engine_failed")
             # Text the client sent before it heard of the failure is dropped until its end.
             self.state = State.FAILED if self.state is State.OPEN else State.IDLE
         else:
@@ -224,9 +228,10 @@ class SpeechStreamSession:
         if self.state is not state:
             raise ProtocolError(code, f"{message} (the stream is {self.state.value})")
 
-    async def send_error(self, code: str, message: str, param: str | None = None) -> None:
-        count_error(self.websocket.app, self.websocket.scope, code)
-        await self.send_json({"type": "error", "code": code, "message": message, "param": param})
+    async def send_error(self, told: ClientError, default_code: str | None = None) -> None:
+        message = told.ws_message(default_code)
+        count_error(self.websocket.app, self.websocket.scope, message["code"])
+        await self.send_json(message)
 
     async def send_json(self, data: dict) -> None:
         async with self._send_lock:

@@ -7,7 +7,6 @@ One JSON request -> a JSON status -> the audio as a WAV file in binary frames;
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 
@@ -15,16 +14,16 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from voxserve import __version__
-from voxserve.audio import fix_wav_header
 from voxserve.engines.base import Engine
-from voxserve.errors import InvalidRequestError, as_client_error
+from voxserve.errors import InvalidRequestError
 from voxserve.request import SpeechRequest
 from voxserve.server.auth import charge_characters
 from voxserve.server.disconnects import unless_client_leaves
 from voxserve.server.errors import client_gone, count_error, validation_error
 from voxserve.server.metrics import route_of
 from voxserve.server.ws_speech import message_limit
-from voxserve.synthesis.synthesizer import PreparedSpeech, Synthesizer
+from voxserve.streaming import client_error, encode_whole
+from voxserve.synthesis.synthesizer import Synthesizer
 
 logger = logging.getLogger("voxserve.server")
 router = APIRouter()
@@ -59,7 +58,7 @@ async def tts_provider(websocket: WebSocket) -> None:
             except Exception as error:  # a bug too is told, and the next request is served
                 if client_gone(websocket, error):  # (ClientLeft too: the socket is closed)
                     return
-                told = as_client_error(error, logger, "answering a /ws/tts request")
+                told = client_error(error, logger, "answering a /ws/tts request")
                 code = told.code or "invalid_request"
                 count_error(websocket.app, websocket.scope, code)
                 # The request's field is "text" where a speech request's is "input".
@@ -141,19 +140,15 @@ async def _answer(
                 {"status": "loading", "message": f"loading {engine.name}; your request waits"}
             )
         )
-    parts = await unless_client_leaves(_collect(synthesizer, prepared), inbox.left())
-    audio = fix_wav_header(b"".join(parts))
+    chunks = synthesizer.stream(prepared)
+    encoded = encode_whole(chunks, "wav", prepared.sample_rate)
+    audio = (await unless_client_leaves(encoded, inbox.left())).audio
     await websocket.send_text(
         json.dumps({"status": "success", "format": "wav", "sample_rate": prepared.sample_rate,
                     "length_bytes": len(audio)})
     )  # fmt: skip
     for start in range(0, len(audio), FRAME_BYTES):
         await websocket.send_bytes(audio[start : start + FRAME_BYTES])
-
-
-async def _collect(synthesizer: Synthesizer, prepared: PreparedSpeech) -> list[bytes]:
-    async with contextlib.aclosing(synthesizer.stream_encoded(prepared)) as parts:
-        return [data async for data in parts]
 
 
 def speaker_table(synthesizer: Synthesizer, engine: Engine) -> list[str]:

@@ -1,4 +1,9 @@
-"""Multi-speaker dialogue: turns -> one voice each -> one audio stream, with per-turn timings.
+"""Multi-speaker dialogue: turns -> one voice each -> one plan -> one audio stream, with
+per-turn timings.
+
+The turns become one plan of segments, each with its speaker's voicing: the synthesizer renders
+it as any request, admitted once on each engine it uses, looking ahead across turns (the next
+speaker's first sentence is made while this one's last is sent).
 
 A speaker takes, in order: the voice given on its turn, the voice profile of its name
 (case-insensitive), the request's mapping, else a built-in voice no other speaker has. The narrator
@@ -14,60 +19,26 @@ hears the turns before it instead of starting cold.
 from __future__ import annotations
 
 import contextlib
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
 from voxserve.audio import silence
 from voxserve.audio.frames import AudioChunk
 from voxserve.config import Settings
-from voxserve.engines.base import SpeakerPrompt
+from voxserve.engines.base import SpeakerPrompt, Voicing
+from voxserve.engines.builtin_voices import builtin_voice
 from voxserve.errors import InvalidRequestError
-from voxserve.request import AudioFormat, SpeechOptions
-from voxserve.synthesis.plan import Segment, plan_segments
+from voxserve.request import DialogueRequest, SpeechOptions
+from voxserve.synthesis.plan import Segment, plan_text
 from voxserve.synthesis.synthesizer import (
     NOTHING_TO_SAY_SECONDS,
     ProgressCallback,
     Synthesizer,
-    Voicing,
     check_spoken_length,
     iterate,
-    progress_report,
 )
-from voxserve.text import normalize_text
 from voxserve.text.dialogue import NARRATOR, Turn
-from voxserve.text.speakable import drop_control_characters, has_something_to_say
-from voxserve.voices.builtin import builtin_voice
-
-
-class DialogueTurn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    speaker: str = ""
-    text: str = Field(min_length=1)
-    voice: str | None = None
-
-    @field_validator("text")
-    @classmethod
-    def _something_to_say(cls, value: str) -> str:
-        value = drop_control_characters(value)
-        if not has_something_to_say(value):
-            raise ValueError("the turn has nothing to say (no letter or digit)")
-        return value
-
-
-class DialogueRequest(SpeechOptions):
-    """``POST /v1/audio/dialogue``: turns, each spoken in its speaker's voice."""
-
-    turns: list[DialogueTurn] = Field(min_length=1, max_length=2000)
-    voices: dict[str, str] = Field(default_factory=dict)
-    """Speaker name -> voice, for speakers without a profile of their name."""
-    pause_between_turns: float = Field(0.4, ge=0.0, le=5.0)
-    response_format: AudioFormat = "mp3"
-    stream_format: str = Field("audio", pattern="^(audio|sse)$")
 
 
 @dataclass(frozen=True)
@@ -98,9 +69,15 @@ class PreparedDialogue:
     response_format: str
     characters: int
     plans: list[list[Segment]]
-    """Each turn's segments, normalized and planned before any audio is made."""
+    """Each turn's segments, normalized and planned before any audio is made: numbered through
+    the whole dialogue, a turn's last one followed by the pause between turns."""
     tags: dict[str, str] = field(default_factory=dict)
     """Speaker -> ``SPEAKERn``, when one engine speaks the whole cast."""
+
+    @property
+    def ignored(self) -> tuple[str, ...]:
+        """Fields the request sent that an engine of its turns accepts without honouring."""
+        return tuple(sorted({name for _, voicing in self.turns for name in voicing.ignored}))
 
 
 def prepare_dialogue(synthesizer: Synthesizer, request: DialogueRequest) -> PreparedDialogue:
@@ -120,7 +97,9 @@ def prepare_dialogue(synthesizer: Synthesizer, request: DialogueRequest) -> Prep
     for number, turn in enumerate(request.turns):
         options = request.model_copy(update={"voice": turn.voice or voices[turn.speaker]})
         try:
-            voicing = synthesizer.voicing(SpeechOptions.model_validate(options.model_dump()))
+            voicing = synthesizer.resolver.voicing(
+                SpeechOptions.model_validate(options.model_dump())
+            )
         except InvalidRequestError as error:
             who = repr(turn.speaker) if turn.speaker else "the narrator"
             raise InvalidRequestError(
@@ -131,9 +110,13 @@ def prepare_dialogue(synthesizer: Synthesizer, request: DialogueRequest) -> Prep
         prepared.append((Turn(turn.speaker, turn.text), voicing))
     turns = [(turn, replace(voicing, sample_rate=rate)) for turn, voicing in prepared]
     turns, tags = _as_one_cast(turns)
-    plans = [
-        _plan_turn(synthesizer, turn, voicing, request.normalize, tags) for turn, voicing in turns
-    ]
+    plans: list[list[Segment]] = []
+    for number, (turn, voicing) in enumerate(turns):
+        first = sum(len(plan) for plan in plans)
+        plan = _plan_turn(synthesizer, turn, voicing, request.normalize, tags, first)
+        if plan and number < len(turns) - 1:
+            plan[-1] = replace(plan[-1], pause_after=request.pause_between_turns)
+        plans.append(plan)
     _check_spoken_length(synthesizer.settings, plans)
     return PreparedDialogue(
         turns, rate, request.pause_between_turns, request.response_format, characters, plans, tags
@@ -141,10 +124,15 @@ def prepare_dialogue(synthesizer: Synthesizer, request: DialogueRequest) -> Prep
 
 
 def _plan_turn(
-    synthesizer: Synthesizer, turn: Turn, voicing: Voicing, normalize: bool, tags: dict[str, str]
+    synthesizer: Synthesizer,
+    turn: Turn,
+    voicing: Voicing,
+    normalize: bool,
+    tags: dict[str, str],
+    first_index: int,
 ) -> list[Segment]:
-    text = normalize_text(turn.text) if normalize else turn.text
-    segments = plan_segments(text, voicing.voice.id, synthesizer.plan_options(voicing.engine))
+    options = synthesizer.plan_options(voicing.engine)
+    segments = plan_text(turn.text, voicing, options, normalize=normalize, first_index=first_index)
     if tag := tags.get(turn.speaker):
         segments = [replace(s, text=f"[{tag}] {s.text}") for s in segments]
     return segments
@@ -194,7 +182,7 @@ def assign_voices(synthesizer: Synthesizer, request: DialogueRequest) -> dict[st
         if turn.speaker in assigned:
             continue
         key = turn.speaker.lower()
-        if synthesizer.voices.find(key) is not None:
+        if synthesizer.resolver.voices.find(key) is not None:
             assigned[turn.speaker] = key
         elif key in mapping:
             assigned[turn.speaker] = mapping[key]
@@ -217,34 +205,44 @@ def _distinct_voices(synthesizer: Synthesizer, model: str | None) -> list[str]:
 async def render_dialogue(
     synthesizer: Synthesizer, dialogue: PreparedDialogue, progress: ProgressCallback | None = None
 ) -> AsyncIterator[AudioChunk | TurnTiming]:
-    """The dialogue's audio, each turn followed by its timing. Every engine it uses admits it
-    once, before its first audio, and holds its place to the last turn."""
-    position, started = 0.0, time.monotonic()
-    planned = zip(dialogue.turns, dialogue.plans, strict=True)
-    engines = [voicing.engine for _, voicing in dialogue.turns]
-    async with synthesizer.admit(engines) as admitted:
-        for index, ((turn, voicing), segments) in enumerate(planned):
-            if index and dialogue.pause:
-                yield AudioChunk(
-                    silence(dialogue.pause, dialogue.sample_rate), dialogue.sample_rate
-                )
-                position += dialogue.pause
-            start = position
-            if segments:
-                rendered = synthesizer.render(
-                    voicing, iterate(segments), admitted=admitted[voicing.engine.name]
-                )
-            else:  # only markup or code ("`x`"): a moment of silence, as a speech request answers
-                rendered = _nothing_to_say(dialogue.sample_rate)
-            async with contextlib.aclosing(rendered) as items:
-                async for item in items:
-                    if isinstance(item, AudioChunk):
-                        position += item.duration
-                        yield item
-            yield TurnTiming(index, turn.speaker, voicing.voice.id, start, position)
-            if progress is not None:
-                progress(progress_report(index + 1, len(dialogue.turns), position, started))
+    """The dialogue's audio, each turn followed by its timing: one render of the whole plan,
+    admitted once on every engine it uses, each place held to the last turn. A turn with
+    nothing to say (only markup) has no audio: it is timed where it falls, as a moment."""
+    segments = [segment for plan in dialogue.plans for segment in plan]
+    if not segments:  # nothing to say at all: a moment of silence, as a speech request answers
+        rate = dialogue.sample_rate
+        yield AudioChunk(silence(NOTHING_TO_SAY_SECONDS, rate), rate)
+        for index in range(len(dialogue.turns)):
+            yield _timing(dialogue, index, 0.0, NOTHING_TO_SAY_SECONDS)
+        return
+    turn_of = {segment.index: turn for turn, plan in enumerate(dialogue.plans) for segment in plan}
+    starts: dict[int, float] = {}
+    untimed, end = 0, 0.0  # the first turn not yet timed; where the last spoken one ended
+    rendered = synthesizer.render(
+        iterate(segments),
+        [voicing.engine for _, voicing in dialogue.turns],
+        dialogue.sample_rate,
+        total=len(segments),
+        progress=progress,
+    )
+    async with contextlib.aclosing(rendered) as items:
+        async for item in items:
+            if isinstance(item, AudioChunk):
+                yield item
+                continue
+            turn = turn_of[item.segment.index]
+            start = starts.setdefault(turn, item.start)
+            if item.segment is not dialogue.plans[turn][-1]:
+                continue
+            for silent in range(untimed, turn):  # turns with nothing to say, before this one
+                yield _timing(dialogue, silent, start, start)
+            end = item.speech_end
+            yield _timing(dialogue, turn, start, end)
+            untimed = turn + 1
+    for silent in range(untimed, len(dialogue.turns)):
+        yield _timing(dialogue, silent, end, end)
 
 
-async def _nothing_to_say(sample_rate: int) -> AsyncIterator[AudioChunk]:
-    yield AudioChunk(silence(NOTHING_TO_SAY_SECONDS, sample_rate), sample_rate)
+def _timing(dialogue: PreparedDialogue, index: int, start: float, end: float) -> TurnTiming:
+    turn, voicing = dialogue.turns[index]
+    return TurnTiming(index, turn.speaker, voicing.voice.id, start, end)

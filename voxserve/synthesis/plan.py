@@ -1,22 +1,15 @@
-"""Text -> the ordered segments one request synthesizes."""
+"""Text -> the ordered segments one request synthesizes, each with the voicing that speaks it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from voxserve.text import plan_fragments
+from voxserve.config import Settings
+from voxserve.engines.base import Engine, Segment, Voicing
+from voxserve.text import normalize_for, plan_fragments
 from voxserve.text.speakable import drop_control_characters, has_something_to_say
 
-
-@dataclass(frozen=True)
-class Segment:
-    """One engine call's worth of text."""
-
-    index: int
-    text: str
-    voice: str
-    pause_after: float
-    """Seconds of silence after this segment's audio."""
+__all__ = ["PlanOptions", "Segment", "plan_options", "plan_segments", "plan_text"]
 
 
 @dataclass(frozen=True)
@@ -27,8 +20,26 @@ class PlanOptions:
     small_first: bool
 
 
+def plan_options(settings: Settings, engine: Engine) -> PlanOptions:
+    return PlanOptions(
+        max_chars=engine.capabilities.chunk_chars,
+        sentence_pause=settings.sentence_pause,
+        clause_pause=settings.clause_pause,
+        small_first=settings.first_fragment_small,
+    )
+
+
+def plan_text(
+    text: str, voicing: Voicing, options: PlanOptions, *, normalize: bool, first_index: int = 0
+) -> list[Segment]:
+    """A whole text's segments, normalized for the voicing's language when ``normalize``."""
+    if normalize:
+        text = normalize_for(text, voicing.language)
+    return plan_segments(text, voicing, options, first_index=first_index)
+
+
 def plan_segments(
-    text: str, voice: str, options: PlanOptions, *, first_index: int = 0, final: bool = True
+    text: str, voicing: Voicing, options: PlanOptions, *, first_index: int = 0, final: bool = True
 ) -> list[Segment]:
     """Segments for ``text``, each with something to say; ``final`` means nothing follows it, so
     its last pause is dropped."""
@@ -52,7 +63,7 @@ def plan_segments(
                 last = segments[-1]
                 segments[-1] = replace(last, pause_after=max(last.pause_after, pause))
             continue
-        segments.append(Segment(first_index + len(segments), fragment.text, voice, pause))
+        segments.append(Segment(first_index + len(segments), fragment.text, voicing, pause))
     if final and segments:
         segments[-1] = replace(segments[-1], pause_after=0.0)
     return segments

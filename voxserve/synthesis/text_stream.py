@@ -6,8 +6,9 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
+from voxserve.engines.base import Voicing
 from voxserve.synthesis.plan import PlanOptions, Segment, plan_segments
-from voxserve.text import SentenceBuffer, normalize_text
+from voxserve.text import SentenceBuffer, normalize_for
 
 FENCE = "```"
 
@@ -26,8 +27,8 @@ class TextStream:
     client waits on it; each must be awaited before the next step is taken.
     """
 
-    def __init__(self, voice: str, plan: PlanOptions, *, normalize: bool = True):
-        self.voice = voice
+    def __init__(self, voicing: Voicing, plan: PlanOptions, *, normalize: bool = True):
+        self.voicing = voicing
         self.plan = plan
         self.normalize = normalize
         self._sentences = SentenceBuffer()
@@ -102,9 +103,11 @@ class TextStream:
     def _plan(self, sentences: list[str]) -> list[Segment]:
         planned: list[Segment] = []
         for sentence in sentences:
-            text = normalize_text(sentence) if self.normalize else sentence
+            text = normalize_for(sentence, self.voicing.language) if self.normalize else sentence
             plan = self.plan if not self._planned else replace(self.plan, small_first=False)
-            segments = plan_segments(text, self.voice, plan, first_index=self._planned, final=False)
+            segments = plan_segments(
+                text, self.voicing, plan, first_index=self._planned, final=False
+            )
             self._planned += len(segments)
             planned.extend(segments)
         return planned

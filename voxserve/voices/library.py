@@ -33,8 +33,6 @@ class EngineCatalog(Protocol):
 
     def names(self) -> list[str]: ...
 
-    def resolve_voice(self, voice_id: str | None, model: str | None) -> Any: ...
-
 
 class VoiceLibrary:
     """Profiles whose reference audio is checked, cleaned and, without a transcript, transcribed."""
@@ -147,8 +145,13 @@ class VoiceLibrary:
                 names = ", ".join(self.registry.names())
                 message = f"unknown engine {engine!r}; engines: {names}"
             raise InvalidRequestError(message, param="engine", code=error.code) from error
-        if voice is not None:
-            self.registry.resolve_voice(voice, chosen.name)
+        if voice is not None and chosen.find_voice(voice) is None:
+            known = ", ".join(each.id for each in chosen.voices()) or "none"
+            raise InvalidRequestError(
+                f"unknown voice {voice!r} for engine {chosen.name!r}; voices: {known}",
+                param="voice",
+                code="voice_not_found",
+            )
 
     def _reference(
         self, audio: bytes | None, transcript: str | None, keep_prepared: bool = False

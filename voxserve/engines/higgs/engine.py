@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import gc
+import importlib.metadata
 import math
 import os
 import threading
@@ -36,12 +37,19 @@ from typing import TYPE_CHECKING, Any
 
 from voxserve.audio.decode import decode_audio
 from voxserve.audio.frames import AudioChunk
-from voxserve.engines.base import Capabilities, Engine, SamplingOptions, SynthesisOptions, Voice
+from voxserve.engines.base import (
+    BlockingEngine,
+    Capabilities,
+    EngineSettings,
+    SynthesisOptions,
+    Voice,
+)
+from voxserve.engines.builtin_voices import BUILTIN_VOICES, builtin_voice
 from voxserve.engines.higgs.context import ContextMemory
 from voxserve.engines.higgs.loading import SAMPLE_RATE, Runtime
 from voxserve.engines.higgs.settings import HiggsSettings
 from voxserve.errors import EngineError, EngineUnavailableError, InvalidRequestError
-from voxserve.voices.builtin import BUILTIN_VOICES, builtin_voice
+from voxserve.request import Sampling
 
 if TYPE_CHECKING:  # torch and transformers load with the model, not with this module
     from voxserve.engines.higgs.prompts import PromptTokens, SpeakerVoice, Spoken
@@ -51,26 +59,25 @@ DEFAULT_VOICE = "higgs"
 # Chinese): a model that never ends its stream stops there instead of at max_new_tokens.
 RUNAWAY_BASE_SECONDS = 3.0
 RUNAWAY_SECONDS_PER_CHAR = 0.4
+CUDA_BATCH = 8
+"""Requests batched together on a GPU when ``max_batch`` is 0."""
 
 
-class HiggsEngine(Engine):
+class HiggsEngine(BlockingEngine):
     name = "higgs"
     extra = "higgs"
     requires = ("torch", "transformers")
+    Settings = HiggsSettings
+    settings: HiggsSettings
 
     def __init__(
         self,
-        settings: Mapping[str, Any] | None = None,
+        settings: EngineSettings | Mapping[str, Any] | None = None,
         *,
         data_dir: Path | None = None,
-        environ: Mapping[str, str] | None = None,
     ):
-        super().__init__(settings)
-        try:
-            self.config = HiggsSettings.from_sources(self.settings, environ)
-        except ValueError as error:
-            raise EngineUnavailableError(str(error), code="engine_misconfigured") from None
-        self.memory = ContextMemory(self.config.context_chunks, self.config.seed)
+        super().__init__(settings, data_dir=data_dir)
+        self.memory = ContextMemory(self.settings.context_chunks, self.settings.seed)
         self._runtime: Runtime | None = None
         self._load_lock = threading.Lock()
         self._references: OrderedDict[tuple, Any] = OrderedDict()  # file identity -> codes
@@ -78,12 +85,11 @@ class HiggsEngine(Engine):
         # A fast tokenizer resets its padding settings on every call: concurrent calls collide.
         self._prompt_lock = threading.Lock()
 
-    @property
-    def capabilities(self) -> Capabilities:
+    def describe(self) -> Capabilities:
         return Capabilities(
             sample_rate=SAMPLE_RATE,
-            languages=self.config.languages,
-            max_input_chars=self.config.max_input_chars,
+            languages=self.settings.languages,
+            max_input_chars=self.settings.max_input_chars,
             speed_range=(1.0, 1.0),  # the model has no rate control
             streaming=True,
             cloning=True,
@@ -94,13 +100,25 @@ class HiggsEngine(Engine):
             multi_speaker=True,
         )
 
-    @property
+    @functools.cached_property
     def max_batch(self) -> int:
-        return self.config.max_batch or (8 if self.device.startswith("cuda") else 1)
+        """Requests generated together: ``max_batch``, else 8 on CUDA and 1 on the CPU. It is
+        both the worker's batch and the declared concurrency, so the scheduler admits what one
+        batch takes.
+
+        Declared before loading, without torch (importing it takes seconds and gigabytes), so for
+        ``device = "auto"`` CUDA is told from what can be seen without it: a torch build that is
+        not a ``+cpu`` one, and a GPU the NVIDIA driver lists. Where that guess is wrong, the
+        batch still works, on the device torch finds at load: set ``max_batch`` to choose."""
+        if self.settings.max_batch:
+            return self.settings.max_batch
+        device = self.settings.device
+        cuda = device.startswith("cuda") or (device == "auto" and cuda_visible())
+        return CUDA_BATCH if cuda else 1
 
     @functools.cached_property
     def device(self) -> str:
-        device = self.config.device
+        device = self.settings.device
         if device == "cpu":
             return device
         import torch
@@ -110,24 +128,27 @@ class HiggsEngine(Engine):
                 return "cpu"
             raise EngineUnavailableError(
                 f"higgs is set to device {device!r}, but torch sees no CUDA device (a CPU build "
-                "of torch, or no GPU): set [engines.higgs] device (HIGGS_DEVICE) to cpu or auto",
+                "of torch, or no GPU): set [engines.higgs] device "
+                "(VOXSERVE_ENGINES__HIGGS__DEVICE) to cpu or auto",
                 code="engine_misconfigured",
             )
         return "cuda" if device == "auto" else device
 
     def voices(self) -> list[Voice]:
-        smart = Voice(
+        # One model speaks every configured language, in any of its voices.
+        languages = self.settings.languages
+
+        def voice(voice_id: str, name: str, description: str) -> Voice:
+            return Voice(
+                voice_id, self.name, name, languages[0], description, SAMPLE_RATE, languages
+            )
+
+        smart = voice(
             DEFAULT_VOICE,
-            self.name,
             "Smart voice",
-            "en",
             "No reference: the model picks a voice that suits the text and the scene.",
-            SAMPLE_RATE,
         )
-        described = [
-            Voice(voice.id, self.name, voice.name, "en", voice.speaker_description, SAMPLE_RATE)
-            for voice in BUILTIN_VOICES
-        ]
+        described = [voice(item.id, item.name, item.speaker_description) for item in BUILTIN_VOICES]
         return [smart, *described]
 
     def load(self) -> None:
@@ -135,7 +156,7 @@ class HiggsEngine(Engine):
 
         with self._load_lock:
             if self._runtime is None:
-                self._runtime = load_runtime(self.config, self.device, self.max_batch)
+                self._runtime = load_runtime(self.settings, self.device, self.max_batch)
 
     def unload(self) -> None:
         with self._load_lock:
@@ -170,8 +191,8 @@ class HiggsEngine(Engine):
             options.context_id, dataclasses.replace(options, context_id=None)
         )
         prompt = self.prompt(text, options, history=tuple(state.history) if state else ())
-        requested = options.sampling or SamplingOptions()
-        seed = state.seed if state else self.config.seed
+        requested = options.sampling or Sampling()
+        seed = state.seed if state else self.settings.seed
         overrides = {
             name: value
             for name in ("temperature", "top_p", "top_k")
@@ -192,10 +213,10 @@ class HiggsEngine(Engine):
         decoder = WindowedDecoder(
             functools.partial(decode_frames, runtime.codec),
             runtime.samples_per_frame,
-            window=self.config.chunk_frames,
-            first_window=self.config.first_chunk_frames,
-            context=self.config.decode_context_frames,
-            crossfade=round(self.config.crossfade_ms * SAMPLE_RATE / 1000),
+            window=self.settings.chunk_frames,
+            first_window=self.settings.first_chunk_frames,
+            context=self.settings.decode_context_frames,
+            crossfade=round(self.settings.crossfade_ms * SAMPLE_RATE / 1000),
         )
         trimmer = SilenceTrimmer(SAMPLE_RATE)
         runtime.worker.submit(job)
@@ -225,7 +246,7 @@ class HiggsEngine(Engine):
         runtime = self._loaded()
         conversation = build_conversation(
             text,
-            scene=options.instructions or self.config.scene,
+            scene=options.instructions or self.settings.scene,
             speakers=self._speakers(text, options),
             history=history,
         )
@@ -288,10 +309,10 @@ class HiggsEngine(Engine):
             clip = decode_audio(path, sample_rate=codec.config.sample_rate)
         except (OSError, ValueError) as error:
             raise InvalidRequestError(f"reference audio {path!r}: {error}", param="voice") from None
-        if clip.duration > self.config.max_reference_seconds:
+        if clip.duration > self.settings.max_reference_seconds:
             raise InvalidRequestError(
                 f"reference audio is {clip.duration:.1f} s; higgs takes at most "
-                f"{self.config.max_reference_seconds:g} s (max_reference_seconds)",
+                f"{self.settings.max_reference_seconds:g} s (max_reference_seconds)",
                 param="voice",
                 code="reference_too_long",
             )
@@ -305,10 +326,25 @@ class HiggsEngine(Engine):
         seconds = RUNAWAY_BASE_SECONDS + RUNAWAY_SECONDS_PER_CHAR * len(text)
         # + the delay pattern's opening column and the codebooks' staggered ends
         steps = math.ceil(seconds * runtime.frame_rate) + runtime.codebooks + 1
-        return min(self.config.max_new_tokens, steps)
+        return min(self.settings.max_new_tokens, steps)
 
     def _loaded(self) -> Runtime:
         runtime = self._runtime
         if runtime is None:
             raise EngineError("the higgs engine is not loaded", code="engine_not_loaded")
         return runtime
+
+
+def cuda_visible() -> bool:
+    """Whether torch will likely find CUDA, told without importing it: its build is not a CPU-only
+    one (``2.5.1+cpu``), and the NVIDIA driver lists a GPU that ``CUDA_VISIBLE_DEVICES`` does not
+    hide."""
+    try:
+        build = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if build.endswith("+cpu") or (visible is not None and visible.strip() in ("", "-1")):
+        return False
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return gpus.is_dir() and any(gpus.iterdir())

@@ -64,14 +64,11 @@ class GenerationJob:
                 raise item
             yield item
 
-    def cancel(self, timeout: float = 30.0) -> None:
-        """Stop generating for this job (within a step) and wait until it has stopped.
-
-        A job still waiting for its batch returns at once: the worker drops it when it comes up.
-        """
+    def cancel(self) -> None:
+        """Stop generating for this job: its row ends within a step, and a job still waiting
+        for its batch is dropped when it comes up. Returns at once: a stream closed on the event
+        loop must not wait for the GPU's step."""
         self.cancelled.set()
-        if self.started.is_set():
-            self.finished.wait(timeout)
 
     def _put(self, item: Any) -> None:
         self._columns.put(item)

@@ -145,11 +145,12 @@ def _locate(config: HiggsSettings, what: str, setting: str) -> str:
     if not _HUB_ID.fullmatch(path) or local.exists():
         raise _missing(path, what, setting)
     if not (config.allow_downloads or _cached(path)):
-        default = getattr(HiggsSettings, setting)
+        default = _default(setting)
         raise InvalidRequestError(
             f"engine 'higgs' is not set up here: its {what} {path!r} is neither a local "
             "directory nor in the Hugging Face cache, and downloads are off. Set "
-            f"[engines.higgs] {setting} (HIGGS_{setting.upper()}) to a directory holding it "
+            f"[engines.higgs] {setting} (VOXSERVE_ENGINES__HIGGS__{setting.upper()}) to a "
+            "directory holding it "
             f"(`hf download {default} --local-dir DIR`), or set allow_downloads = true "
             "(VOXSERVE_ALLOW_DOWNLOADS) with an [engines.higgs] table to fetch it on first use.",
             param="model",
@@ -179,12 +180,17 @@ def _missing_weights(path: str, what: str, setting: str) -> Iterator[None]:
 def _missing(
     path: str, what: str, setting: str, error: BaseException | None = None
 ) -> EngineUnavailableError:
-    default = getattr(HiggsSettings, setting)
+    default = _default(setting)
     reason = f" ({error})" if error else ""
     return EngineUnavailableError(
         f"Higgs Audio {what} not found at {path!r}{reason}. Download {default} (for example "
         f"`hf download {default} --local-dir DIR`) and set [engines.higgs] {setting} "
-        f"(or HIGGS_{setting.upper()}) to that directory; a Hub id is found in the Hugging Face "
-        "cache, or fetched when allow_downloads is on.",
+        f"(or VOXSERVE_ENGINES__HIGGS__{setting.upper()}) to that directory; a Hub id is found "
+        "in the Hugging Face cache, or fetched when allow_downloads is on.",
         code="model_not_found",
     )
+
+
+def _default(setting: str) -> str:
+    """The Hub id ``setting`` names by default: what to download."""
+    return HiggsSettings.model_fields[setting].default
