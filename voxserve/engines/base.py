@@ -62,6 +62,10 @@ class EngineSettings(BaseModel):
     """Tries again after a passing failure (``retryable``), while no audio has gone out."""
 
 
+SettingsGiven = EngineSettings | Mapping[str, Any] | None
+"""What an engine is built from: its ``Settings``, or the ``[engines.NAME]`` table to check."""
+
+
 class BlockingSettings(EngineSettings):
     call_timeout: float = Field(300.0, gt=0)
     """Seconds one engine call may take; past it the request fails (``engine_timeout``)."""
@@ -218,12 +222,7 @@ class Engine(ABC):
     Settings: ClassVar[type[EngineSettings]] = EngineSettings
     """The engine's ``[engines.NAME]`` table."""
 
-    def __init__(
-        self,
-        settings: EngineSettings | Mapping[str, Any] | None = None,
-        *,
-        data_dir: Path | None = None,
-    ):
+    def __init__(self, settings: SettingsGiven = None, *, data_dir: Path | None = None):
         if isinstance(settings, EngineSettings):
             self.settings = settings
         else:

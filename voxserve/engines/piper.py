@@ -24,7 +24,7 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from voxserve.engines.base import (
     BlockingEngine,
     BlockingSettings,
     Capabilities,
-    EngineSettings,
+    SettingsGiven,
     SynthesisOptions,
     Voice,
 )
@@ -97,12 +97,7 @@ class PiperEngine(BlockingEngine):
     Settings = PiperSettings
     settings: PiperSettings
 
-    def __init__(
-        self,
-        settings: EngineSettings | Mapping[str, Any] | None = None,
-        *,
-        data_dir: Path | None = None,
-    ):
+    def __init__(self, settings: SettingsGiven = None, *, data_dir: Path | None = None):
         super().__init__(settings, data_dir=data_dir)
         voices_dir = self.settings.voices_dir
         if voices_dir is None and data_dir is not None:

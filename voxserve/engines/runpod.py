@@ -35,7 +35,7 @@ import asyncio
 import base64
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ from voxserve.engines.base import (
     Engine,
     EngineSettings,
     Segment,
+    SettingsGiven,
     SynthesisOptions,
     Voice,
 )
@@ -110,12 +111,7 @@ class RunpodEngine(Engine):
     Settings = RunpodSettings
     settings: RunpodSettings
 
-    def __init__(
-        self,
-        settings: EngineSettings | Mapping[str, Any] | None = None,
-        *,
-        data_dir: Path | None = None,
-    ):
+    def __init__(self, settings: SettingsGiven = None, *, data_dir: Path | None = None):
         super().__init__(settings, data_dir=data_dir)
         self._connection: dict[str, Any] | None = None
         """httpx.AsyncClient arguments, made by ``load``."""

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from voxserve.errors import InvalidRequestError, VoxserveError, storage_error
+from voxserve.errors import InvalidRequestError, VoxserveError, invalid_fields, storage_error
 from voxserve.server.metrics import route_of
 from voxserve.streaming import ClientError, client_error
 
@@ -70,11 +70,7 @@ async def refuse(scope: Scope, send: Send, error: VoxserveError, *, close: bool 
 
 def validation_error(error: ValidationError | RequestValidationError) -> InvalidRequestError:
     """The first problem pydantic found, naming the field."""
-    first = error.errors()[0]
-    location = [str(part) for part in first["loc"] if part not in ("body", "query", "path")]
-    param = ".".join(location) or None
-    message = first["msg"].removeprefix("Value error, ")
-    return InvalidRequestError(f"{param}: {message}" if param else message, param=param)
+    return invalid_fields(error.errors())
 
 
 def count_error(app: FastAPI, scope: Scope, code: str) -> None:

@@ -31,7 +31,7 @@ import math
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +40,7 @@ from voxserve.audio.frames import AudioChunk
 from voxserve.engines.base import (
     BlockingEngine,
     Capabilities,
-    EngineSettings,
+    SettingsGiven,
     SynthesisOptions,
     Voice,
 )
@@ -70,12 +70,7 @@ class HiggsEngine(BlockingEngine):
     Settings = HiggsSettings
     settings: HiggsSettings
 
-    def __init__(
-        self,
-        settings: EngineSettings | Mapping[str, Any] | None = None,
-        *,
-        data_dir: Path | None = None,
-    ):
+    def __init__(self, settings: SettingsGiven = None, *, data_dir: Path | None = None):
         super().__init__(settings, data_dir=data_dir)
         self.memory = ContextMemory(self.settings.context_chunks, self.settings.seed)
         self._runtime: Runtime | None = None
