@@ -33,7 +33,10 @@ _END = object()
 
 
 @dataclass(frozen=True)
-class Sampling:
+class Sampler:
+    """How the model draws each code: the request's ``Sampling`` over the engine's settings,
+    every value set, and repetition-aware sampling, which only the engine configures."""
+
     temperature: float
     top_p: float
     top_k: int
@@ -47,7 +50,7 @@ class GenerationJob:
     prompt: PromptTokens
     max_new_tokens: int
     seed: int | None = None
-    sampling: Sampling | None = None
+    sampling: Sampler | None = None
     """None: the worker's configured sampling. Only jobs that sample alike share a batch."""
     steps: int = 0
     """Decoding steps taken so far."""
@@ -89,7 +92,7 @@ class WorkerStats:
 class GenerationWorker:
     """Owns the model's ``generate``: a daemon thread serving submitted jobs in batches."""
 
-    def __init__(self, model: Any, sampling: Sampling, *, max_batch: int, batch_wait: float):
+    def __init__(self, model: Any, sampling: Sampler, *, max_batch: int, batch_wait: float):
         self.model = model
         self.sampling = sampling
         self.max_batch = max_batch
@@ -158,7 +161,7 @@ class GenerationWorker:
             batch.append(job)
         return False
 
-    def _sampling(self, job: GenerationJob) -> Sampling:
+    def _sampling(self, job: GenerationJob) -> Sampler:
         return job.sampling or self.sampling
 
     def _run(self, batch: list[GenerationJob]) -> None:

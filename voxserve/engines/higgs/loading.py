@@ -60,7 +60,7 @@ def load_runtime(config: HiggsSettings, device: str, max_batch: int) -> Runtime:
     )
     from transformers.models.higgs_audio_v2_tokenizer import modeling_higgs_audio_v2_tokenizer
 
-    from voxserve.engines.higgs.generation import GenerationWorker, Sampling
+    from voxserve.engines.higgs.generation import GenerationWorker, Sampler
     from voxserve.engines.higgs.prompts import CHAT_TEMPLATE
 
     dtype_name = config.dtype
@@ -106,7 +106,7 @@ def load_runtime(config: HiggsSettings, device: str, max_batch: int) -> Runtime:
         audio_stream_bos_id=model.config.audio_stream_bos_id,
         audio_stream_eos_id=model.config.audio_stream_eos_id,
     )
-    sampling = Sampling(
+    sampling = Sampler(
         config.temperature, config.top_p, config.top_k, config.ras_window, config.ras_max_repeat
     )
     worker = GenerationWorker(
