@@ -33,6 +33,7 @@ from voxserve.chat.llm import LLM
 from voxserve.chat.stt import Listener, TranscriptEvent
 from voxserve.chat.warmup import ChatWarmup
 from voxserve.config import ChatSettings
+from voxserve.engines.base import Voicing
 from voxserve.errors import InvalidRequestError, VoxserveError
 from voxserve.request import SpeechOptions
 from voxserve.streaming import client_error, encode_stream
@@ -86,6 +87,7 @@ class ChatSession:
         """Shared by the process's sessions: the models are warmed once, not per connection."""
         self.listener = Listener.for_chat(synthesizer.resolver.transcriber, settings)
         self.characters = [Character(**c) for c in settings.characters]
+        self._voicings: dict[str, Voicing] = {}  # a character's voice -> its voicing
         self.policy = settings.policy
         self.history: list[ChatTurn] = []
         self.store = store
@@ -214,7 +216,7 @@ class ChatSession:
                     "or install the embedded one: pip install 'voxserve[chat]'",
                     code="llm_not_configured",
                 )
-            voicing = await self.synthesizer.resolver.resolve(SpeechOptions(voice=character.voice))
+            voicing = await self._voicing(character.voice)
             text = TextStream(voicing, self.synthesizer.plan_options(voicing.engine))
             reply.text_stream = text
             others = [c for c in self.characters if c.name != character.name]
@@ -339,7 +341,19 @@ class ChatSession:
 
     async def _start_listening(self, _: messages.StartListening) -> None:
         self.stopped_by_hand = False
+        for character in self.characters:  # resolved now, not when a reply is begun in a pause
+            with contextlib.suppress(VoxserveError):  # a bad voice is told when it speaks
+                await self._voicing(character.voice)
         await self._resume_listening(force=True)
+
+    async def _voicing(self, voice: str) -> Voicing:
+        """A character's voicing, resolved once (in a thread) and kept: a reply begun in the
+        user's pause must not wait for a free worker thread behind the transcription."""
+        voicing = self._voicings.get(voice)
+        if voicing is None:
+            voicing = await self.synthesizer.resolver.resolve(SpeechOptions(voice=voice))
+            self._voicings[voice] = voicing
+        return voicing
 
     async def _stop_listening(self, _: messages.StopListening) -> None:
         self.stopped_by_hand = True
@@ -372,7 +386,7 @@ class ChatSession:
                                       code="invalid_message")  # fmt: skip
         for number, character in enumerate(characters):
             try:  # a bad voice is told now, not at the character's first line
-                await self.synthesizer.resolver.resolve(SpeechOptions(voice=character.voice))
+                await self._voicing(character.voice)
             except VoxserveError as error:
                 error.param = f"characters.{number}.voice"
                 raise

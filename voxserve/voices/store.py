@@ -492,7 +492,10 @@ def _reason(error: Exception) -> str:
 
 
 def _stamp() -> str:
-    return time.strftime("%Y%m%d-%H%M%S") + f"-{time.time_ns() % 10**9:09d}"
+    # One reading of the clock for the seconds and their fraction: two readings could straddle
+    # a second, and a backup named later would sort before the one it replaced.
+    seconds, fraction = divmod(time.time_ns(), 10**9)
+    return time.strftime("%Y%m%d-%H%M%S", time.localtime(seconds)) + f"-{fraction:09d}"
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
