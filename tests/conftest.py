@@ -11,6 +11,8 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -138,3 +140,58 @@ def serving(process: subprocess.Popen, ready_url: str, within: float = 60) -> It
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@dataclass
+class FileServer:
+    """What the server serves, and how; what it was asked."""
+
+    files: dict[str, bytes] = field(default_factory=dict)
+    cut_after: int | None = None
+    """Close the next answer after this many bytes of its body (once)."""
+    ignore_range: bool = False
+    requests: list[tuple[str, str | None, str | None]] = field(default_factory=list)
+    """(path, Range, Authorization) of each request."""
+
+
+@pytest.fixture
+def file_server() -> Iterator[tuple[FileServer, str]]:
+    """A loopback HTTP server of ``files`` (path -> bytes), with Range, cuts and a log."""
+    state = FileServer()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            wanted = self.headers.get("Range")
+            state.requests.append((self.path, wanted, self.headers.get("Authorization")))
+            data = state.files.get(self.path)
+            if data is None:
+                self.send_error(404)
+                return
+            start = 0
+            if wanted and not state.ignore_range:
+                start = int(wanted.removeprefix("bytes=").removesuffix("-"))
+                if start >= len(data):
+                    self.send_error(416)
+                    return
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            else:
+                self.send_response(200)
+            body = data[start:]
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if state.cut_after is not None:
+                body, state.cut_after = body[: state.cut_after], None
+            self.wfile.write(body)  # then the connection closes (HTTP/1.0), short or not
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

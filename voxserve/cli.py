@@ -17,6 +17,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from voxserve.config import ConfigError, Settings, load_settings
+from voxserve.download_progress import report_with, terminal_bar
 from voxserve.errors import VoxserveError
 
 if TYPE_CHECKING:  # the synthesizer loads PyAV and the engines: not for `voxserve --help`
@@ -46,6 +47,8 @@ def _settings(context: click.Context, **overrides: Any) -> Settings:
 def main(context: click.Context, config: Path | None) -> None:
     """voxserve: a self-hosted speech server."""
     context.obj = {"config": config}
+    # Engines fetch their model files as they load, deep below any command: a bar for each.
+    report_with(lambda name: terminal_bar(name, stderr))
 
 
 @main.command()
@@ -266,6 +269,7 @@ def engines(context: click.Context) -> None:
     table = Table(
         "engine", "installed", "can", "languages", "rate", "max chars", "speed", box=box.SIMPLE_HEAD
     )
+    table.columns[1].no_wrap = True  # "yes, default" in one piece; languages wrap instead
     for name in sorted(ENGINE_CLASSES, key=lambda n: (n != settings.default_engine, n)):
         cls = engine_class(name)
         if not cls.is_installed():

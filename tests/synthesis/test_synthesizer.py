@@ -6,11 +6,14 @@ import asyncio
 import contextlib
 
 import numpy as np
+import pydantic
 import pytest
 
 from tests.fakes import FakeEngine, collect, make_synthesizer
+from voxserve.audio.frames import AudioChunk
 from voxserve.errors import EngineError, InvalidRequestError
-from voxserve.request import Sampling, SpeechRequest
+from voxserve.request import DialogueRequest, Sampling, SpeechRequest
+from voxserve.synthesis.dialogue import prepare_dialogue, render_dialogue
 from voxserve.synthesis.synthesizer import NOTHING_TO_SAY_SECONDS, Progress
 
 THREE_SENTENCES = "First one here. Second one follows. Third one ends it."
@@ -172,3 +175,58 @@ def test_sampling_reaches_engines_that_sample_and_is_refused_by_the_rest(tmp_pat
     assert (caught.value.param, caught.value.code) == ("sampling", "sampling_not_supported")
     with pytest.raises(ValueError, match="temperature"):
         SpeechRequest(input="Hello.", sampling={"temperature": 0})
+
+
+async def test_volume_multiplier_scales_the_output_and_clips_it():
+    engine = FakeEngine()  # a tone of amplitude 0.5
+    synthesizer = make_synthesizer(engine)
+    text = "Hello there."
+    loud = await collect(synthesizer, SpeechRequest(input=text, volume_multiplier=1.5))
+    clipped = await collect(synthesizer, SpeechRequest(input=text, volume_multiplier=4.0))
+    plain = await collect(synthesizer, SpeechRequest(input=text))
+    assert np.abs(plain).max() == pytest.approx(0.5, abs=0.01)
+    assert np.abs(loud).max() == pytest.approx(0.75, abs=0.015)
+    assert np.abs(clipped).max() == pytest.approx(1.0) and np.abs(clipped).mean() > 0.6
+    np.testing.assert_allclose(loud, plain * 1.5, atol=1e-5)
+    # Applied after the cache: one synthesis served all three volumes.
+    assert engine.calls == [text]
+
+
+async def test_a_dialogue_is_spoken_at_its_volume_multiplier():
+    synthesizer = make_synthesizer(FakeEngine())
+    request = DialogueRequest(
+        turns=[{"text": "One turn."}, {"text": "Another turn."}], volume_multiplier=0.5
+    )
+    dialogue = prepare_dialogue(synthesizer, request)
+    rendered = render_dialogue(synthesizer, dialogue)
+    chunks = [item.samples async for item in rendered if isinstance(item, AudioChunk)]
+    audio = np.concatenate(chunks)
+    assert np.abs(audio).max() == pytest.approx(0.25, abs=0.01)
+
+
+@pytest.mark.parametrize("volume", [0, -1, 4.5, float("nan")])
+def test_volume_multiplier_out_of_bounds_is_refused(volume):
+    with pytest.raises(ValueError, match="volume_multiplier"):
+        SpeechRequest(input="Hi.", volume_multiplier=volume)
+
+
+@pytest.mark.parametrize(
+    ("sent", "language"), [("fr", "fr"), ("en-GB", "en-GB"), ("a", "en-US"), ("z", "zh")]
+)
+def test_lang_code_is_kokoro_fastapis_name_for_language(sent, language):
+    # Kokoro-FastAPI's clients send lang_code, often as Kokoro's one-letter codes.
+    assert SpeechRequest.model_validate({"input": "Hi.", "lang_code": sent}).language == language
+    assert SpeechRequest(input="Hi.", language=sent).language == language
+    both = {"input": "Hi.", "language": "fr", "lang_code": "de"}
+    assert SpeechRequest.model_validate(both).language == "fr"  # the field's own name first
+
+
+def test_a_bad_lang_code_is_refused_naming_lang_code():
+    with pytest.raises(pydantic.ValidationError) as caught:
+        SpeechRequest.model_validate({"input": "Hi.", "lang_code": "x!"})
+    assert caught.value.errors()[0]["loc"] == ("lang_code",)
+    # A language the voice does not speak is refused naming the field, as for language
+    synthesizer = make_synthesizer(FakeEngine())
+    with pytest.raises(InvalidRequestError) as refused:
+        synthesizer.prepare(SpeechRequest.model_validate({"input": "Hi.", "lang_code": "f"}))
+    assert refused.value.param == "language"

@@ -184,6 +184,9 @@ class Voicing:
     ignored: tuple[str, ...] = ()
     """Request fields accepted but not honoured by this engine (``instructions``): transports
     report them (``X-Ignored-Fields``), so nothing is dropped unseen."""
+    volume: float = 1.0
+    """Gain the synthesizer applies to the engine's samples (clipped to [-1, 1]): no engine's
+    business, and its cached audio serves every volume."""
 
     @property
     def language(self) -> str:

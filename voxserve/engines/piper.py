@@ -16,9 +16,7 @@ session with many threads scales no further than about two (bench/concurrency.py
 
 from __future__ import annotations
 
-import ctypes
 import functools
-import importlib.metadata
 import json
 import logging
 import os
@@ -42,6 +40,7 @@ from voxserve.engines.base import (
     Voice,
 )
 from voxserve.engines.builtin_voices import BUILTIN_VOICES, Rendering, builtin_voice
+from voxserve.engines.onnx_runtime import package_version, release_freed_memory, session_options
 from voxserve.engines.piper_words import PlannedWord, plan_words, time_words
 from voxserve.errors import EngineUnavailableError, InvalidRequestError
 
@@ -120,7 +119,7 @@ class PiperEngine(BlockingEngine):
             preferred_chars=self.settings.max_input_chars,
             speed_range=(0.25, 4.0),
             concurrency=self.sessions,
-            word_timings=_piper_version() >= ALIGNMENTS_SINCE,
+            word_timings=package_version("piper-tts") >= ALIGNMENTS_SINCE,
         )
 
     def voices(self) -> list[Voice]:
@@ -245,7 +244,7 @@ class PiperEngine(BlockingEngine):
         def piper_voice() -> Any:
             session = onnxruntime.InferenceSession(
                 model.data,
-                sess_options=model.weights.add_to(self._session_options(onnxruntime)),
+                sess_options=model.weights.add_to(session_options(onnxruntime, self.threads)),
                 providers=["CPUExecutionProvider"],
             )
             # The Python session keeps the bytes it was made from, to remake itself on another
@@ -258,24 +257,12 @@ class PiperEngine(BlockingEngine):
         idle: queue.SimpleQueue = queue.SimpleQueue()
         for _ in range(self.sessions):
             idle.put(piper_voice())
-        _release_freed_memory()
+        release_freed_memory()
         logger.debug(
             "piper voice %s: %d sessions sharing %.0f MB of weights, alignments %s",
             files.model.stem, self.sessions, model.weights.nbytes / 2**20, model.alignments,
         )  # fmt: skip
         return _Loaded(idle, model.weights, model.alignments)
-
-    def _session_options(self, onnxruntime: Any) -> Any:
-        # Tuned on a 2-core machine (bench/core.py compares it with the library defaults): the
-        # session's share of the cores, full graph optimization, and no memory-pattern planning,
-        # which only helps fixed input shapes while Piper's input length changes every sentence.
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.enable_mem_pattern = False
-        return options
 
 
 @functools.lru_cache(maxsize=256)
@@ -301,21 +288,3 @@ def _chunk_words(
         return ()
     samples = [int(alignment.num_samples) for alignment in chunk.phoneme_alignments or ()]
     return time_words(planned[index], samples, chunk.sample_rate)
-
-
-def _release_freed_memory() -> None:
-    # Each session parses the whole model and frees the copy once it takes the shared weights;
-    # glibc keeps freed memory for reuse unless told, ~40 MB a session.
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
-
-
-@functools.cache
-def _piper_version() -> tuple[int, ...]:
-    try:
-        version = importlib.metadata.version("piper-tts")
-    except importlib.metadata.PackageNotFoundError:
-        return ()
-    return tuple(int(part) for part in version.split(".")[:2] if part.isdigit())

@@ -36,6 +36,7 @@ ENGINE_CLASSES: dict[str, str] = {
     "piper": "voxserve.engines.piper:PiperEngine",
     "higgs": "voxserve.engines.higgs:HiggsEngine",
     "runpod": "voxserve.engines.runpod:RunpodEngine",
+    "kokoro": "voxserve.engines.kokoro:KokoroEngine",
 }
 
 # OpenAI's model names, served by the default engine.

@@ -98,7 +98,7 @@ def prepare_dialogue(synthesizer: Synthesizer, request: DialogueRequest) -> Prep
         options = request.model_copy(update={"voice": turn.voice or voices[turn.speaker]})
         try:
             voicing = synthesizer.resolver.voicing(
-                SpeechOptions.model_validate(options.model_dump())
+                SpeechOptions.model_validate(options.model_dump()), text=turn.text
             )
         except InvalidRequestError as error:
             who = repr(turn.speaker) if turn.speaker else "the narrator"

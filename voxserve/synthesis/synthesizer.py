@@ -166,7 +166,7 @@ class Synthesizer:
                 param="input",
                 code="input_too_long",
             )
-        voicing = self.resolver.voicing(request, reference)
+        voicing = self.resolver.voicing(request, reference, request.input)
         # No segments ("...", an emoji) is a request with nothing to say, not a bad one: clients
         # that speak an LLM's reply a sentence at a time send such pieces, and a refusal would
         # break their reply. It answers a moment of silence (``stream``); only blank input is
@@ -431,10 +431,13 @@ async def _positioned_stream(
 
 
 def _shape_piece(piece: _Piece) -> np.ndarray:
-    """Fade the segment's outer edges and append its pause."""
+    """Apply the voicing's volume, fade the segment's outer edges and append its pause."""
     rate = piece.chunk.sample_rate
+    samples = piece.chunk.samples
+    if (volume := piece.segment.voicing.volume) != 1.0:
+        samples = np.clip(samples * np.float32(volume), -1.0, 1.0)
     samples = apply_fades(
-        piece.chunk.samples,
+        samples,
         rate,
         fade_in_ms=FADE_MS if piece.first else 0.0,
         fade_out_ms=FADE_MS if piece.last else 0.0,

@@ -11,6 +11,15 @@ them, never quietly dropped. ``instructions`` alone are accepted by every engine
 clients send them by default: an engine that cannot follow them gets none, and the voicing lists
 them as ignored (``X-Ignored-Fields``).
 
+A request without ``language`` to an engine of several languages is checked against its text's
+language, detected (``voxserve.text.languages``; callers that have the text pass it). A voice
+that speaks it speaks in it (a bilingual voice reads Chinese text as Chinese); for one that does
+not, ``language_mismatch`` decides: ``pick_voice``, the engine's first voice that does (only in
+place of a voice of the engine's own: a profile or a clone is the user's choice, and is kept),
+``refuse``, a 400 naming ``language``, ``ignore``, the voice as asked. A text too short to tell
+changes nothing. A replacement is logged, and the voicing's ``voice`` says who speaks (``ignored``
+is for fields an engine did not honour, and lists none for it).
+
 Resolution blocks (a SQLite lookup, reading and cleaning a clip, Whisper for a clip without a
 transcript): ``resolve`` runs it in a worker thread; ``voicing`` is for code already in one.
 """
@@ -19,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,12 +37,15 @@ from voxserve.engines.base import Engine, SynthesisOptions, Voice, Voicing
 from voxserve.engines.registry import EngineRegistry
 from voxserve.errors import InvalidRequestError
 from voxserve.request import SpeechOptions
+from voxserve.text.languages import detect_language
 from voxserve.voices.clip_paths import read_clip, unusable_clip
 from voxserve.voices.profile import VoiceProfile
 from voxserve.voices.reference import MAX_CLIP_BYTES, ReferenceLimits, prepare_reference
 from voxserve.voices.references import ReferenceCache
 from voxserve.voices.store import VoiceStore
 from voxserve.voices.transcribe import Transcriber
+
+logger = logging.getLogger("voxserve.voices")
 
 
 @dataclass(frozen=True)
@@ -64,15 +77,24 @@ class VoiceResolver:
         return Transcriber(**self.settings.stt.model_dump())
 
     async def resolve(
-        self, request: SpeechOptions, reference: CloneReference | None = None
+        self,
+        request: SpeechOptions,
+        reference: CloneReference | None = None,
+        text: str | None = None,
     ) -> Voicing:
         """``voicing``, in a worker thread."""
-        return await asyncio.to_thread(self.voicing, request, reference)
+        return await asyncio.to_thread(self.voicing, request, reference, text)
 
-    def voicing(self, request: SpeechOptions, reference: CloneReference | None = None) -> Voicing:
+    def voicing(
+        self,
+        request: SpeechOptions,
+        reference: CloneReference | None = None,
+        text: str | None = None,
+    ) -> Voicing:
         """The voicing ``request`` asks for, checked; raises naming the bad field. Blocking.
 
         ``reference``: a clip to clone, given with the request (it takes the place of ``voice``).
+        ``text``: what it will say, where known, for its language (``language_mismatch``).
         """
         if reference is None and request.voice and _looks_like_path(request.voice):
             reference = self._path_reference(request.voice, request.model)
@@ -80,12 +102,12 @@ class VoiceResolver:
             engine = self.cloning_engine(request.model, "the reference clip")
             voice = Voice("reference", engine.name, "reference clip", request.language or "")
             extra = {"reference_audio": str(reference.path), "reference_text": reference.text}
-            return self._checked(engine, voice, request, request.speed, **extra)
+            return self._checked(engine, voice, request, request.speed, text, **extra)
         profile = self.voices.find(request.voice) if request.voice else None
         if profile is not None:
-            return self._profile_voicing(profile, request)
+            return self._profile_voicing(profile, request, text)
         engine, voice = self.engine_voice(request.voice, request.model)
-        return self._checked(engine, voice, request, request.speed)
+        return self._checked(engine, voice, request, request.speed, text, replaceable=True)
 
     def engine_voice(self, spec: str | None, model: str | None) -> tuple[Engine, Voice]:
         """The engine ``model`` names and its voice ``spec`` (None: its default voice)."""
@@ -127,7 +149,9 @@ class VoiceResolver:
             )
         return voices[0].id
 
-    def _profile_voicing(self, profile: VoiceProfile, request: SpeechOptions) -> Voicing:
+    def _profile_voicing(
+        self, profile: VoiceProfile, request: SpeechOptions, text: str | None
+    ) -> Voicing:
         """A profile's voice: cloned from its reference where possible, else an engine voice."""
         engine = self.registry.engine_for_model(request.model or profile.engine)
         speed = request.speed
@@ -143,7 +167,7 @@ class VoiceResolver:
             extra |= {"reference_audio": str(clip), "reference_text": profile.transcript}
         else:
             engine, voice = self.engine_voice(profile.voice, engine.name)
-        return self._checked(engine, voice, request, speed, **extra)
+        return self._checked(engine, voice, request, speed, text, **extra)
 
     def cloning_engine(self, model: str | None, what: str) -> Engine:
         """The engine ``model`` names, if it can clone; else a 400 naming the engines that can."""
@@ -196,8 +220,17 @@ class VoiceResolver:
         return CloneReference(self.references.store(clip.to_wav_bytes()), text)
 
     def _checked(
-        self, engine: Engine, voice: Voice, request: SpeechOptions, speed: float, **extra: str
+        self,
+        engine: Engine,
+        voice: Voice,
+        request: SpeechOptions,
+        speed: float,
+        text: str | None,
+        *,
+        replaceable: bool = False,
+        **extra: str,
     ) -> Voicing:
+        """``replaceable``: an engine voice, which a text in another language may replace."""
         capabilities = engine.capabilities
         low, high = capabilities.speed_range
         if not low <= speed <= high:
@@ -219,18 +252,59 @@ class VoiceResolver:
                 param="sampling",
                 code="sampling_not_supported",
             )
+        language = request.language
+        if language is None and text:
+            voice, language = self._for_text(engine, voice, text, replaceable)
         follows = capabilities.instructions
         options = SynthesisOptions(
             voice=voice.id,
             speed=speed,
-            language=request.language,
+            language=language,
             instructions=request.instructions if follows else None,
             sampling=request.sampling,
             **extra,
         )
         ignored = ("instructions",) if request.instructions and not follows else ()
         sample_rate = request.sample_rate or voice.sample_rate or capabilities.sample_rate
-        return Voicing(engine, voice, sample_rate, options, ignored)
+        return Voicing(engine, voice, sample_rate, options, ignored, request.volume_multiplier)
+
+    def _for_text(
+        self, engine: Engine, voice: Voice, text: str, replaceable: bool
+    ) -> tuple[Voice, str | None]:
+        """The voice to speak ``text`` and its language (None: the voice's own), as the text's
+        detected language and ``language_mismatch`` decide (the module's docstring)."""
+        languages = engine.capabilities.languages
+        if len({_base(tag) for tag in languages}) < 2:
+            return voice, None
+        detected = detect_language(text)
+        if detected is None:
+            return voice, None
+
+        def speaking(candidate: Voice) -> tuple[Voice, str | None] | None:
+            tag = matching_tag(detected, candidate.speaks() or languages)
+            return None if tag is None else (candidate, None if tag == candidate.language else tag)
+
+        if (found := speaking(voice)) is not None:
+            return found
+        mismatch = self.settings.language_mismatch
+        if mismatch == "refuse":
+            raise InvalidRequestError(
+                f"the text reads as {detected!r}, which voice {voice.id!r} of engine "
+                f"{engine.name!r} does not speak (it speaks "
+                f"{', '.join(voice.speaks() or languages)}); choose a voice that does, or send "
+                "language to say what the text is in",
+                param="language",
+                code="unsupported_language",
+            )
+        if mismatch == "pick_voice" and replaceable:
+            for other in engine.voices():
+                if (found := speaking(other)) is not None:
+                    logger.info(
+                        "the text reads as %r, which voice %r does not speak: %r speaks it",
+                        detected, voice.id, other.id,
+                    )  # fmt: skip
+                    return found
+        return voice, None
 
 
 def _looks_like_path(voice: str) -> bool:
@@ -238,9 +312,18 @@ def _looks_like_path(voice: str) -> bool:
 
 
 def language_supported(language: str, supported: tuple[str, ...]) -> bool:
+    return matching_tag(language, supported) is not None
+
+
+def matching_tag(language: str, supported: tuple[str, ...]) -> str | None:
+    """The first of ``supported`` that is ``language`` or shares its base language ("en" and
+    "en-US"); None when none does."""
     wanted = language.replace("_", "-").lower()
     for tag in supported:
-        tag = tag.lower()
-        if wanted == tag or wanted.split("-")[0] == tag.split("-")[0]:
-            return True
-    return False
+        if wanted == tag.lower() or _base(wanted) == _base(tag):
+            return tag
+    return None
+
+
+def _base(tag: str) -> str:
+    return tag.replace("_", "-").lower().split("-")[0]
