@@ -8,9 +8,11 @@ import hashlib
 import shutil
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
+from tests.conftest import running
 from tests.engines.test_runpod import heard
 from voxserve.audio.voice_transform import median_pitch
 from voxserve.config import Settings
@@ -28,6 +30,8 @@ from voxserve.engines.kokoro_voices import LANGUAGES, parse_mix
 from voxserve.engines.registry import EngineRegistry
 from voxserve.errors import EngineUnavailableError, InvalidRequestError
 from voxserve.request import SpeechOptions
+from voxserve.server.app import create_app
+from voxserve.synthesis.synthesizer import Synthesizer
 from voxserve.voices.resolution import VoiceResolver
 
 RATE = 24000
@@ -222,3 +226,23 @@ def test_a_voices_file_is_fetched_checked_and_kept_only_when_downloads_are_allow
     assert sorted(voice.id for voice in again.voices()) == ["jf_alpha", "jm_kumo"]  # kept
     with pytest.raises(EngineUnavailableError, match="voices_url needs voices_sha256"):
         KokoroEngine({"voices_url": f"{url}/voices-v1.0.bin"})
+
+
+def test_a_mix_is_combined_into_a_profile_and_speaks_as_one(kokoro_engine, tmp_path):
+    # Kokoro-FastAPI's voice combining: the mix saved under a name, usable as any voice
+    synthesizer = Synthesizer(Settings(data_dir=tmp_path, preload=False))
+    synthesizer.registry.register(kokoro_engine)
+    with running(create_app(synthesizer=synthesizer)) as url:
+        combined = httpx.post(f"{url}/v1/audio/voices/combine", timeout=30, json={
+            "voices": ["jm_kumo(2)", "jf_alpha"], "name": "Duo", "model": "kokoro"})  # fmt: skip
+        assert combined.status_code == 201, combined.text
+        assert (combined.json()["id"], combined.json()["voice"]) == ("duo", "jm_kumo(2)+jf_alpha")
+        speech = httpx.post(f"{url}/v1/audio/speech", timeout=60, json={
+            "input": "Hello there.", "voice": "duo", "response_format": "pcm"})  # fmt: skip
+        assert speech.status_code == 200 and speech.headers["x-engine"] == "kokoro"
+        assert len(speech.content) > 0.3 * 24000 * 2
+        unknown = httpx.post(f"{url}/v1/audio/voices/combine", timeout=30, json={
+            "voices": "jm_kumo+nobody", "name": "bad", "model": "kokoro"})  # fmt: skip
+        assert (unknown.status_code, unknown.json()["error"]["param"]) == (400, "voice")
+        empty = httpx.post(f"{url}/v1/audio/voices/combine", json={"voices": [], "name": "x"})
+        assert (empty.status_code, empty.json()["error"]["param"]) == (400, "voices")

@@ -25,7 +25,7 @@ from voxserve.voices.library import VoiceLibrary
 from voxserve.voices.profile import VoiceProfile
 
 router = APIRouter(prefix="/v1/audio/voices")
-ROUTE_WORDS = frozenset({"import", "backup", "backups", "restore"})
+ROUTE_WORDS = frozenset({"import", "backup", "backups", "restore", "combine"})
 """Paths beside ``/{voice_id}``: no profile may take one of these names."""
 TEXT_FIELDS = (
     "display_name", "description", "language", "engine", "voice", "transcript",
@@ -70,6 +70,30 @@ async def create_voice(request: Request) -> JSONResponse:
         raise InvalidRequestError("name is required", param="name", code="missing_name")
     fields["id"] = fields.pop("name")
     profile = await asyncio.to_thread(_library(request).create, fields, audio)
+    return JSONResponse(profile_json(profile), status_code=201)
+
+
+@router.post("/combine", status_code=201)
+async def combine_voices(request: Request) -> JSONResponse:
+    """Kokoro-FastAPI's voice combining, as a profile: ``voices``, a weighted mix
+    (``"af_bella(2)+af_sky(1)"``) or its parts as a list, saved under ``name`` for the engine
+    ``model`` names (the default engine without one), which must speak such a mix."""
+    fields = await _json_object(request)
+    voices, name, model = fields.get("voices"), fields.get("name"), fields.get("model")
+    if isinstance(voices, list) and voices and all(isinstance(part, str) for part in voices):
+        voices = "+".join(part.strip() for part in voices)
+    if not isinstance(voices, str) or not voices.strip():
+        raise InvalidRequestError(
+            'voices must be a mix ("a(2)+b(1)") or a list of its parts', param="voices"
+        )
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidRequestError("name is required", param="name", code="missing_name")
+    if model is not None and not isinstance(model, str):
+        raise InvalidRequestError("model must be an engine's name", param="model")
+    profile_fields = {"id": name, "voice": voices.strip(), "description": f"a mix: {voices}"}
+    if model:
+        profile_fields["engine"] = model
+    profile = await asyncio.to_thread(_library(request).create, profile_fields)
     return JSONResponse(profile_json(profile), status_code=201)
 
 
