@@ -117,6 +117,34 @@ def server_speech(client: httpx.Client, text: str) -> tuple[float, float, float]
     return time.perf_counter() - started, first, total / 2 / RATE
 
 
+def rss_during(process: psutil.Process, work):
+    """``work()``'s result, and ``process``'s RSS in MB sampled every 0.5 s while it ran."""
+    samples: list[float] = []
+    done = threading.Event()
+
+    def sample_rss() -> None:
+        while not done.wait(0.5):
+            samples.append(process.memory_info().rss / 2**20)
+
+    sampler = threading.Thread(target=sample_rss)
+    sampler.start()
+    try:
+        return work(), samples
+    finally:
+        done.set()
+        sampler.join()
+
+
+def rss_summary(samples: list[float]) -> dict[str, float]:
+    """RSS over the first and last tenth of a run (flat memory: the two alike), and its peak."""
+    tenth = max(1, len(samples) // 10)
+    return {
+        "rss_first_tenth_mb": round(statistics.mean(samples[:tenth]), 1),
+        "rss_last_tenth_mb": round(statistics.mean(samples[-tenth:]), 1),
+        "rss_peak_mb": round(max(samples), 1),
+    }
+
+
 def timed(function, *args) -> float:
     started = time.perf_counter()
     function(*args)
@@ -200,25 +228,13 @@ def main() -> None:
             }
 
             memory_text = long_text(int(memory_minutes * 60 * 3.2))  # joe: ~3.2 words a second
-            samples: list[float] = []
-            done = threading.Event()
-
-            def sample_rss() -> None:
-                while not done.wait(0.5):
-                    samples.append(process.memory_info().rss / 2**20)
-
-            sampler = threading.Thread(target=sample_rss)
-            sampler.start()
-            wall, _, long_audio = server_speech(client, memory_text)
-            done.set()
-            sampler.join()
-            tenth = max(1, len(samples) // 10)
+            (wall, _, long_audio), samples = rss_during(
+                process, lambda: server_speech(client, memory_text)
+            )
             results["memory"] = {
                 "rss_loaded_mb": round(rss_loaded, 1),
                 "audio_minutes": round(long_audio / 60, 1),
-                "rss_first_tenth_mb": round(statistics.mean(samples[:tenth]), 1),
-                "rss_last_tenth_mb": round(statistics.mean(samples[-tenth:]), 1),
-                "rss_peak_mb": round(max(samples), 1),
+                **rss_summary(samples),
                 "x_realtime": round(long_audio / wall, 1),
             }
         finally:

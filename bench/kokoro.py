@@ -22,7 +22,6 @@ import re
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.core import REPLY, long_text, start_server, timed  # noqa: E402
+from bench.core import REPLY, long_text, rss_during, rss_summary, start_server, timed  # noqa: E402
 from voxserve.audio import StreamResampler  # noqa: E402
 from voxserve.engines.kokoro_model import packaged_model, packaged_voices  # noqa: E402
 from voxserve.engines.onnx_runtime import session_options  # noqa: E402
@@ -255,25 +254,13 @@ def main() -> None:
 def memory_run(client: httpx.Client, process: psutil.Process, speech: dict, minutes: float):
     """Server RSS sampled through one request making about ``minutes`` of audio."""
     memory_text = long_text(int(minutes * 60 * 2.7))  # jm_kumo: ~2.7 words a second
-    samples: list[float] = []
-    done = threading.Event()
-
-    def sample_rss() -> None:
-        while not done.wait(0.5):
-            samples.append(process.memory_info().rss / 2**20)
-
-    sampler = threading.Thread(target=sample_rss)
-    sampler.start()
-    wall, _, size = server_speech(client, speech | {"input": memory_text})
-    done.set()
-    sampler.join()
-    tenth = max(1, len(samples) // 10)
+    (wall, _, size), samples = rss_during(
+        process, lambda: server_speech(client, speech | {"input": memory_text})
+    )
     rate = 24000  # kokoro's, which the server sends unresampled
     return {
         "audio_minutes": round(size / 2 / rate / 60, 1),
-        "rss_first_tenth_mb": round(statistics.mean(samples[:tenth]), 1),
-        "rss_last_tenth_mb": round(statistics.mean(samples[-tenth:]), 1),
-        "rss_peak_mb": round(max(samples), 1),
+        **rss_summary(samples),
         "x_realtime": round(size / 2 / rate / wall, 2),
     }
 
