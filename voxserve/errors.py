@@ -14,6 +14,9 @@
     ├── EngineUnavailableError     503: an engine's extra is not installed or its model is missing
     ├── InsufficientStorageError   507: the disk is full, or the voice store is read-only
     ├── EngineError                500: an engine failed while synthesizing; has ``retryable``
+    │   │                          and ``retry_after`` (what the provider asked to wait)
+    │   ├── UpstreamError          502: a remote provider failed (a 5xx, no connection)
+    │   │   └── UpstreamRateLimitedError  429: the provider's own 429, after our retries
     │   └── NoAudioError           no audio of a segment: 400 for text the engine cannot speak,
     │                              500 for an engine that samples (another try may speak)
     └── LLMError (chat/llm.py)     502: the chat LLM failed or is unreachable; has ``retryable``
@@ -125,12 +128,32 @@ class EngineError(VoxserveError):
 
     def __init__(
         self, message: str, *, param: str | None = None, code: str | None = None,
-        retryable: bool = False,
+        retryable: bool = False, retry_after: float | None = None,
     ):  # fmt: skip
         super().__init__(message, param=param, code=code)
         self.retryable = retryable
         """A passing failure (a dropped connection, a busy upstream): the engine tries again
         while no audio of the segment has gone out."""
+        self.retry_after = retry_after
+        """Seconds the provider asked us to wait (its ``Retry-After``); None: it did not say."""
+
+
+class UpstreamError(EngineError):
+    """A remote provider failed: an error answer of its own, or no answer at all."""
+
+    status_code = 502
+    error_type = "upstream_error"
+
+
+class UpstreamRateLimitedError(UpstreamError):
+    """The provider's own 429. Tried again after its ``Retry-After``; once the retries are spent
+    the client gets a 429 with the wait the provider asked for."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+
+    def __init__(self, message: str, *, code: str, retry_after: float | None):
+        super().__init__(message, code=code, retryable=True, retry_after=retry_after)
 
 
 class NoAudioError(EngineError):

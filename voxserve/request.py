@@ -4,7 +4,7 @@ dialogues (turns, each in its speaker's voice)."""
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
@@ -57,6 +57,9 @@ class SpeechOptions(BaseModel):
     sampling: Sampling | None = None
     volume_multiplier: float = Field(1.0, gt=0, le=4)
     """Gain on the output (Kokoro-FastAPI's field): 2 is about +6 dB; samples are clipped."""
+    engine_options: dict[str, Any] | None = None
+    """Options of the chosen engine's own (ElevenLabs' voice settings, Zonos' emotion), checked
+    against its ``Options``: a wrong one is a 400 naming ``engine_options.<key>``."""
 
     @field_validator("voice", mode="before")
     @classmethod

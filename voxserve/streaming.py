@@ -24,6 +24,7 @@ import base64
 import contextlib
 import json
 import logging
+import math
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -32,7 +33,13 @@ import numpy as np
 
 from voxserve.audio import AudioEncoder, create_encoder, fix_wav_header
 from voxserve.audio.frames import AudioChunk, WordTiming
-from voxserve.errors import InvalidRequestError, RateLimitedError, VoxserveError, as_client_error
+from voxserve.errors import (
+    InvalidRequestError,
+    RateLimitedError,
+    UpstreamRateLimitedError,
+    VoxserveError,
+    as_client_error,
+)
 
 if TYPE_CHECKING:
     from voxserve.engines.base import Engine
@@ -220,7 +227,11 @@ class ClientError:
 
     @classmethod
     def of(cls, error: VoxserveError) -> ClientError:
-        retry_after = error.retry_after if isinstance(error, RateLimitedError) else None
+        retry_after = None
+        if isinstance(error, RateLimitedError):
+            retry_after = error.retry_after
+        elif isinstance(error, UpstreamRateLimitedError) and error.retry_after is not None:
+            retry_after = max(1, math.ceil(error.retry_after))
         return cls(
             error.status_code, error.error_type, error.code, error.message, error.param,
             retry_after,

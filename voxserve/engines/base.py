@@ -24,6 +24,7 @@ import contextlib
 import functools
 import importlib.util
 import logging
+import random
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -35,7 +36,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from voxserve.audio.frames import AudioChunk
 from voxserve.engines.threads import iterate_in_thread
-from voxserve.errors import EngineError, EngineUnavailableError, NoAudioError, VoxserveError
+from voxserve.errors import (
+    EngineError,
+    EngineUnavailableError,
+    InvalidRequestError,
+    NoAudioError,
+    VoxserveError,
+    invalid_fields,
+)
 from voxserve.request import Sampling
 from voxserve.setting_values import split_list_strings
 
@@ -60,6 +68,19 @@ class EngineSettings(BaseModel):
     ``voice_aliases`` (OpenAI's names)."""
     retries: int = Field(1, ge=0, le=5)
     """Tries again after a passing failure (``retryable``), while no audio has gone out."""
+    retry_backoff: float = Field(0.5, ge=0, le=30)
+    """Seconds before the first retry, doubled for each next one, less a random part of up to
+    half (jitter: clients failed together do not retry together)."""
+    retry_max_wait: float = Field(10.0, ge=0, le=300)
+    """The longest wait before a retry: a provider asking for longer (``Retry-After``) fails the
+    request at once, and the client is told how long to wait."""
+
+
+class EngineOptions(BaseModel):
+    """An engine's own per-request options (``Engine.Options``): unknown keys refused, frozen
+    (its values key the segment cache)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 SettingsGiven = EngineSettings | Mapping[str, Any] | None
@@ -135,6 +156,22 @@ class Voice:
 
 
 @dataclass(frozen=True)
+class Cost:
+    """What speaking a text costs on a paid engine, known before anything is spent."""
+
+    units: int
+    """What the provider bills: characters, or tokens."""
+    unit: str
+    """``characters`` or ``tokens``."""
+    usd: float
+
+    def __add__(self, other: Cost) -> Cost:
+        if other.unit != self.unit:
+            raise ValueError(f"cannot add {other.unit} to {self.unit}")
+        return Cost(self.units + other.units, self.unit, self.usd + other.usd)
+
+
+@dataclass(frozen=True)
 class SpeakerPrompt:
     """One voice of a multi-speaker dialogue, for the text's ``[SPEAKER0]``-style tag."""
 
@@ -169,6 +206,9 @@ class SynthesisOptions:
     """Ties the segments of one render together (engines that declare ``carries_context``)."""
     sampling: Sampling | None = None
     """For engines that declare ``sampling``: the request's own type, unchanged."""
+    engine_options: EngineOptions | None = None
+    """The engine's own ``Options``, checked (a profile's, then the request's); None when the
+    engine has none or none were given."""
 
 
 @dataclass(frozen=True)
@@ -224,6 +264,9 @@ class Engine(ABC):
     """Importable modules the engine needs; used to tell whether it is installed."""
     Settings: ClassVar[type[EngineSettings]] = EngineSettings
     """The engine's ``[engines.NAME]`` table."""
+    Options: ClassVar[type[EngineOptions] | None] = None
+    """Per-request options of the engine's own (``engine_options`` of a request or a profile);
+    None: it takes none, and any given are refused."""
 
     def __init__(self, settings: SettingsGiven = None, *, data_dir: Path | None = None):
         if isinstance(settings, EngineSettings):
@@ -245,6 +288,24 @@ class Engine(ABC):
             )
             raise EngineUnavailableError(
                 f"invalid [engines.{cls.name}] settings: {problems}", code="engine_misconfigured"
+            ) from None
+
+    @classmethod
+    def options_from(cls, given: Mapping[str, Any]) -> EngineOptions | None:
+        """``engine_options`` checked against ``Options``: a wrong one is a 400 naming
+        ``engine_options.<key>``; None when none were given."""
+        if not given:
+            return None
+        if cls.Options is None:
+            raise InvalidRequestError(
+                f"engine {cls.name!r} takes no engine_options", param="engine_options",
+                code="engine_options_not_supported",
+            )  # fmt: skip
+        try:
+            return cls.Options.model_validate(given)
+        except ValidationError as error:
+            raise invalid_fields(
+                [{**item, "loc": ("engine_options", *item["loc"])} for item in error.errors()]
             ) from None
 
     @classmethod
@@ -276,6 +337,11 @@ class Engine(ABC):
         )
         return voices.get(alias) if alias else None
 
+    def cost(self, text: str, options: SynthesisOptions) -> Cost | None:
+        """What one call speaking ``text`` (one segment) is billed, from the engine's price
+        table; None: the engine is free (it runs here). Paid engines override it."""
+        return None
+
     @abstractmethod
     def load(self) -> None:
         """Load models; blocking (run in a worker thread)."""
@@ -299,9 +365,14 @@ class Engine(ABC):
                             produced = True
                             yield chunk
             except EngineError as error:
-                if not error.retryable or produced or attempt == self.settings.retries:
+                wait = self._retry_wait(attempt, error)
+                last = attempt == self.settings.retries
+                if not error.retryable or produced or last or wait is None:
                     raise
-                logger.warning("engine %r: %s; trying again", self.name, error.message)
+                logger.warning(
+                    "engine %r: %s; trying again in %.2f s", self.name, error.message, wait
+                )
+                await asyncio.sleep(wait)
                 continue
             except VoxserveError:
                 raise
@@ -312,6 +383,15 @@ class Engine(ABC):
             if not produced:
                 raise NoAudioError(self.name, unspeakable=not self.capabilities.sampling)
             return
+
+    def _retry_wait(self, attempt: int, error: EngineError) -> float | None:
+        """Seconds to wait before try ``attempt + 2``: what the provider asked for, else an
+        exponential backoff with jitter; None: longer than ``retry_max_wait``, so no retry."""
+        if error.retry_after is not None:
+            wait = error.retry_after
+        else:
+            wait = self.settings.retry_backoff * 2**attempt * random.uniform(0.5, 1.0)
+        return wait if wait <= self.settings.retry_max_wait else None
 
 
 class BlockingEngine(Engine):

@@ -53,6 +53,7 @@ from voxserve.engines.base import (
     SynthesisOptions,
     Voice,
 )
+from voxserve.engines.remote import PerLoop
 from voxserve.errors import EngineError, EngineUnavailableError, InvalidRequestError
 from voxserve.net import redact_url, scrub, upstream_reason, without_credentials
 from voxserve.text import plan_fragments
@@ -115,8 +116,9 @@ class RunpodEngine(Engine):
         super().__init__(settings, data_dir=data_dir)
         self._connection: dict[str, Any] | None = None
         """httpx.AsyncClient arguments, made by ``load``."""
-        self._client: httpx.AsyncClient | None = None
-        self._client_loop: asyncio.AbstractEventLoop | None = None
+        self._clients = PerLoop(
+            lambda: httpx.AsyncClient(**self._connection), lambda client: client.aclose()
+        )
         self._cancelling: set[asyncio.Task] = set()
 
     def describe(self) -> Capabilities:
@@ -183,7 +185,7 @@ class RunpodEngine(Engine):
 
     def unload(self) -> None:
         self._connection = None
-        self._drop_client()
+        self._clients.drop()
 
     async def generate(self, segment: Segment) -> AsyncIterator[AudioChunk]:
         max_chars = self.capabilities.max_input_chars
@@ -323,20 +325,6 @@ class RunpodEngine(Engine):
             ) from error
 
     def _client_here(self) -> httpx.AsyncClient:
-        """The client for the running event loop: its connections belong to the loop they were
-        opened on, and the library API (``voxserve.synthesize``) runs a loop per call."""
         if self._connection is None:
             raise EngineError("the runpod engine is not loaded", code="engine_not_loaded")
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._client_loop is not loop:
-            self._drop_client()
-            self._client, self._client_loop = httpx.AsyncClient(**self._connection), loop
-        return self._client
-
-    def _drop_client(self) -> None:
-        client, loop = self._client, self._client_loop
-        self._client = self._client_loop = None
-        if client is not None and loop is not None and loop.is_running():
-            # Closed on its own loop (unload runs in a worker thread); a stopped loop took its
-            # connections with it.
-            asyncio.run_coroutine_threadsafe(client.aclose(), loop)
+        return self._clients.get()

@@ -195,8 +195,8 @@ async def _read_fields(request: Request) -> tuple[dict[str, Any], bytes | None]:
             fields[key] = value
         elif key == "tags":
             fields["tags"] = _list_field(value)
-        elif key == "defaults":
-            fields["defaults"] = parse_json(value, key, param=key)
+        elif key in ("defaults", "engine_options"):
+            fields[key] = parse_json(value, key, param=key)
         else:
             raise InvalidRequestError(f"unknown field {key!r}", param=key, code="unknown_field")
     return fields, audio

@@ -75,7 +75,7 @@ class VoiceLibrary:
                 code="voice_exists",
             )
         profile = _profile({"display_name": name, **fields, "id": name})
-        self._check_voice(profile.engine, profile.voice)
+        self._check_voice(profile.engine, profile.voice, profile.engine_options)
         wav, transcript = self._reference(audio, profile.transcript, keep_prepared)
         if transcript:
             profile = profile.model_copy(update={"transcript": transcript})
@@ -89,10 +89,12 @@ class VoiceLibrary:
         *,
         keep_prepared: bool = False,
     ) -> VoiceProfile:
-        if {"engine", "voice"} & fields.keys():
+        if {"engine", "voice", "engine_options"} & fields.keys():
             current = self.store.get(profile_id)
             self._check_voice(
-                fields.get("engine", current.engine), fields.get("voice", current.voice)
+                fields.get("engine", current.engine),
+                fields.get("voice", current.voice),
+                fields.get("engine_options", current.engine_options),
             )
         # New audio without a transcript is transcribed: the old transcript was of the old audio.
         wav, transcript = self._reference(audio, fields.get("transcript"), keep_prepared)
@@ -129,9 +131,10 @@ class VoiceLibrary:
                 code=error.code,
             ) from error
 
-    def _check_voice(self, engine: Any, voice: Any) -> None:
-        """Refuse (400, naming the field) an engine that is not installed or a voice it does not
-        have, before any audio work: found only when the profile is used, it would fail there."""
+    def _check_voice(self, engine: Any, voice: Any, engine_options: Any = None) -> None:
+        """Refuse (400, naming the field) an engine that is not installed, a voice it does not
+        have or options it does not take, before any audio work: found only when the profile is
+        used, it would fail there."""
         if self.registry is None:
             return
         for field, value in (("engine", engine), ("voice", voice)):
@@ -152,6 +155,8 @@ class VoiceLibrary:
                 param="voice",
                 code="voice_not_found",
             )
+        if engine_options:
+            chosen.options_from(engine_options)
 
     def _reference(
         self, audio: bytes | None, transcript: str | None, keep_prepared: bool = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -56,6 +57,9 @@ class VoiceProfile(BaseModel):
     """For description-driven engines, e.g. "feminine, young adult, warm, conversational"."""
     scene_prompt: str | None = Field(None, max_length=2000)
     defaults: VoiceDefaults = Field(default_factory=VoiceDefaults)
+    engine_options: dict[str, Any] = Field(default_factory=dict)
+    """The engine's own options for this voice (ElevenLabs' voice settings...), checked against
+    the engine's ``Options`` when the voice speaks; a request's own override them one by one."""
     has_reference: bool = False
     created_at: float = 0.0
     updated_at: float = 0.0

@@ -29,8 +29,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from voxserve.config import Settings
 from voxserve.engines.base import Engine, SynthesisOptions, Voice, Voicing
@@ -167,7 +169,10 @@ class VoiceResolver:
             extra |= {"reference_audio": str(clip), "reference_text": profile.transcript}
         else:
             engine, voice = self.engine_voice(profile.voice, engine.name)
-        return self._checked(engine, voice, request, speed, text, **extra)
+        # A profile's engine options are its own engine's; another engine does without them.
+        own = engine.name == (profile.engine or self.settings.default_engine)
+        options = profile.engine_options if own else None
+        return self._checked(engine, voice, request, speed, text, profile_options=options, **extra)
 
     def cloning_engine(self, model: str | None, what: str) -> Engine:
         """The engine ``model`` names, if it can clone; else a 400 naming the engines that can."""
@@ -228,6 +233,7 @@ class VoiceResolver:
         text: str | None,
         *,
         replaceable: bool = False,
+        profile_options: Mapping[str, Any] | None = None,
         **extra: str,
     ) -> Voicing:
         """``replaceable``: an engine voice, which a text in another language may replace."""
@@ -252,6 +258,9 @@ class VoiceResolver:
                 param="sampling",
                 code="sampling_not_supported",
             )
+        engine_options = engine.options_from(
+            {**(profile_options or {}), **(request.engine_options or {})}
+        )
         language = request.language
         if language is None and text:
             voice, language = self._for_text(engine, voice, text, replaceable)
@@ -262,6 +271,7 @@ class VoiceResolver:
             language=language,
             instructions=request.instructions if follows else None,
             sampling=request.sampling,
+            engine_options=engine_options,
             **extra,
         )
         ignored = ("instructions",) if request.instructions and not follows else ()
