@@ -16,7 +16,7 @@ else
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 endif
 
-.PHONY: serve test lint bench constraints clean unasync
+.PHONY: serve test lint bench constraints clean unasync kokoro-torch
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,14 @@ $(VENV)/.serve-installed: pyproject.toml constraints.txt | $(BIN)/python
 $(VENV)/.test-installed: pyproject.toml constraints.txt $(VENV)/.llama-built | $(BIN)/python
 	$(PIP) torch
 	$(PIP) -e '.[test,chat]'
+	$(PIP) --no-deps kokoro misaki
 	touch $@
+
+# Kokoro on PyTorch (GPUs): its extra, then kokoro and misaki without their dependencies (see
+# pyproject.toml's kokoro-torch).
+kokoro-torch: | $(BIN)/python
+	$(PIP) -e '.[kokoro-torch]'
+	$(PIP) --no-deps kokoro misaki
 
 serve: $(VENV)/.serve-installed
 	$(BIN)/voxserve serve

@@ -20,6 +20,7 @@ _EXPORTS = {
     "SpeechRequest": "voxserve.request",
     "Synthesizer": "voxserve.synthesis.synthesizer",
     "default_synthesizer": "voxserve.api",
+    "estimate": "voxserve.api",
     "load_settings": "voxserve.config",
     "synthesize": "voxserve.api",
     "synthesize_to_file": "voxserve.api",

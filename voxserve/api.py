@@ -18,6 +18,8 @@ from voxserve.config import load_settings
 from voxserve.errors import InvalidRequestError
 from voxserve.request import DialogueRequest, SpeechOptions, SpeechRequest
 from voxserve.streaming import Words, check_word_timings, encode_chunks, encode_stream, whole_audio
+from voxserve.synthesis.cost import EngineEstimate
+from voxserve.synthesis.cost import estimate as plan_estimate
 from voxserve.synthesis.dialogue import TurnTiming, prepare_dialogue, render_dialogue
 from voxserve.synthesis.synthesizer import ProgressCallback, Synthesizer
 
@@ -46,6 +48,18 @@ async def synthesize(
     async with contextlib.aclosing(synthesizer.stream(request, progress)) as chunks:
         async for chunk in chunks:
             yield chunk
+
+
+def estimate(
+    request: SpeechRequest | str, *, synthesizer: Synthesizer | None = None
+) -> EngineEstimate:
+    """Blocking (planning): what speaking a request would cost, planned as it would be spoken;
+    nothing is synthesized. ``cost`` is None on a free engine."""
+    if isinstance(request, str):
+        request = SpeechRequest(input=request)
+    prepared = (synthesizer or default_synthesizer()).prepare(request)
+    shares = plan_estimate(prepared.segments)
+    return shares[0] if shares else EngineEstimate(prepared.engine.name, 0, 0, None)
 
 
 def synthesize_to_file(

@@ -111,8 +111,7 @@ def new_key(scope: str) -> None:
 @click.option(
     "-o",
     "--output",
-    required=True,
-    help="Output file (format from its extension), or - for stdout.",
+    help="Output file (format from its extension), or - for stdout. Needed unless --estimate.",
 )
 @click.option("-v", "--voice", help="Voice id or alias [default: the configured default].")
 @click.option("-e", "--engine", "model", help="Engine to use [default: the voice's engine].")
@@ -129,10 +128,14 @@ def new_key(scope: str) -> None:
 )
 @click.option("--timestamps", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write when each word is spoken, as JSON.")  # fmt: skip
+@click.option("--estimate", "only_estimate", is_flag=True,
+              help="Print the characters, segments and cost it would take; make no audio.")
 @click.pass_context
-def say(context: click.Context, text: str, output: str, **options: Any) -> None:
+def say(
+    context: click.Context, text: str, output: str | None, only_estimate: bool, **options: Any
+) -> None:
     """Speak TEXT (or - to read standard input) into a file."""
-    from voxserve.api import synthesize_to_file
+    from voxserve.api import estimate, synthesize_to_file
     from voxserve.audio import format_for_path
     from voxserve.request import SpeechRequest
     from voxserve.synthesis.synthesizer import Synthesizer
@@ -141,13 +144,18 @@ def say(context: click.Context, text: str, output: str, **options: Any) -> None:
         text = sys.stdin.read()
     options["normalize"] = not options.pop("no_normalize")
     timestamps = options.pop("timestamps")
+    if output is None and not only_estimate:
+        raise click.UsageError("Missing option '-o' / '--output' (or --estimate).")
     if timestamps and output == "-":
         raise click.BadParameter("needs an output file, not -", param_hint="--timestamps")
-    if options["response_format"] is None:
+    if options["response_format"] is None and output is not None:
         options["response_format"] = (format_for_path(output) if output != "-" else None) or "mp3"
     try:
         request = SpeechRequest(input=text, **{k: v for k, v in options.items() if v is not None})
         synthesizer = Synthesizer(_settings(context))
+        if only_estimate:
+            _print_estimate(estimate(request, synthesizer=synthesizer))
+            return
         if output == "-":
             asyncio.run(_write_stdout(synthesizer, request))
             return
@@ -222,6 +230,17 @@ def dialog(
     stderr.print(
         f"wrote {output}: {len(timings)} turns, {timings[-1].end:.1f} s ({', '.join(speakers)})"
     )
+
+
+def _print_estimate(share: Any) -> None:
+    table = Table("engine", "characters", "segments", "units", "cost (USD)", box=box.SIMPLE_HEAD)
+    cost = share.cost
+    units = f"{cost.units} {cost.unit}" if cost else "-"
+    table.add_row(
+        share.engine, str(share.characters), str(share.segments), units,
+        f"{cost.usd:.6f}" if cost else "free",
+    )  # fmt: skip
+    Console().print(table)
 
 
 async def _write_stdout(synthesizer: Any, request: Any) -> None:

@@ -137,6 +137,9 @@ class ApiKey(BaseModel):
     """This key's own limit; None: ``auth.requests_per_minute``."""
     characters_per_minute: int | None = Field(None, ge=1)
     """This key's own limit; None: ``auth.characters_per_minute``."""
+    monthly_budget_usd: float | None = Field(None, ge=0)
+    """What this key may spend on paid engines in a calendar month (UTC); None: no limit. A
+    request whose estimate would pass it is refused (429 ``insufficient_quota``)."""
 
     @field_validator("key")
     @classmethod
@@ -287,6 +290,9 @@ class Settings(BaseModel):
             "higgs": ["deep_male", "warm_female", "storyteller_male", "professional_female"],
             # The packaged voices have one man: the second is him with a woman's quarter.
             "kokoro": ["jm_kumo", "jf_alpha", "jm_kumo(3)+jf_nezumi(1)", "jf_gongitsune"],
+            "edge": [
+                "en-US-GuyNeural", "en-US-JennyNeural", "en-US-DavisNeural", "en-GB-SoniaNeural"
+            ],
         }
     )
     """Per engine, the voices for the TTS-provider speaker roles 0-3: primary male, primary female,

@@ -107,6 +107,17 @@ class RateLimitedError(VoxserveError):
         self.retry_after = retry_after
 
 
+class InsufficientQuotaError(VoxserveError):
+    """A key's monthly budget would be exceeded: OpenAI's 429 for a spent quota, which the same
+    request meets again until the month turns (not retried)."""
+
+    status_code = 429
+    error_type = "insufficient_quota"
+
+    def __init__(self, message: str):
+        super().__init__(message, code="insufficient_quota")
+
+
 class OverloadedError(RateLimitedError):
     def __init__(self, message: str, *, retry_after: int):
         super().__init__(message, retry_after=retry_after, code="overloaded")

@@ -45,7 +45,11 @@ import numpy as np
 import pytest
 
 from tests.engines.conftest import load_higgs
+from tests.engines.test_kokoro_torch import torch_files  # noqa: F401 (a fixture)
 from tests.fakes import FakeEngine, fake_voicing
+from tests.providers.edge_server import EdgeServer, edge_service  # noqa: F401 (a fixture)
+from tests.providers.openai_server import KEY as OPENAI_KEY
+from tests.providers.openai_server import OpenAIServer, openai_service  # noqa: F401 (a fixture)
 from voxserve.audio.frames import AudioChunk, WordTiming
 from voxserve.config import Settings
 from voxserve.engines.base import BlockingEngine, Capabilities, Engine, Segment, SynthesisOptions
@@ -57,11 +61,14 @@ from voxserve.request import Sampling, SpeechOptions, SpeechRequest
 from voxserve.synthesis.synthesizer import PreparedSpeech, Synthesizer
 from voxserve.voices.resolution import CloneReference
 
+BACKENDS = ["kokoro_torch"]
+"""Second backends of a registered engine (``kokoro`` with ``backend = "torch"``), a case each:
+what `make test` installs is tested."""
 ENGINES = ["fake", "fake_capable"] + [
     name for name in ENGINE_CLASSES if engine_class(name).is_installed()
-]
-"""The fakes and every installed engine of the registry; each has a fixture ``<name>_case`` (an
-engine registered without one fails here, asking for it)."""
+] + BACKENDS
+"""The fakes, every installed engine of the registry and the second backends; each has a
+fixture ``<name>_case`` (an engine registered without one fails here, asking for it)."""
 
 TEXT = "The birds sing at dawn."
 """One segment for every engine."""
@@ -218,6 +225,66 @@ def kokoro_case(kokoro_engine: Engine, tmp_path_factory: pytest.TempPathFactory)
     return engine_case(
         kokoro_engine, "jm_kumo", tmp_path_factory, unspoken={"input": "\u0660", "normalize": False}
     )
+
+
+@pytest.fixture(scope="session")
+def kokoro_torch_case(
+    torch_files: tuple[Path, Path, Path],  # noqa: F811 (the fixture imported above)
+    tmp_path_factory: pytest.TempPathFactory,
+) -> EngineCase:
+    """Kokoro's torch backend on a random KModel (tests/engines/test_kokoro_torch.py)."""
+    from voxserve.engines.kokoro import KokoroEngine
+
+    weights, config, voices = torch_files
+    engine = KokoroEngine({
+        "backend": "torch", "device": "cpu", "torch_model_path": weights,
+        "torch_config_path": config, "voices_path": voices,
+    })  # fmt: skip
+    engine.load()
+    # misaki reads even an Arabic-Indic digit (as a number): no real input it makes nothing of.
+    return engine_case(engine, "af_heart", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def edge_case(
+    edge_service: EdgeServer,  # noqa: F811 (the fixture imported above)
+    tmp_path_factory: pytest.TempPathFactory,
+) -> EngineCase:
+    """Edge against the service's stand-in on loopback (Piper's speech, as MP3)."""
+    from voxserve.engines.edge import EdgeEngine
+
+    engine = EdgeEngine(data_dir=tmp_path_factory.mktemp("edge-data"))
+    engine.load()
+    return engine_case(engine, "en-US-GuyNeural", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def openai_case(
+    openai_service: OpenAIServer,  # noqa: F811 (the fixture imported above)
+    tmp_path_factory: pytest.TempPathFactory,
+) -> EngineCase:
+    """OpenAI (gpt-4o-mini-tts, server-sent events) against its API's stand-in on loopback
+    (Piper's speech). Narrowed to English: OpenAI's voices speak every language FOREIGN names."""
+    from voxserve.engines.openai_speech import OpenAIEngine
+
+    settings = {"api_key": OPENAI_KEY, "base_url": openai_service.url, "languages": ["en"]}
+    engine = OpenAIEngine(settings)
+    engine.load()
+    return engine_case(engine, "alloy", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def openai_compatible_case(
+    openai_service: OpenAIServer,  # noqa: F811 (the fixture imported above)
+    tmp_path_factory: pytest.TempPathFactory,
+) -> EngineCase:
+    """A server speaking OpenAI's API (the stand-in, tts-1, raw pcm), its voices configured."""
+    from voxserve.engines.openai_speech import OpenAICompatibleEngine
+
+    engine = OpenAICompatibleEngine({"base_url": openai_service.url, "api_key": OPENAI_KEY,
+                                     "model": "tts-1", "voices": ["alloy"]})  # fmt: skip
+    engine.load()
+    return engine_case(engine, "alloy", tmp_path_factory)
 
 
 @pytest.fixture(scope="session", params=ENGINES)

@@ -13,6 +13,7 @@ from voxserve.engines.base import Capabilities, Voice
 from voxserve.errors import InvalidRequestError
 from voxserve.request import DialogueRequest, SpeechOptions, SpeechRequest
 from voxserve.synthesis.dialogue import prepare_dialogue
+from voxserve.synthesis.text_stream import TextStream
 from voxserve.text import languages
 from voxserve.text.languages import detect_language
 from voxserve.voices import resolution
@@ -173,3 +174,29 @@ def test_each_dialogue_turn_is_voiced_for_its_own_text(tmp_path):
     )
     dialogue = prepare_dialogue(synthesizer, request)
     assert [voicing.voice.id for _, voicing in dialogue.turns] == ["heart", "siwis"]
+
+
+async def test_text_pushed_in_pieces_is_detected_sentence_by_sentence(tmp_path):
+    """A WebSocket's or an LLM's text: the voicing resolved at the start, before any text, is
+    replaced for each sentence that reads as a language its voice does not speak."""
+    synthesizer = bilingual(tmp_path)
+    voicing = await synthesizer.resolver.resolve(SpeechOptions(voice="heart"))
+    assert voicing.replaceable
+    stream = TextStream(
+        voicing,
+        synthesizer.plan_options(voicing.engine),
+        voicing_for=synthesizer.resolver.for_text,
+    )
+    await stream.push_in_thread(f"{ENGLISH} {FRENCH} ")
+    await stream.end_in_thread()
+    voices = [segment.voicing.voice.id async for segment in stream.segments()]
+    assert voices[0] == "heart" and voices[-1] == "siwis"
+
+
+async def test_pushed_text_keeps_a_profile_or_a_given_language(tmp_path):
+    synthesizer = bilingual(tmp_path)
+    given = await synthesizer.resolver.resolve(SpeechOptions(voice="heart", language="en"))
+    assert synthesizer.resolver.for_text(given, FRENCH) is given
+    ignoring = bilingual(tmp_path / "ignore", language_mismatch="ignore")
+    voicing = await ignoring.resolver.resolve(SpeechOptions(voice="heart"))
+    assert ignoring.resolver.for_text(voicing, FRENCH).voice.id == "heart"

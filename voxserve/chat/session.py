@@ -217,7 +217,11 @@ class ChatSession:
                     code="llm_not_configured",
                 )
             voicing = await self._voicing(character.voice)
-            text = TextStream(voicing, self.synthesizer.plan_options(voicing.engine))
+            text = TextStream(
+                voicing,
+                self.synthesizer.plan_options(voicing.engine),
+                voicing_for=self.synthesizer.resolver.for_text,
+            )
             reply.text_stream = text
             others = [c for c in self.characters if c.name != character.name]
             messages = build_messages(character, history, others=others)

@@ -227,6 +227,9 @@ class Voicing:
     volume: float = 1.0
     """Gain the synthesizer applies to the engine's samples (clipped to [-1, 1]): no engine's
     business, and its cached audio serves every volume."""
+    replaceable: bool = False
+    """An engine voice (named or the default, not a profile or a clip), which text in a
+    language it does not speak may replace (``language_mismatch = "pick_voice"``)."""
 
     @property
     def language(self) -> str:

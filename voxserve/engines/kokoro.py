@@ -22,7 +22,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -102,13 +102,23 @@ class KokoroSettings(BlockingSettings):
     """Where to fetch the voices file when ``voices_path`` is unset (with ``voices_sha256``);
     its voices are listed once it has been fetched."""
     voices_sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    backend: Literal["onnx", "torch"] = "onnx"
+    """``torch``: the ``kokoro`` package's KModel (``kokoro_torch``), for GPUs."""
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
+    """The torch backend's device; auto: CUDA when there is one."""
+    torch_model_path: Path | None = None
+    """The torch backend's weights (``kokoro-v1_0.pth``); else fetched from ``torch_model_url``."""
+    torch_config_path: Path | None = None
+    """Its ``config.json``; None: Kokoro-82M's (``kokoro_torch.KOKORO_82M``)."""
+    torch_model_url: str | None = None
+    torch_model_sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
     allow_downloads: bool = False
     """Fetch ``model_url`` / ``voices_url``; the top-level ``allow_downloads`` turns it on for an
     engine the operator set up, never a request."""
 
     @model_validator(mode="after")
     def _urls_come_with_digests(self) -> KokoroSettings:
-        for kind in ("model", "voices"):
+        for kind in ("model", "voices", "torch_model"):
             if getattr(self, f"{kind}_url") and not getattr(self, f"{kind}_sha256"):
                 raise ValueError(f"{kind}_url needs {kind}_sha256: a download is checked")
         return self
@@ -121,6 +131,8 @@ class _Loaded:
     styles: dict[str, np.ndarray]
     """Every voice's style vectors, read once (``NpzFile`` reads are not thread-safe)."""
     durations: bool
+    torch: Any = None
+    """``kokoro_torch.TorchKokoro`` when ``backend = "torch"`` (then ``kokoro`` is None)."""
 
 
 class KokoroEngine(BlockingEngine):
@@ -178,6 +190,9 @@ class KokoroEngine(BlockingEngine):
             raise InvalidRequestError(f"kokoro has no voice {options.voice!r}", param="voice")
         style = self._style(loaded, voice.id)
         language = phonemizer_language(text, options.language, voice.language)
+        if loaded.torch is not None:
+            yield from self._synthesize_torch(loaded.torch, text, language, style, options)
+            return
         phonemes = loaded.kokoro.tokenizer.known(phonemize(text, language))
         batches = phoneme_batches(phonemes)
         planned = plan_words(text, [list(batch) for batch in batches]) if loaded.durations else []
@@ -190,6 +205,25 @@ class KokoroEngine(BlockingEngine):
                 pause = _pause_after(batch)
                 audio = np.concatenate([audio, np.zeros(round(pause * RATE), audio.dtype)])
             yield AudioChunk(np.asarray(audio, dtype=np.float32), RATE, words)
+
+    def _synthesize_torch(
+        self, backend: Any, text: str, language: str, style: np.ndarray, options: SynthesisOptions
+    ) -> Iterator[AudioChunk]:
+        pack = backend.pack(style)
+        if language in ("en-us", "en-gb"):  # misaki's G2P, sentence by sentence
+            sentences = [s for s in _SENTENCE_END.split(text.strip()) if s.strip()]
+            lang_code = "b" if language == "en-gb" else "a"
+            spoken = backend.english(sentences, lang_code, pack, options.speed)
+        else:
+            batches = phoneme_batches(phonemize(text, language))
+            spoken = backend.phonemes(text, batches, pack, options.speed)
+        previous = None
+        for audio, words, phonemes in spoken:
+            if previous is not None:
+                yield _with_pause(*previous)
+            previous = (audio, words, phonemes)
+        if previous is not None:
+            yield AudioChunk(previous[0], RATE, previous[1])
 
     def _style(self, loaded: _Loaded, voice_id: str) -> np.ndarray:
         if voice_id in loaded.styles:
@@ -239,6 +273,8 @@ class KokoroEngine(BlockingEngine):
                 code="engine_not_installed",
             ) from error
         voices = self._voices_file()
+        if self.settings.backend == "torch":
+            return self._load_torch(voices)
         model = self._model()
         session = onnxruntime.InferenceSession(
             model.data,
@@ -260,6 +296,28 @@ class KokoroEngine(BlockingEngine):
         # The first run allocates and plans: paid now, not by the first request.
         phonemes = kokoro.tokenizer.known(phonemize("Ready.", "en-us"))
         kokoro.create_timed(phonemes, next(iter(styles.values())), is_phonemes=True)
+        return loaded
+
+    def _load_torch(self, voices: Path) -> _Loaded:
+        from voxserve.engines.kokoro_torch import TorchKokoro
+
+        given = self.settings.torch_model_path
+        if given is None and self.settings.torch_model_url:
+            given = self._fetch("torch_model")
+        if given is None or not given.expanduser().is_file():
+            raise EngineUnavailableError(
+                f"kokoro's torch backend has no model file ({given or 'none configured'}): set "
+                "engines.kokoro.torch_model_path, or torch_model_url with torch_model_sha256",
+                code="engine_misconfigured",
+            )
+        with np.load(voices) as archive:
+            styles = {name: archive[name] for name in archive.files}
+        backend = TorchKokoro(
+            given.expanduser(), self.settings.torch_config_path, self.settings.device, _espeak
+        )
+        loaded = _Loaded(None, styles, True, backend)
+        list(backend.phonemes("Ready.", phoneme_batches(phonemize("Ready.", "en-us")),
+                              backend.pack(next(iter(styles.values()))), 1.0))  # warm up
         return loaded
 
     def _voices_file(self) -> Path:
@@ -331,6 +389,12 @@ def phoneme_batches(phonemes: str) -> list[str]:
         for sentence in _SENTENCE_END.split(" ".join(phonemes.split()))
         for batch in split_phonemes(sentence, MAX_PHONEMES)
     ]
+
+
+def _with_pause(audio: np.ndarray, words: tuple, phonemes: str) -> AudioChunk:
+    """A batch's chunk with the pause Kokoro puts where it meets the next."""
+    pause = np.zeros(round(_pause_after(phonemes) * RATE), np.float32)
+    return AudioChunk(np.concatenate([audio, pause]), RATE, words)
 
 
 def _pause_after(batch: str) -> float:

@@ -37,6 +37,9 @@ ENGINE_CLASSES: dict[str, str] = {
     "higgs": "voxserve.engines.higgs:HiggsEngine",
     "runpod": "voxserve.engines.runpod:RunpodEngine",
     "kokoro": "voxserve.engines.kokoro:KokoroEngine",
+    "edge": "voxserve.engines.edge:EdgeEngine",
+    "openai": "voxserve.engines.openai_speech:OpenAIEngine",
+    "openai_compatible": "voxserve.engines.openai_speech:OpenAICompatibleEngine",
 }
 
 # OpenAI's model names, served by the default engine.

@@ -23,8 +23,10 @@ from voxserve.server.connections import ConnectionGuard
 from voxserve.server.cross_site import CrossSiteGuard, SitePolicy
 from voxserve.server.dialogue import router as dialogue_router
 from voxserve.server.errors import install_error_handlers
+from voxserve.server.estimate import router as estimate_router
 from voxserve.server.metrics import RequestCounter, ServerMetrics
 from voxserve.server.openai import router as openai_router
+from voxserve.server.spending import Spending
 from voxserve.server.voices import ROUTE_WORDS
 from voxserve.server.voices import router as voices_router
 from voxserve.server.ws_chat import chat_llm, conversation_store
@@ -58,6 +60,8 @@ def create_app(settings: Settings | None = None, synthesizer: Synthesizer | None
         synthesizer = synthesizer or Synthesizer(settings)
         metrics.watch(synthesizer)
         app.state.synthesizer = synthesizer
+        app.state.spending = Spending(settings.data_path)
+        metrics.charge = app.state.spending.charge
         app.state.dialogue_timings = OrderedDict()
         app.state.chat_llm = chat_llm(settings.chat)
         app.state.chat_history = conversation_store(settings)
@@ -86,6 +90,7 @@ def create_app(settings: Settings | None = None, synthesizer: Synthesizer | None
             await app.state.chat_llm.aclose()
         if app.state.chat_history is not None:
             app.state.chat_history.close()
+        app.state.spending.close()
 
     app = FastAPI(title="voxserve", version=__version__, lifespan=lifespan)
     app.state.settings = settings
@@ -99,6 +104,7 @@ def create_app(settings: Settings | None = None, synthesizer: Synthesizer | None
     app.add_middleware(RequestCounter, metrics=metrics)
     install_error_handlers(app)
     app.include_router(auth_router)
+    app.include_router(estimate_router)
     app.include_router(openai_router)
     app.include_router(voices_router)
     app.include_router(dialogue_router)

@@ -75,11 +75,28 @@ class Principal:
     """``speech`` or ``admin`` for a key; None for an address without one."""
     requests_per_minute: int | None
     characters_per_minute: int | None
+    name: str | None = None
+    """The key's ``name``, for the operator."""
+    monthly_budget_usd: float | None = None
+
+    @property
+    def label(self) -> str:
+        """Who this is in metrics: the key's name, else a short label no key can be read back
+        from (8 hex digits of its digest), else ``anonymous`` (keys are off)."""
+        if self.scope is None:
+            return "anonymous"
+        return self.name or f"key-{self.identity.removeprefix('key:')[:8]}"
 
 
 _current: contextvars.ContextVar[tuple[Principal, RateLimiter] | None] = contextvars.ContextVar(
     "voxserve_principal", default=None
 )
+
+
+def current_principal() -> Principal | None:
+    """Who the request being served comes from; None outside a request (the library, tests)."""
+    current = _current.get()
+    return current[0] if current else None
 
 
 def charge_characters(count: int) -> None:
@@ -223,6 +240,8 @@ class AccessPolicy:
             entry.scope,
             entry.requests_per_minute or auth.requests_per_minute,
             entry.characters_per_minute or auth.characters_per_minute,
+            entry.name,
+            entry.monthly_budget_usd,
         )
 
 

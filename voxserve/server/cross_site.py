@@ -44,13 +44,13 @@ SIMPLE_BODY_TYPES = frozenset(
 )
 """Content types a page may send cross-site without a preflight (the Fetch standard's)."""
 UPLOAD_ROUTES = (
-    ("POST", re.compile(r"/v1/audio/speech")),
+    ("POST", re.compile(r"/v1/audio/speech(/estimate)?")),
     ("POST", re.compile(r"/v1/audio/voices(/import)?")),
     ("PATCH", re.compile(r"/v1/audio/voices/[^/]+")),
 )
 """(method, whole path) of the routes that take a multipart upload: a clip to clone, a voice's
 reference, a voice package. Every other body under /v1/ is JSON."""
-EXPOSED_HEADERS = "X-Sample-Rate, X-Engine, X-Timing-Url, X-Ignored-Fields, Retry-After"
+EXPOSED_HEADERS = "X-Sample-Rate, X-Engine, X-Voice, X-Timing-Url, X-Ignored-Fields, Retry-After"
 PREFLIGHT_MAX_AGE = "600"
 
 

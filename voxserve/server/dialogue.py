@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from voxserve.audio import AudioChunk
+from voxserve.config import Settings
 from voxserve.errors import InvalidRequestError, NotFoundError
 from voxserve.request import DialogueRequest, SpeechRequest
 from voxserve.server.auth import charge_characters
@@ -28,6 +29,7 @@ from voxserve.server.speech_response import (
     speech_response,
     usage,
 )
+from voxserve.server.spending import check_budget
 from voxserve.server.uploads import parse_json_object, read_body
 from voxserve.streaming import check_word_timings, encode_stream
 from voxserve.synthesis.dialogue import (
@@ -43,15 +45,20 @@ router = APIRouter()
 KEPT_TIMINGS = 256
 
 
-@router.post("/v1/audio/dialogue")
-async def create_dialogue(request: Request) -> Response:
-    synthesizer: Synthesizer = request.app.state.synthesizer
-    body = await read_body(request, synthesizer.settings.max_dialogue_chars)
+async def read_dialogue(request: Request, settings: Settings) -> DialogueRequest:
+    body = await read_body(request, settings.max_dialogue_chars)
     try:
         dialogue = DialogueRequest.model_validate(parse_json_object(body))
     except ValidationError as error:
         raise validation_error(error) from error
     check_timestamps(dialogue)
+    return dialogue
+
+
+@router.post("/v1/audio/dialogue")
+async def create_dialogue(request: Request) -> Response:
+    synthesizer: Synthesizer = request.app.state.synthesizer
+    dialogue = await read_dialogue(request, synthesizer.settings)
     prepared = await asyncio.to_thread(prepare_dialogue, synthesizer, dialogue)
     return await dialogue_response(request, prepared, dialogue)
 
@@ -59,8 +66,15 @@ async def create_dialogue(request: Request) -> Response:
 async def speech_as_dialogue(request: Request, speech: SpeechRequest) -> Response:
     """A speech request whose input is a dialogue script."""
     synthesizer: Synthesizer = request.app.state.synthesizer
+    dialogue = script_as_dialogue(speech, synthesizer.settings)
+    prepared = await asyncio.to_thread(prepare_dialogue, synthesizer, dialogue)
+    return await dialogue_response(request, prepared, dialogue)
+
+
+def script_as_dialogue(speech: SpeechRequest, settings: Settings) -> DialogueRequest:
+    """The dialogue a speech request's script (its ``input``) stands for."""
     try:
-        turns = parse_dialogue(speech.input, synthesizer.settings.dialogue_delimiter)
+        turns = parse_dialogue(speech.input, settings.dialogue_delimiter)
     except ValueError as error:
         raise InvalidRequestError(str(error), param="input", code="invalid_dialogue") from error
     try:
@@ -73,8 +87,7 @@ async def speech_as_dialogue(request: Request, speech: SpeechRequest) -> Respons
         raise InvalidRequestError(
             f"input: {message}", param="input", code="invalid_dialogue"
         ) from error
-    prepared = await asyncio.to_thread(prepare_dialogue, synthesizer, dialogue)
-    return await dialogue_response(request, prepared, dialogue)
+    return dialogue
 
 
 @router.get("/v1/audio/dialogue/{timing_id}/timing")
@@ -94,6 +107,7 @@ async def dialogue_response(
     if options.timestamps:
         check_word_timings(voicing.engine for _, voicing in dialogue.turns)
     charge_characters(dialogue.characters)
+    check_budget(request.app, [segment for plan in dialogue.plans for segment in plan])
     timing_id = uuid.uuid4().hex
     record = {"status": "in_progress", "sample_rate": dialogue.sample_rate, "turns": []}
     store: OrderedDict = request.app.state.dialogue_timings

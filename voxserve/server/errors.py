@@ -23,15 +23,16 @@ from voxserve.streaming import ClientError, client_error
 logger = logging.getLogger("voxserve.server")
 
 
-def retry_headers(status: int) -> dict[str, str]:
+def retry_headers(status: int, code: str | None = None) -> dict[str, str]:
     """``x-should-retry: false`` on a refusal that the same request would get again.
 
     OpenAI's SDKs retry 408, 409, 429 and 5xx answers unless this header says not to; ours are
     validation errors (a 409 here is a name already taken), so retrying only adds latency. Busy
     (429) and server errors are left to the client's retry policy, but for a full disk (507),
-    which stays full while the client retries.
+    which stays full while the client retries, and a spent budget (429 ``insufficient_quota``),
+    spent until the month turns.
     """
-    if (400 <= status < 500 and status != 429) or status == 507:
+    if (400 <= status < 500 and status != 429) or status == 507 or code == "insufficient_quota":
         return {"x-should-retry": "false"}
     return {}
 
@@ -39,7 +40,7 @@ def retry_headers(status: int) -> dict[str, str]:
 def error_response(error: Exception) -> JSONResponse:
     """The answer for ``error``: told as it is, or, a bug, logged and told as ``internal_error``."""
     told = client_error(error, logger, "answering a request")
-    headers = retry_headers(told.status)
+    headers = retry_headers(told.status, told.code)
     if told.retry_after is not None:
         headers["Retry-After"] = str(told.retry_after)
     return JSONResponse(told.body(), status_code=told.status, headers=headers)

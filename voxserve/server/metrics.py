@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from voxserve.engines.base import Cost
 from voxserve.synthesis.synthesizer import Synthesizer
 
 LATENCY_BUCKETS = (0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.0, 5.0)
@@ -40,6 +41,18 @@ class ServerMetrics:
             "voxserve_cache_lookups", "Segment cache lookups by result", ["engine", "result"],
             registry=self.registry,
         )  # fmt: skip
+        self.spend = Counter(
+            "voxserve_spend_usd", "USD billed by paid engines, by engine and API key name",
+            ["engine", "key"], registry=self.registry,
+        )  # fmt: skip
+        self.billed_units = Counter(
+            "voxserve_billed_units", "Units (characters, tokens) billed by paid engines",
+            ["engine", "unit", "key"], registry=self.registry,
+        )  # fmt: skip
+        self.charge: Callable[[float], str] | None = None
+        """Records a spend for the request's caller and names the payer (``Spending.charge``,
+        given by the app: the spending ledger reads the caller from auth, which imports this
+        module); None: all anonymous."""
 
     def watch(self, synthesizer: Synthesizer) -> None:
         synthesizer.observer = self
@@ -55,6 +68,11 @@ class ServerMetrics:
 
     def cached(self, engine: str, hit: bool) -> None:
         self.cache_lookups.labels(engine, "hit" if hit else "miss").inc()
+
+    def billed(self, engine: str, cost: Cost) -> None:
+        payer = self.charge(cost.usd) if self.charge else "anonymous"
+        self.spend.labels(engine, payer).inc(cost.usd)
+        self.billed_units.labels(engine, cost.unit, payer).inc(cost.units)
 
 
 class _LiveState(Collector):

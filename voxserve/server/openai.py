@@ -12,12 +12,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from voxserve import __version__
+from voxserve.config import Settings
 from voxserve.engines.registry import OPENAI_MODEL_NAMES, engine_class
 from voxserve.request import SpeechRequest
 from voxserve.server.auth import charge_characters
 from voxserve.server.dialogue import speech_as_dialogue
 from voxserve.server.errors import validation_error
 from voxserve.server.speech_response import check_timestamps, ignored_header, speech_response, usage
+from voxserve.server.spending import check_budget
 from voxserve.server.uploads import parse_json_object, read_audio_form, read_body
 from voxserve.streaming import check_word_timings, encode_stream
 from voxserve.synthesis.synthesizer import PreparedSpeech, Synthesizer
@@ -66,26 +68,44 @@ def with_openai_defaults(speech: SpeechRequest) -> SpeechRequest:
 
 
 def speech_headers(prepared: PreparedSpeech) -> dict[str, str]:
-    headers = {"X-Sample-Rate": str(prepared.sample_rate), "X-Engine": prepared.engine.name}
+    headers = {
+        "X-Sample-Rate": str(prepared.sample_rate),
+        "X-Engine": prepared.engine.name,
+        "X-Voice": prepared.voicing.voice.id,  # the one spoken: language_mismatch may pick it
+    }
     return headers | ignored_header(prepared.ignored)
+
+
+async def read_speech(
+    request: Request, synthesizer: Synthesizer
+) -> tuple[SpeechRequest, CloneReference | None]:
+    """The body of a speech request (JSON or multipart), checked, with OpenAI's defaults."""
+    reference = None
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        speech, reference = await parse_speech_form(request, synthesizer)
+    else:
+        body = await read_body(request, synthesizer.settings.max_input_chars)
+        speech = parse_speech_request(body)
+    speech = with_openai_defaults(speech)
+    check_timestamps(speech)
+    return speech, reference
+
+
+def speaks_dialogue(speech: SpeechRequest, settings: Settings) -> bool:
+    """Whether a speech request's input is a dialogue script, spoken as a dialogue."""
+    return settings.dialogue_in_speech and is_dialogue(speech.input, settings.dialogue_delimiter)
 
 
 @router.post("/v1/audio/speech")
 async def create_speech(request: Request) -> Response:
     synthesizer: Synthesizer = request.app.state.synthesizer
-    settings = synthesizer.settings
-    reference = None
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        speech, reference = await parse_speech_form(request, synthesizer)
-    else:
-        speech = parse_speech_request(await read_body(request, settings.max_input_chars))
-    speech = with_openai_defaults(speech)
-    check_timestamps(speech)
-    if settings.dialogue_in_speech and is_dialogue(speech.input, settings.dialogue_delimiter):
+    speech, reference = await read_speech(request, synthesizer)
+    if speaks_dialogue(speech, synthesizer.settings):
         return await speech_as_dialogue(request, speech)
     charge_characters(len(speech.input))
     # In a thread: a profile lookup in SQLite, a clip path read and transcribed, normalizing.
     prepared = await asyncio.to_thread(synthesizer.prepare, speech, reference)
+    check_budget(request.app, prepared.segments)
     if speech.timestamps:
         check_word_timings([prepared.engine])
     return await speech_response(

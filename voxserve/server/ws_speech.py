@@ -12,12 +12,18 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
 from voxserve.config import Settings
-from voxserve.errors import InvalidRequestError, RateLimitedError, VoxserveError
+from voxserve.errors import (
+    InsufficientQuotaError,
+    InvalidRequestError,
+    RateLimitedError,
+    VoxserveError,
+)
 from voxserve.request import SpeechOptions
 from voxserve.server.auth import charge_characters
 from voxserve.server.errors import client_gone, count_error, validation_error
 from voxserve.server.metrics import route_of
 from voxserve.streaming import ClientError, Words, client_error, encode_stream
+from voxserve.synthesis.cost import text_usd
 from voxserve.synthesis.synthesizer import SpokenSegment, Synthesizer, Voicing
 from voxserve.synthesis.text_stream import TextStream
 
@@ -121,7 +127,12 @@ class SpeechStreamSession:
             self.state = State.FAILED
             raise ProtocolError("invalid_request", error.message, error.param) from error
         plan = self.synthesizer.plan_options(voicing.engine)
-        self.text = TextStream(voicing, plan, normalize=options.normalize)
+        self.text = TextStream(
+            voicing,
+            plan,
+            normalize=options.normalize,
+            voicing_for=self.synthesizer.resolver.for_text,
+        )
         self.received = 0
         self.state = State.OPEN
         await self.send_json(
@@ -146,8 +157,10 @@ class SpeechStreamSession:
             )  # fmt: skip
             return
         try:
+            self.websocket.app.state.spending.check(text_usd(self.text.voicing, text))
             charge_characters(len(text))
-        except RateLimitedError as error:  # this text is refused; the utterance goes on
+        except (RateLimitedError, InsufficientQuotaError) as error:
+            # This text is refused, before it is charged or spent; the utterance goes on.
             raise ProtocolError(error.code, error.message, "text") from error
         self.received += len(text)
         # Splitting and normalizing a large piece takes a while: in a thread, nobody else waits.

@@ -21,6 +21,7 @@ from voxserve.server.auth import charge_characters
 from voxserve.server.disconnects import unless_client_leaves
 from voxserve.server.errors import client_gone, count_error, validation_error
 from voxserve.server.metrics import route_of
+from voxserve.server.spending import check_budget
 from voxserve.server.ws_speech import message_limit
 from voxserve.streaming import client_error, encode_whole
 from voxserve.synthesis.synthesizer import Synthesizer
@@ -134,6 +135,7 @@ async def _answer(
     # Normalizing and planning the text takes a while for a long one: in a thread, nobody waits.
     prepared = await asyncio.to_thread(synthesizer.prepare, speech)
     charge_characters(len(provider.text))
+    check_budget(websocket.app, prepared.segments)
     if not synthesizer.registry.is_loaded(engine.name):
         await websocket.send_text(
             json.dumps(

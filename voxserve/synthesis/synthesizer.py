@@ -23,11 +23,12 @@ import numpy as np
 from voxserve.audio import StreamResampler, apply_fades, silence
 from voxserve.audio.frames import AudioChunk
 from voxserve.config import Settings
-from voxserve.engines.base import Engine, Voice, Voicing
+from voxserve.engines.base import Cost, Engine, Voice, Voicing
 from voxserve.engines.registry import EngineRegistry
 from voxserve.errors import InvalidRequestError, NoAudioError
 from voxserve.request import SpeechRequest
 from voxserve.synthesis.cache import SegmentCache
+from voxserve.synthesis.cost import segment_cost
 from voxserve.synthesis.plan import PlanOptions, Segment, plan_options, plan_text
 from voxserve.synthesis.scheduler import EngineScheduler, EngineStats, StreamClock
 from voxserve.voices.resolution import CloneReference, VoiceResolver
@@ -97,6 +98,10 @@ class SynthesisObserver(Protocol):
     def finished(self, engine: str, audio_seconds: float, wall_seconds: float) -> None: ...
 
     def cached(self, engine: str, hit: bool) -> None: ...
+
+    def billed(self, engine: str, cost: Cost) -> None:
+        """A paid engine's call made audio: ``cost`` is spent (once a segment, retries or not;
+        a cached segment is not billed)."""
 
 
 @dataclass
@@ -365,10 +370,19 @@ class Synthesizer:
             chunks = _positioned_stream(segment.engine.stream(segment))
             async with contextlib.aclosing(chunks):
                 async for chunk, first, last in chunks:
+                    if first:
+                        self._bill(segment)
                     made.append(chunk)
                     queue.put_nowait(_Piece(segment, chunk, first, last))
             scheduler.record(time.monotonic() - began, sum(chunk.duration for chunk in made))
         return made
+
+    def _bill(self, segment: Segment) -> None:
+        # Here, at its first audio, the call has succeeded: the provider bills it even if the
+        # client leaves mid-segment, and failed tries before it (retried in Engine.stream) made
+        # nothing to bill.
+        if self.observer is not None and (cost := segment_cost(segment)) is not None:
+            self.observer.billed(segment.engine.name, cost)
 
 
 def check_spoken_length(length: int, limit: int, param: str, what: str) -> None:

@@ -27,8 +27,18 @@ class TextStream:
     client waits on it; each must be awaited before the next step is taken.
     """
 
-    def __init__(self, voicing: Voicing, plan: PlanOptions, *, normalize: bool = True):
+    def __init__(
+        self,
+        voicing: Voicing,
+        plan: PlanOptions,
+        *,
+        normalize: bool = True,
+        voicing_for: Callable[[Voicing, str], Voicing] | None = None,
+    ):
         self.voicing = voicing
+        self.voicing_for = voicing_for
+        """The voicing of each sentence as it comes (``VoiceResolver.for_text``: its language
+        detected); None: ``voicing`` for all."""
         self.plan = plan
         self.normalize = normalize
         self._sentences = SentenceBuffer()
@@ -103,11 +113,10 @@ class TextStream:
     def _plan(self, sentences: list[str]) -> list[Segment]:
         planned: list[Segment] = []
         for sentence in sentences:
-            text = normalize_for(sentence, self.voicing.language) if self.normalize else sentence
+            voicing = self.voicing_for(self.voicing, sentence) if self.voicing_for else self.voicing
+            text = normalize_for(sentence, voicing.language) if self.normalize else sentence
             plan = self.plan if not self._planned else replace(self.plan, small_first=False)
-            segments = plan_segments(
-                text, self.voicing, plan, first_index=self._planned, final=False
-            )
+            segments = plan_segments(text, voicing, plan, first_index=self._planned, final=False)
             self._planned += len(segments)
             planned.extend(segments)
         return planned

@@ -53,6 +53,11 @@ def detect_language(text: str) -> str | None:
     return language
 
 
+def load_detector() -> None:
+    """Load the detector now (about a second, once), so that no later call waits for it."""
+    _model()
+
+
 def _model() -> LanguageIdentifier:
     global _identifier
     if _identifier is None:

@@ -27,6 +27,7 @@ transcript): ``resolve`` runs it in a worker thread; ``voicing`` is for code alr
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 from collections.abc import Mapping
@@ -39,7 +40,7 @@ from voxserve.engines.base import Engine, SynthesisOptions, Voice, Voicing
 from voxserve.engines.registry import EngineRegistry
 from voxserve.errors import InvalidRequestError
 from voxserve.request import SpeechOptions
-from voxserve.text.languages import detect_language
+from voxserve.text.languages import detect_language, load_detector
 from voxserve.voices.clip_paths import read_clip, unusable_clip
 from voxserve.voices.profile import VoiceProfile
 from voxserve.voices.reference import MAX_CLIP_BYTES, ReferenceLimits, prepare_reference
@@ -86,6 +87,19 @@ class VoiceResolver:
     ) -> Voicing:
         """``voicing``, in a worker thread."""
         return await asyncio.to_thread(self.voicing, request, reference, text)
+
+    def for_text(self, voicing: Voicing, text: str) -> Voicing:
+        """The voicing for one piece of text pushed after the request (a WebSocket's, an LLM's
+        reply): ``voicing``, unless its language was left open and the piece reads as another
+        one, which ``language_mismatch`` decides as for a whole request. Fast once the detector
+        is loaded (``voicing`` loads it, in its thread, for an engine of several languages)."""
+        if voicing.options.language is not None or voicing.options.reference_audio:
+            return voicing
+        voice, language = self._for_text(voicing.engine, voicing.voice, text, voicing.replaceable)
+        if voice == voicing.voice and language is None:
+            return voicing
+        options = dataclasses.replace(voicing.options, voice=voice.id, language=language)
+        return dataclasses.replace(voicing, voice=voice, options=options)
 
     def voicing(
         self,
@@ -262,6 +276,8 @@ class VoiceResolver:
             {**(profile_options or {}), **(request.engine_options or {})}
         )
         language = request.language
+        if language is None and multilingual(engine):
+            load_detector()  # here, in a worker thread: pushed text is then detected at once
         if language is None and text:
             voice, language = self._for_text(engine, voice, text, replaceable)
         follows = capabilities.instructions
@@ -276,7 +292,9 @@ class VoiceResolver:
         )
         ignored = ("instructions",) if request.instructions and not follows else ()
         sample_rate = request.sample_rate or voice.sample_rate or capabilities.sample_rate
-        return Voicing(engine, voice, sample_rate, options, ignored, request.volume_multiplier)
+        return Voicing(
+            engine, voice, sample_rate, options, ignored, request.volume_multiplier, replaceable
+        )
 
     def _for_text(
         self, engine: Engine, voice: Voice, text: str, replaceable: bool
@@ -284,7 +302,7 @@ class VoiceResolver:
         """The voice to speak ``text`` and its language (None: the voice's own), as the text's
         detected language and ``language_mismatch`` decide (the module's docstring)."""
         languages = engine.capabilities.languages
-        if len({_base(tag) for tag in languages}) < 2:
+        if not multilingual(engine):
             return voice, None
         detected = detect_language(text)
         if detected is None:
@@ -315,6 +333,11 @@ class VoiceResolver:
                     )  # fmt: skip
                     return found
         return voice, None
+
+
+def multilingual(engine: Engine) -> bool:
+    """Whether ``engine`` speaks several languages: its texts' languages are then detected."""
+    return len({_base(tag) for tag in engine.capabilities.languages}) >= 2
 
 
 def _looks_like_path(voice: str) -> bool:

@@ -1,0 +1,1 @@
+"""Loopback stand-ins for the remote providers, speaking their real wire protocols."""
