@@ -240,6 +240,10 @@ def test_a_mix_is_combined_into_a_profile_and_speaks_as_one(kokoro_engine, tmp_p
         speech = httpx.post(f"{url}/v1/audio/speech", timeout=60, json={
             "input": "Hello there.", "voice": "duo", "response_format": "pcm"})  # fmt: skip
         assert speech.status_code == 200 and speech.headers["x-engine"] == "kokoro"
+        assert speech.headers["x-voice"] == "jm_kumo(2)+jf_alpha(1)"  # its canonical id
+        listed = httpx.get(f"{url}/v1/audio/voices", timeout=30).json()["voices"]
+        kumo = next(voice for voice in listed if voice["id"] == "jm_kumo")
+        assert (kumo["language"], kumo["languages"]) == ("ja", ["ja", "en-US", "en-GB"])
         assert len(speech.content) > 0.3 * 24000 * 2
         unknown = httpx.post(f"{url}/v1/audio/voices/combine", timeout=30, json={
             "voices": "jm_kumo+nobody", "name": "bad", "model": "kokoro"})  # fmt: skip

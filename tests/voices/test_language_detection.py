@@ -106,6 +106,13 @@ def test_a_voice_that_cannot_speak_the_text_is_replaced_by_one_that_can(tmp_path
     assert synthesizer.resolver.voicing(SpeechOptions(), text=ENGLISH).voice.id == "heart"
 
 
+def test_the_answer_names_the_voice_that_speaks(tmp_path):
+    from voxserve.server.openai import speech_headers
+
+    prepared = bilingual(tmp_path).prepare(SpeechRequest(input=FRENCH, voice="heart"))
+    assert speech_headers(prepared)["X-Voice"] == "siwis"
+
+
 async def test_the_replacement_voice_is_the_one_that_speaks(tmp_path):
     synthesizer = bilingual(tmp_path)
     await collect(synthesizer, SpeechRequest(input=FRENCH, voice="heart"))

@@ -44,7 +44,8 @@ def _library(request: Request) -> VoiceLibrary:
 def engine_voice_json(voice: Voice) -> dict[str, Any]:
     return {
         "id": voice.id, "object": "voice", "type": "builtin", "name": voice.name,
-        "engine": voice.engine, "language": voice.language, "description": voice.description,
+        "engine": voice.engine, "language": voice.language, "languages": list(voice.speaks()),
+        "description": voice.description,
     }  # fmt: skip
 
 
