@@ -6,6 +6,7 @@ loopback and real clients (httpx, websockets, click's runner) drive it.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from pathlib import Path
@@ -18,8 +19,9 @@ from websockets.sync.client import connect
 
 import voxserve
 from tests.conftest import running
-from tests.fakes import FakeEngine, collect, make_synthesizer
+from tests.fakes import FakeEngine, collect, fake_chat_llm, make_synthesizer
 from voxserve.cli import main
+from voxserve.config import ChatSettings
 from voxserve.engines.base import Cost, SynthesisOptions
 from voxserve.errors import EngineError
 from voxserve.request import SpeechRequest
@@ -318,6 +320,71 @@ def test_a_budget_refuses_a_dialogue_and_pieces_of_streamed_text(tmp_path: Path)
             assert error["type"] == "error" and error["code"] == "insufficient_quota"
             assert error["param"] == "text"
         assert all("Far too long" not in call for call in engine.calls)
+
+
+async def test_requests_at_once_each_hold_their_estimate(tmp_path: Path):
+    text = "Held until it ends."
+    price = len(text) * USD_PER_MILLION_CHARACTERS / 1e6
+    # Room for two; the engine is slow, so all four are checked before any is billed.
+    synthesizer, engine = paid_synthesizer(tmp_path, auth=keys(2.5 * price))
+    engine.delay = 0.5
+    with running(create_app(synthesizer=synthesizer)) as url:
+        async with httpx.AsyncClient(headers=bearer(ALICE), timeout=30) as client:
+            body = {"input": text, "response_format": "pcm"}
+            answers = await asyncio.gather(
+                *[client.post(f"{url}/v1/audio/speech", json=body) for _ in range(4)]
+            )
+        statuses = sorted(answer.status_code for answer in answers)
+        assert statuses == [200, 200, 429, 429]
+        refused = next(answer for answer in answers if answer.status_code == 429)
+        assert refused.json()["error"]["code"] == "insufficient_quota"
+        assert "requests running now hold" in refused.json()["error"]["message"]
+        assert billed(engine).usd == pytest.approx(2 * price)  # never past the budget
+
+
+def test_a_request_that_fails_gives_back_what_it_held(tmp_path: Path):
+    text = "This one goes well."
+    failing = "This one goes bust."  # as long: the same estimate
+    price = len(text) * USD_PER_MILLION_CHARACTERS / 1e6
+    synthesizer, engine = paid_synthesizer(tmp_path, auth=keys(1.5 * price))
+    engine.fail_on = "bust"
+    with running(create_app(synthesizer=synthesizer)) as url:
+        assert speak(url, failing).status_code >= 500  # nothing made, nothing billed
+        assert speak(url, text).status_code == 200  # its hold was given back
+        assert billed(engine).usd == pytest.approx(2 * price)  # two calls, one billed...
+        assert speak(url, text).status_code == 429  # ...and counted
+
+
+def until_error(ws) -> list[dict]:
+    """The chat's messages (not its audio) up to and with the first error."""
+    messages: list[dict] = []
+    while not messages or messages[-1]["type"] != "error":
+        message = ws.recv(timeout=30)
+        if isinstance(message, str):
+            messages.append(json.loads(message))
+    return messages
+
+
+def test_a_chat_reply_stops_at_the_budget(tmp_path: Path):
+    # No digits: what the engine is sent is then the text the budget was checked on.
+    reply = " ".join(["This is one more sentence of a long reply."] * 12)
+    budget = 120 * USD_PER_MILLION_CHARACTERS / 1e6  # about three of its sentences
+    with running(fake_chat_llm(lambda messages: reply)) as llm_url:
+        chat = ChatSettings(llm_base_url=llm_url + "/v1", characters=[
+            {"name": "Ava", "voice": "tone", "persona": "You are Ava."},
+        ])  # fmt: skip
+        synthesizer, engine = paid_synthesizer(tmp_path, auth=keys(budget), chat=chat)
+        with running(create_app(synthesizer=synthesizer)) as url:
+            chat_ws = url.replace("http://", "ws://") + f"/v1/chat/ws?api_key={ALICE}"
+            with connect(chat_ws) as ws:
+                ws.send(json.dumps({"type": "text", "text": "Tell me everything."}))
+                assert until_error(ws)[-1]["code"] == "insufficient_quota"
+                spoken = "".join(engine.calls)
+                assert 40 < len(spoken) <= 120  # what the budget paid for, and no more
+                # The next reply speaks what is left of the budget, at most.
+                ws.send(json.dumps({"type": "text", "text": "Still there?"}))
+                assert until_error(ws)[-1]["code"] == "insufficient_quota"
+                assert len("".join(engine.calls)) <= 120
 
 
 class FlakyPaidEngine(PaidEngine):

@@ -47,9 +47,12 @@ import pytest
 from tests.engines.conftest import load_higgs
 from tests.engines.test_kokoro_torch import torch_files  # noqa: F401 (a fixture)
 from tests.fakes import FakeEngine, fake_voicing
+from tests.providers.alltalk_server import AllTalkServer, alltalk_service  # noqa: F401 (a fixture)
 from tests.providers.edge_server import EdgeServer, edge_service  # noqa: F401 (a fixture)
 from tests.providers.openai_server import KEY as OPENAI_KEY
 from tests.providers.openai_server import OpenAIServer, openai_service  # noqa: F401 (a fixture)
+from tests.providers.zonos_server import KEY as ZYPHRA_KEY
+from tests.providers.zonos_server import ZonosServer, zonos_service  # noqa: F401 (a fixture)
 from voxserve.audio.frames import AudioChunk, WordTiming
 from voxserve.config import Settings
 from voxserve.engines.base import BlockingEngine, Capabilities, Engine, Segment, SynthesisOptions
@@ -285,6 +288,34 @@ def openai_compatible_case(
                                      "model": "tts-1", "voices": ["alloy"]})  # fmt: skip
     engine.load()
     return engine_case(engine, "alloy", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def alltalk_case(
+    alltalk_service: AllTalkServer,  # noqa: F811 (the fixture imported above)
+    tmp_path_factory: pytest.TempPathFactory,
+) -> EngineCase:
+    """AllTalk's streaming route on its stand-in (XTTS' WAV stream of Piper's speech); its voice
+    configured too, for the instance that lists voices before it is loaded."""
+    from voxserve.engines.alltalk import AllTalkEngine
+
+    engine = AllTalkEngine({"base_url": alltalk_service.url, "voices": ["female_01.wav"]})
+    engine.load()
+    return engine_case(engine, "female_01.wav", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def zonos_case(
+    zonos_service: ZonosServer,  # noqa: F811 (the fixture imported above)
+    tmp_path_factory: pytest.TempPathFactory,
+) -> EngineCase:
+    """Zyphra's API on its stand-in (Piper's speech as 44.1 kHz WAV); it clones the suite's
+    reference clip."""
+    from voxserve.engines.zonos import ZonosEngine
+
+    engine = ZonosEngine({"api_key": ZYPHRA_KEY, "base_url": zonos_service.url})
+    engine.load()
+    return engine_case(engine, "american_female", tmp_path_factory)
 
 
 @pytest.fixture(scope="session", params=ENGINES)

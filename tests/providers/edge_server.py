@@ -40,7 +40,7 @@ from aiohttp import WSMsgType, web
 from edge_tts.constants import SEC_MS_GEC_VERSION, TRUSTED_CLIENT_TOKEN
 from edge_tts.drm import generate_sec_ms_gec_v2
 
-from tests.conftest import free_port
+from tests.providers.loopback import serve
 from voxserve.audio.container import ContainerEncoder, ContainerFormat
 from voxserve.engines.base import BlockingEngine, SynthesisOptions
 
@@ -135,23 +135,12 @@ class EdgeServer:
     def start(self) -> EdgeServer:
         """Serve on a free loopback port, in a thread of its own (a daemon: it ends with the
         process)."""
-        ready = threading.Event()
-        port = free_port()
 
-        async def serve() -> None:
-            app = web.Application()
+        def routes(app: web.Application) -> None:
             app.router.add_get(SPEECH_PATH, self._speech)
             app.router.add_get(VOICES_PATH, self._voices)
-            runner = web.AppRunner(app, handle_signals=False)
-            await runner.setup()
-            await web.TCPSite(runner, "127.0.0.1", port).start()
-            ready.set()
-            await asyncio.Event().wait()
 
-        threading.Thread(target=asyncio.run, args=(serve(),), daemon=True).start()
-        if not ready.wait(30):
-            raise RuntimeError("the Edge stand-in did not start")
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = serve(routes, "Edge")
         return self
 
     @property

@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from tests.conftest import free_port
+from tests.providers.loopback import serve
 from voxserve.audio.dsp import StreamResampler, float_to_pcm16
 from voxserve.engines.base import BlockingEngine, SynthesisOptions
 
@@ -100,23 +100,11 @@ class OpenAIServer:
         self.retry_after, self.pace, self.cut_after, self.voices_listed = None, 0.0, None, None
 
     def start(self) -> OpenAIServer:
-        ready = threading.Event()
-        port = free_port()
-
-        async def serve() -> None:
-            app = web.Application()
+        def routes(app: web.Application) -> None:
             app.router.add_post(SPEECH_PATH, self._speech)
             app.router.add_get("/v1/audio/voices", self._voices)
-            runner = web.AppRunner(app, handle_signals=False)
-            await runner.setup()
-            await web.TCPSite(runner, "127.0.0.1", port).start()
-            ready.set()
-            await asyncio.Event().wait()
 
-        threading.Thread(target=asyncio.run, args=(serve(),), daemon=True).start()
-        if not ready.wait(30):
-            raise RuntimeError("the OpenAI stand-in did not start")
-        self.url = f"http://127.0.0.1:{port}/v1"
+        self.url = serve(routes, "OpenAI") + "/v1"
         return self
 
     async def _voices(self, request: web.Request) -> web.Response:

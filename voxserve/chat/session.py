@@ -37,6 +37,7 @@ from voxserve.engines.base import Voicing
 from voxserve.errors import InvalidRequestError, VoxserveError
 from voxserve.request import SpeechOptions
 from voxserve.streaming import client_error, encode_stream
+from voxserve.synthesis.cost import text_usd
 from voxserve.synthesis.synthesizer import SpokenSegment, Synthesizer
 from voxserve.synthesis.text_stream import TextStream
 
@@ -77,6 +78,7 @@ class ChatSession:
         send_bytes: SendBytes,
         warmup: ChatWarmup,
         store: ConversationStore | None = None,
+        check_spending: Callable[[float], None] | None = None,
     ):
         self.synthesizer = synthesizer
         self.llm = llm
@@ -91,6 +93,9 @@ class ChatSession:
         self.policy = settings.policy
         self.history: list[ChatTurn] = []
         self.store = store
+        self.check_spending = check_spending
+        """Refuses (raising) text whose speech, at that many USD, the caller's budget cannot pay
+        for: the server's `Spending.check`; None where nothing is budgeted (the library)."""
         self.conversation_id = new_id()
         """The conversation's id; it is saved from its first turn on."""
         self._saved: asyncio.Task | None = None  # the last save: saves run one after another
@@ -261,6 +266,8 @@ class ChatSession:
             async with contextlib.aclosing(stream) as tokens:
                 async for token in tokens:
                     marks.setdefault("llm_first_token", time.monotonic())
+                    if self.check_spending is not None:  # the reply stops at the budget
+                        self.check_spending(text_usd(text.voicing, token))
                     reply.text += token
                     text.push(token)
                     if text.released:

@@ -40,6 +40,8 @@ ENGINE_CLASSES: dict[str, str] = {
     "edge": "voxserve.engines.edge:EdgeEngine",
     "openai": "voxserve.engines.openai_speech:OpenAIEngine",
     "openai_compatible": "voxserve.engines.openai_speech:OpenAICompatibleEngine",
+    "alltalk": "voxserve.engines.alltalk:AllTalkEngine",
+    "zonos": "voxserve.engines.zonos:ZonosEngine",
 }
 
 # OpenAI's model names, served by the default engine.

@@ -26,7 +26,7 @@ from voxserve.server.errors import install_error_handlers
 from voxserve.server.estimate import router as estimate_router
 from voxserve.server.metrics import RequestCounter, ServerMetrics
 from voxserve.server.openai import router as openai_router
-from voxserve.server.spending import Spending
+from voxserve.server.spending import HoldSpending, Spending
 from voxserve.server.voices import ROUTE_WORDS
 from voxserve.server.voices import router as voices_router
 from voxserve.server.ws_chat import chat_llm, conversation_store
@@ -98,6 +98,7 @@ def create_app(settings: Settings | None = None, synthesizer: Synthesizer | None
     app.state.access_policy = access_policy
     # Each added middleware wraps the ones before: cross-site checks and CORS preflights come
     # before any key is asked for, and refusals are counted like every other answer.
+    app.add_middleware(HoldSpending)
     app.add_middleware(AccessControl, policy=access_policy)
     app.add_middleware(CrossSiteGuard, policy=SitePolicy(settings, access_policy.enabled))
     app.add_middleware(ConnectionGuard, settings=settings.connections)

@@ -5,6 +5,11 @@ Spending is recorded as the synthesizer bills each segment (``ServerMetrics.bill
 forgets nothing. A request is checked against its key's ``monthly_budget_usd`` with its estimate
 before anything is spent (`Spending.check`): over it, a 429 ``insufficient_quota``.
 
+A request that passes holds its estimate until it ends (`HoldSpending`, the middleware that
+scopes holds to a request or WebSocket connection): requests running at once count each other's
+estimates, so twenty of them started together cannot each pass on the same remaining budget. As
+the request's segments are billed, the bill replaces that much of its hold.
+
 The month's totals are held in memory as well, loaded at start: checking a budget reads no file,
 and the event loop never waits on SQLite (writes go to a thread of their own, in order). One
 server process owns a data directory's spending.
@@ -12,15 +17,18 @@ server process owns a data directory's spending.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import sqlite3
 import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from voxserve.errors import InsufficientQuotaError
 from voxserve.server.auth import Principal, current_principal
@@ -54,6 +62,20 @@ def next_month_start(now: datetime | None = None) -> datetime:
     return datetime(year, month, 1, tzinfo=UTC)
 
 
+@dataclass
+class Hold:
+    """A request's estimate, counted against its payer's budget until the request ends."""
+
+    payer: str
+    usd: float
+    """What is still held: the estimate less what the request has been billed."""
+
+
+_request_holds: contextvars.ContextVar[list[Hold] | None] = contextvars.ContextVar(
+    "voxserve_spending_holds", default=None
+)
+
+
 def _open(path: Path | str) -> sqlite3.Connection:
     db = sqlite3.connect(path, check_same_thread=False)
     with db:
@@ -76,6 +98,8 @@ class Spending:
         month = this_month()
         rows = self._db.execute("SELECT payer, usd FROM spending WHERE month = ?", (month,))
         self._totals: dict[tuple[str, str], float] = {(payer, month): usd for payer, usd in rows}
+        self._held: dict[str, float] = {}
+        """Per payer: what the requests still running hold (`Hold`)."""
         self._lock = threading.Lock()
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="voxserve-spending")
 
@@ -91,14 +115,23 @@ class Spending:
         budget = principal.monthly_budget_usd if principal else None
         if principal is None or budget is None or usd <= 0:
             return
-        spent = self.spent(principal)
-        if spent + usd > budget:
-            resets = next_month_start().strftime("%Y-%m-%d 00:00 UTC")
-            raise InsufficientQuotaError(
-                f"this request is estimated at {dollars(usd)}, and this key has spent "
-                f"{dollars(spent)} of its monthly budget of {dollars(budget)}; the budget resets "
-                f"on {resets}"
-            )
+        payer = principal.identity
+        with self._lock:
+            spent = self._totals.get((payer, this_month()), 0.0)
+            held = self._held.get(payer, 0.0)
+            if spent + held + usd <= budget:
+                holds = _request_holds.get()
+                if holds is not None:  # outside a request (tests, the library): nothing to hold
+                    holds.append(Hold(payer, usd))
+                    self._held[payer] = held + usd
+                return
+        resets = next_month_start().strftime("%Y-%m-%d 00:00 UTC")
+        running = f", and requests running now hold {dollars(held)} more" if held > 0 else ""
+        raise InsufficientQuotaError(
+            f"this request is estimated at {dollars(usd)}, and this key has spent "
+            f"{dollars(spent)} of its monthly budget of {dollars(budget)}{running}; the budget "
+            f"resets on {resets}"
+        )
 
     def charge(self, usd: float) -> str:
         """Record ``usd`` spent by the caller (of the request being served); its label for the
@@ -111,8 +144,31 @@ class Spending:
             with self._lock:
                 owner = (principal.identity, month)
                 self._totals[owner] = self._totals.get(owner, 0.0) + usd
+                self._settle(principal.identity, usd)
             self._writer.submit(self._record, principal.identity, month, usd)
         return principal.label
+
+    def _settle(self, payer: str, usd: float) -> None:
+        """A bill of ``usd`` replaces as much of the request's holds (lock held)."""
+        for hold in _request_holds.get() or ():
+            if usd <= 0:
+                return
+            if hold.payer == payer and hold.usd > 0:
+                taken = min(hold.usd, usd)
+                hold.usd -= taken
+                usd -= taken
+                self._held[payer] -= taken
+
+    def release(self, holds: Iterable[Hold]) -> None:
+        """A request has ended: what its holds kept back is free again."""
+        with self._lock:
+            for hold in holds:
+                remaining = self._held.get(hold.payer, 0.0) - hold.usd
+                if remaining > 1e-12:
+                    self._held[hold.payer] = remaining
+                else:
+                    self._held.pop(hold.payer, None)
+                hold.usd = 0.0
 
     def _record(self, payer: str, month: str, usd: float) -> None:
         try:
@@ -129,6 +185,27 @@ class Spending:
         """After every recorded charge is written."""
         self._writer.shutdown(wait=True)
         self._db.close()
+
+
+class HoldSpending:
+    """ASGI middleware: the budget holds a request (or a WebSocket connection) takes are its
+    own, and released when it ends, however it ends."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        holds: list[Hold] = []
+        token = _request_holds.set(holds)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            _request_holds.reset(token)
+            if holds:
+                scope["app"].state.spending.release(holds)
 
 
 def check_budget(app: FastAPI, segments: Iterable[Segment]) -> None:

@@ -120,6 +120,7 @@ async def chat(websocket: WebSocket) -> None:
         send_bytes,
         app.state.chat_warmup,
         app.state.chat_history,
+        check_spending=app.state.spending.check,
     )
     try:
         await session.start()
