@@ -6,7 +6,9 @@
                   sentence alone
     memory        server RSS with Kokoro loaded, and over a request making ``--minutes`` of audio
     intelligibility  Whisper round-trip word error rate on CORPUS, kokoro jm_kumo beside piper joe
-    timestamps    each word kokoro timed against where Whisper's word timestamps place it
+    timestamps    each word kokoro (and piper) timed against where Whisper's word timestamps
+                  place it, and where forced alignment of the text places it (pocketsphinx,
+                  ``voxserve.audio.align``: the text is known, so only its timing is guessed)
 
 Run: .venv/bin/python bench/kokoro.py [--quick]. Prints a table, writes bench/results/kokoro.json.
 """
@@ -34,8 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.core import REPLY, long_text, rss_during, rss_summary, start_server, timed  # noqa: E402
 from voxserve.audio import StreamResampler  # noqa: E402
+from voxserve.audio.align import align_words  # noqa: E402
 from voxserve.engines.kokoro_model import packaged_model, packaged_voices  # noqa: E402
 from voxserve.engines.onnx_runtime import session_options  # noqa: E402
+from voxserve.errors import EngineError  # noqa: E402
 from voxserve.text import normalize_for, split_sentences  # noqa: E402
 from voxserve.voices.transcribe import WHISPER_SAMPLE_RATE, Transcriber  # noqa: E402
 
@@ -137,23 +141,41 @@ def errors(reference: list[str], heard: list[str]) -> int:
     return row[-1]
 
 
-def start_offsets(timed_words: list[dict], whisper_words: list) -> list[float]:
-    """Engine start - Whisper start in seconds for the words both give, matched in order."""
+def start_offsets(timed_words: list[dict], reference: list[tuple[str, float]]) -> list[float]:
+    """Engine start - reference start in seconds for the words both give, matched in order;
+    ``reference`` is (word, start) pairs."""
     ours = [bare(word["word"]) for word in timed_words]
-    theirs = [bare(word.word) for word in whisper_words]
+    theirs = [bare(word) for word, _ in reference]
     matcher = difflib.SequenceMatcher(a=ours, b=theirs, autojunk=False)
     return [
-        timed_words[block.a + k]["start"] - whisper_words[block.b + k].start
+        timed_words[block.a + k]["start"] - reference[block.b + k][1]
         for block in matcher.get_matching_blocks()
         for k in range(block.size)
     ]
 
 
+def offset_summary(offsets: list[float], prefix: str) -> dict:
+    """Median and p90 of |offset| (ms) and the median offset (bias), keys led by ``prefix``."""
+    if not offsets:
+        return {}
+    distances = [abs(offset) for offset in offsets]
+    return {
+        f"{prefix}matched_words": len(offsets),
+        f"{prefix}start_offset_ms_median": round(1000 * statistics.median(distances), 1),
+        f"{prefix}start_offset_ms_p90": round(1000 * statistics.quantiles(distances, n=10)[-1], 1),
+        # Positive: the engine places words later than the reference does.
+        f"{prefix}start_bias_ms_median": round(1000 * statistics.median(offsets), 1),
+    }
+
+
 def round_trip(client: httpx.Client, whisper, model: str, voice: str) -> dict:
-    """WER of Whisper hearing ``voice`` speak CORPUS, and its timed words' start offsets."""
+    """WER of Whisper hearing ``voice`` speak CORPUS, and its timed words' start offsets from
+    Whisper's word timestamps and from the forced alignment of the text (what the server
+    spoke: CORPUS normalized, as the synthesizer normalizes it)."""
     wrong = total = 0
-    offsets: list[float] = []
-    timed_count = 0
+    whisper_offsets: list[float] = []
+    aligned_offsets: list[float] = []
+    timed_count = unaligned = 0
     for sentence in CORPUS:
         audio, timed_words = server_timed(client, sentence, model, voice)
         segments, _ = whisper.transcribe(
@@ -165,18 +187,22 @@ def round_trip(client: httpx.Client, whisper, model: str, voice: str) -> dict:
         wrong += errors(reference, words_of(heard))
         total += len(reference)
         timed_count += len(timed_words)
-        offsets += start_offsets(timed_words, [w for s in segments for w in s.words or ()])
-    result = {"wer": round(wrong / total, 3), "words": total, "timed_words": timed_count}
-    if offsets:
-        distances = [abs(offset) for offset in offsets]
-        result |= {
-            "matched_words": len(offsets),
-            "start_offset_ms_median": round(1000 * statistics.median(distances), 1),
-            "start_offset_ms_p90": round(1000 * statistics.quantiles(distances, n=10)[-1], 1),
-            # Positive: the engine places words later than Whisper hears them.
-            "start_bias_ms_median": round(1000 * statistics.median(offsets), 1),
-        }
-    return result
+        heard_words = [(w.word, w.start) for s in segments for w in s.words or ()]
+        whisper_offsets += start_offsets(timed_words, heard_words)
+        try:
+            aligned = align_words(audio, WHISPER_SAMPLE_RATE, normalize_for(sentence, "en"))
+        except EngineError:  # speech that is not the text (a word skipped): no reference
+            unaligned += 1
+        else:
+            aligned_offsets += start_offsets(timed_words, [(w.text, w.start) for w in aligned])
+    return {
+        "wer": round(wrong / total, 3),
+        "words": total,
+        "timed_words": timed_count,
+        **offset_summary(whisper_offsets, ""),
+        "unaligned_sentences": unaligned,
+        **offset_summary(aligned_offsets, "aligned_"),
+    }
 
 
 def main() -> None:
@@ -300,14 +326,20 @@ def print_table(results: dict[str, dict]) -> None:
         rows.append((f"WER {name} {voice} ({r['words']} words)", f"{r['wer']:.1%}", "report"))
     for name in ("kokoro", "piper"):
         r = results[name]
-        if "matched_words" in r:
+        for prefix, reference in (("", "Whisper"), ("aligned_", "aligned")):
+            if f"{prefix}matched_words" not in r:
+                continue
             rows.append((
-                f"timestamps {name}: |start - Whisper| median / p90 ({r['matched_words']} words)",
-                f"{r['start_offset_ms_median']} / {r['start_offset_ms_p90']} ms",
+                f"timestamps {name}: |start - {reference}| median / p90 "
+                f"({r[f'{prefix}matched_words']} words)",
+                f"{r[f'{prefix}start_offset_ms_median']} / {r[f'{prefix}start_offset_ms_p90']} ms",
                 "<= 80 ms" if name == "kokoro" else "",
             ))  # fmt: skip
-            rows.append((f"timestamps {name}: start - Whisper, median (bias)",
-                         f"{r['start_bias_ms_median']:+} ms", ""))  # fmt: skip
+            rows.append((f"timestamps {name}: start - {reference}, median (bias)",
+                         f"{r[f'{prefix}start_bias_ms_median']:+} ms", ""))  # fmt: skip
+        if r["unaligned_sentences"]:
+            rows.append((f"timestamps {name}: sentences the aligner could not align",
+                         f"{r['unaligned_sentences']}", ""))  # fmt: skip
     width = max(len(row[0]) for row in rows)
     print(f"{'measure':<{width}}  {'value':>18}  target")
     for name, value, target in rows:

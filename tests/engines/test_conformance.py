@@ -49,6 +49,11 @@ from tests.engines.test_kokoro_torch import torch_files  # noqa: F401 (a fixture
 from tests.fakes import FakeEngine, fake_voicing
 from tests.providers.alltalk_server import AllTalkServer, alltalk_service  # noqa: F401 (a fixture)
 from tests.providers.edge_server import EdgeServer, edge_service  # noqa: F401 (a fixture)
+from tests.providers.elevenlabs_server import KEY as ELEVENLABS_KEY
+from tests.providers.elevenlabs_server import (  # noqa: F401 (a fixture)
+    ElevenLabsServer,
+    elevenlabs_service,
+)
 from tests.providers.openai_server import KEY as OPENAI_KEY
 from tests.providers.openai_server import OpenAIServer, openai_service  # noqa: F401 (a fixture)
 from tests.providers.zonos_server import KEY as ZYPHRA_KEY
@@ -67,9 +72,11 @@ from voxserve.voices.resolution import CloneReference
 BACKENDS = ["kokoro_torch"]
 """Second backends of a registered engine (``kokoro`` with ``backend = "torch"``), a case each:
 what `make test` installs is tested."""
-ENGINES = ["fake", "fake_capable"] + [
-    name for name in ENGINE_CLASSES if engine_class(name).is_installed()
-] + BACKENDS
+ENGINES = (
+    ["fake", "fake_capable"]
+    + [name for name in ENGINE_CLASSES if engine_class(name).is_installed()]
+    + BACKENDS
+)
 """The fakes, every installed engine of the registry and the second backends; each has a
 fixture ``<name>_case`` (an engine registered without one fails here, asking for it)."""
 
@@ -316,6 +323,20 @@ def zonos_case(
     engine = ZonosEngine({"api_key": ZYPHRA_KEY, "base_url": zonos_service.url})
     engine.load()
     return engine_case(engine, "american_female", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def elevenlabs_case(
+    elevenlabs_service: ElevenLabsServer,  # noqa: F811 (the fixture imported above)
+    tmp_path_factory: pytest.TempPathFactory,
+) -> EngineCase:
+    """ElevenLabs' timestamped stream on its stand-in (Piper's speech as 24 kHz pcm, a character
+    alignment spread over it), with a premade voice."""
+    from voxserve.engines.elevenlabs import ElevenLabsEngine
+
+    engine = ElevenLabsEngine({"api_key": ELEVENLABS_KEY, "base_url": elevenlabs_service.url})
+    engine.load()
+    return engine_case(engine, "21m00Tcm4TlvDq8ikWAM", tmp_path_factory)
 
 
 @pytest.fixture(scope="session", params=ENGINES)

@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from tests.providers.loopback import Call, paced, serve, wav_file
+from tests.providers.loopback import Call, one_per_process, paced, serve, wav_file
 from tests.providers.openai_server import piper_speech
 from voxserve.audio.dsp import float_to_pcm16
 
@@ -161,15 +161,9 @@ def _empty_wav_header() -> bytes:
     return wav_file(b"", RATE)
 
 
-_service: AllTalkServer | None = None
-
-
 @pytest.fixture(scope="session")
 def alltalk_service(piper_synthesizer) -> Iterator[AllTalkServer]:
     """The stand-in, one a process (the conformance suite and the engine's tests share it)."""
-    global _service
-    if _service is None:
-        piper = piper_synthesizer.registry.get("piper")
-        piper.load()
-        _service = AllTalkServer(piper_speech(piper)).start()
-    yield _service
+    yield one_per_process(
+        "alltalk", piper_synthesizer, lambda piper: AllTalkServer(piper_speech(piper)).start()
+    )

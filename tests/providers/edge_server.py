@@ -40,7 +40,7 @@ from aiohttp import WSMsgType, web
 from edge_tts.constants import SEC_MS_GEC_VERSION, TRUSTED_CLIENT_TOKEN
 from edge_tts.drm import generate_sec_ms_gec_v2
 
-from tests.providers.loopback import serve
+from tests.providers.loopback import one_per_process, serve
 from voxserve.audio.container import ContainerEncoder, ContainerFormat
 from voxserve.engines.base import BlockingEngine, SynthesisOptions
 
@@ -347,19 +347,14 @@ def piper_speech(engine: BlockingEngine, voice: str = "joe") -> Callable[[str, f
     return speak
 
 
-_service: EdgeServer | None = None
-
-
 @pytest.fixture(scope="session")
 def edge_service(piper_synthesizer) -> Iterator[EdgeServer]:
     """The stand-in, and edge-tts pointed at it. One a process: edge-tts' URLs are its modules'
     globals, so every test module using it shares it."""
-    global _service
-    if _service is None:
-        piper = piper_synthesizer.registry.get("piper")
-        piper.load()
-        _service = EdgeServer(piper_speech(piper)).start()
+    service = one_per_process(
+        "edge", piper_synthesizer, lambda piper: EdgeServer(piper_speech(piper)).start()
+    )
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(edge_tts.communicate, "WSS_URL", _service.wss_url)
-        patch.setattr(edge_tts.voices, "VOICE_LIST", _service.voice_list_url)
-        yield _service
+        patch.setattr(edge_tts.communicate, "WSS_URL", service.wss_url)
+        patch.setattr(edge_tts.voices, "VOICE_LIST", service.voice_list_url)
+        yield service

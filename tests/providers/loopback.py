@@ -38,6 +38,20 @@ class Call:
         self.closed.set()
 
 
+_started: dict[str, Any] = {}
+
+
+def one_per_process(name: str, piper_synthesizer: Any, start: Callable[[Any], Any]) -> Any:
+    """The stand-in ``start`` makes from the loaded Piper engine, made once a process: the
+    conformance suite and an engine's own tests import its session fixture, which pytest then
+    runs once for each module that holds it."""
+    if name not in _started:
+        piper = piper_synthesizer.registry.get("piper")
+        piper.load()
+        _started[name] = start(piper)
+    return _started[name]
+
+
 def serve(routes: Callable[[web.Application], None], name: str) -> str:
     """Serve the app ``routes`` builds on a free loopback port, in a daemon thread; its URL."""
     ready = threading.Event()

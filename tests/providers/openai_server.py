@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from tests.providers.loopback import serve
+from tests.providers.loopback import one_per_process, serve
 from voxserve.audio.dsp import StreamResampler, float_to_pcm16
 from voxserve.engines.base import BlockingEngine, SynthesisOptions
 
@@ -238,15 +238,9 @@ def piper_speech(engine: BlockingEngine, voice: str = "joe") -> Callable[[str, f
     return speak
 
 
-_service: OpenAIServer | None = None
-
-
 @pytest.fixture(scope="session")
 def openai_service(piper_synthesizer) -> Iterator[OpenAIServer]:
     """The stand-in, one a process (the conformance suite and the engine's tests share it)."""
-    global _service
-    if _service is None:
-        piper = piper_synthesizer.registry.get("piper")
-        piper.load()
-        _service = OpenAIServer(piper_speech(piper)).start()
-    yield _service
+    yield one_per_process(
+        "openai", piper_synthesizer, lambda piper: OpenAIServer(piper_speech(piper)).start()
+    )

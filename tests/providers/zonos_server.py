@@ -28,7 +28,7 @@ from aiohttp import web
 from pydantic import ValidationError
 from zyphra.models.audio import TTSParams
 
-from tests.providers.loopback import Call, paced, serve, wav_file
+from tests.providers.loopback import Call, one_per_process, paced, serve, wav_file
 from tests.providers.openai_server import piper_speech
 from voxserve.audio.dsp import StreamResampler, float_to_pcm16
 
@@ -144,15 +144,9 @@ def _invalid(field: str, message: str) -> web.Response:
     )
 
 
-_service: ZonosServer | None = None
-
-
 @pytest.fixture(scope="session")
 def zonos_service(piper_synthesizer) -> Iterator[ZonosServer]:
     """The stand-in, one a process (the conformance suite and the engine's tests share it)."""
-    global _service
-    if _service is None:
-        piper = piper_synthesizer.registry.get("piper")
-        piper.load()
-        _service = ZonosServer(piper_speech(piper)).start()
-    yield _service
+    yield one_per_process(
+        "zonos", piper_synthesizer, lambda piper: ZonosServer(piper_speech(piper)).start()
+    )

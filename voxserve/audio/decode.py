@@ -51,3 +51,18 @@ def decode_pcm16(data: bytes, sample_rate: int) -> AudioChunk:
         raise ValueError("could not decode audio: odd number of bytes in 16-bit PCM")
     samples = np.frombuffer(data, dtype="<i2").astype(np.float32) / np.float32(_PCM16_SCALE)
     return AudioChunk(samples=samples, sample_rate=sample_rate)
+
+
+class Pcm16Stream:
+    """Raw 16-bit PCM from bytes cut anywhere (a provider's stream): ``feed`` returns the
+    samples each piece completes; an odd byte waits for the next piece."""
+
+    def __init__(self, sample_rate: int):
+        self.sample_rate = sample_rate
+        self._odd = b""
+
+    def feed(self, data: bytes) -> AudioChunk | None:
+        data = self._odd + data
+        whole = len(data) - len(data) % 2
+        self._odd = data[whole:]
+        return decode_pcm16(data[:whole], self.sample_rate) if whole else None

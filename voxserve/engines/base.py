@@ -246,6 +246,9 @@ class Segment:
     voicing: Voicing
     pause_after: float
     """Seconds of silence after this segment's audio."""
+    neighbours: tuple[str, str] = ("", "")
+    """The texts of the segments before and after it in its plan ("" at an end), for engines
+    that speak a piece better knowing what surrounds it (ElevenLabs' previous_text, next_text)."""
 
     @property
     def engine(self) -> Engine:

@@ -45,7 +45,7 @@ from typing import Any, ClassVar, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from voxserve.audio.decode import decode_pcm16
+from voxserve.audio.decode import Pcm16Stream
 from voxserve.audio.frames import AudioChunk
 from voxserve.engines import remote
 from voxserve.engines.base import (
@@ -283,7 +283,7 @@ class OpenAIEngine(Engine):
         if self._connection is None:
             raise EngineError(f"the {self.name} engine is not loaded", code="engine_not_loaded")
         speech = self._clients.get().audio.speech.with_streaming_response
-        pcm = _PCM(self.capabilities.sample_rate)
+        pcm = Pcm16Stream(self.capabilities.sample_rate)
         try:
             async with speech.create(**self._body(segment.text, segment.voicing.options)) as answer:
                 pieces = (
@@ -404,20 +404,6 @@ def estimate_tokens(text: str, instructions: str | None, speed: float) -> tuple[
     text_tokens = math.ceil(said / CHARS_PER_TOKEN)
     seconds = len(text) / CHARS_PER_SECOND / speed
     return text_tokens, math.ceil(seconds * AUDIO_TOKENS_PER_SECOND)
-
-
-class _PCM:
-    """16-bit samples from bytes cut anywhere: an odd byte waits for the next piece."""
-
-    def __init__(self, sample_rate: int):
-        self.sample_rate = sample_rate
-        self._odd = b""
-
-    def feed(self, data: bytes) -> AudioChunk | None:
-        data = self._odd + data
-        whole = len(data) - len(data) % 2
-        self._odd = data[whole:]
-        return decode_pcm16(data[:whole], self.sample_rate) if whole else None
 
 
 async def _deltas(answer: Any, provider: str, engine: str) -> AsyncIterator[bytes]:

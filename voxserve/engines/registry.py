@@ -42,6 +42,7 @@ ENGINE_CLASSES: dict[str, str] = {
     "openai_compatible": "voxserve.engines.openai_speech:OpenAICompatibleEngine",
     "alltalk": "voxserve.engines.alltalk:AllTalkEngine",
     "zonos": "voxserve.engines.zonos:ZonosEngine",
+    "elevenlabs": "voxserve.engines.elevenlabs:ElevenLabsEngine",
 }
 
 # OpenAI's model names, served by the default engine.

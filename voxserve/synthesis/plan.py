@@ -66,4 +66,8 @@ def plan_segments(
         segments.append(Segment(first_index + len(segments), fragment.text, voicing, pause))
     if final and segments:
         segments[-1] = replace(segments[-1], pause_after=0.0)
-    return segments
+    texts = ["", *(segment.text for segment in segments), ""]
+    return [
+        replace(segment, neighbours=(texts[place], texts[place + 2]))
+        for place, segment in enumerate(segments)
+    ]
