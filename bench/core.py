@@ -72,9 +72,14 @@ def room_for_clients(clients: int) -> dict[str, str]:
 
 
 def start_server(
-    port: int, data_dir: str, settings: dict[str, str] | None = None
+    port: int,
+    data_dir: str,
+    settings: dict[str, str] | None = None,
+    launcher: tuple[str, ...] = ("-m", "voxserve"),
 ) -> subprocess.Popen:
-    """``voxserve serve`` in its own process, configured by VOXSERVE_* ``settings``."""
+    """``voxserve serve`` in its own process, configured by VOXSERVE_* ``settings``;
+    ``launcher``: the interpreter's arguments that run the CLI (a bench may patch a library
+    first, as bench/remote.py points edge-tts at its stand-in)."""
     environment = {
         key: value for key, value in os.environ.items() if not key.startswith("VOXSERVE_")
     }
@@ -83,7 +88,7 @@ def start_server(
     )
     environment.update(settings or {})
     process = subprocess.Popen(
-        [sys.executable, "-m", "voxserve", "serve", "--port", str(port)], env=environment
+        [sys.executable, *launcher, "serve", "--port", str(port)], env=environment
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -98,6 +98,20 @@ def test_load_asks_if_ready_and_lists_its_voices(fresh_service):
     assert engine.find_voice("female_01.wav").name == "female_01"
 
 
+async def test_a_voice_alltalk_lists_is_found_with_only_its_url_configured(fresh_service, work_dir):
+    # Before it is loaded the engine knows no voice: naming it and one of AllTalk's loads it.
+    settings = Settings(data_dir=work_dir, engines={"alltalk": {"base_url": fresh_service.url}})
+    synthesizer = Synthesizer(settings)
+    request = SpeechRequest(input=TEXT, model="alltalk", voice="male_01.wav")
+    chunks = [chunk async for chunk in synthesizer.stream(request)]
+    assert sum(len(chunk.samples) for chunk in chunks) > 0
+    assert synthesizer.registry.is_loaded("alltalk")
+    assert [call.fields["voice"] for call in fresh_service.calls] == ["male_01.wav"]
+    with pytest.raises(InvalidRequestError) as refused:  # a voice it does not list
+        synthesizer.prepare(SpeechRequest(input=TEXT, model="alltalk", voice="nobody.wav"))
+    assert refused.value.param == "voice" and "male_01.wav" in refused.value.message
+
+
 def test_an_engine_without_voices_falls_back_to_the_setting(fresh_service):
     fresh_service.voices = None  # AllTalk's {"status": "error"} for an engine with no voices
     engine = alltalk(fresh_service, voices=["configured.wav"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 
 import numpy as np
 import pydantic
@@ -63,7 +64,9 @@ async def test_next_segment_is_synthesized_while_the_consumer_is_busy():
     async with contextlib.aclosing(stream):
         await anext(stream)
         await asyncio.sleep(0.3)  # a slow client: look-ahead fills, then stops
-        assert len(engine.calls) == 1 + 2  # the one consumed, plus the look-ahead, no more
+        # Two places: the segment being consumed (its last samples are not taken yet), and the
+        # next one, synthesized meanwhile; no more.
+        assert len(engine.calls) == 2
 
 
 async def test_a_consumer_that_stops_stops_the_work_and_leaks_no_task():
@@ -113,7 +116,38 @@ async def test_streaming_engines_chunks_pass_through_as_they_come():
     engine = FakeEngine(chunks=4)
     synthesizer = make_synthesizer(engine, first_fragment_small=False)
     chunks = [c async for c in synthesizer.stream(SpeechRequest(input="A single sentence here."))]
-    assert len(chunks) == 4
+    # The engine's four, each sent as it came; only the last 5 ms (the segment's fade-out) were
+    # held back until the engine had ended.
+    assert len(chunks) == 5
+    assert len(chunks[-1].samples) == 16000 * 5 // 1000
+
+
+class GatedEngine(FakeEngine):
+    """Yields its first chunk, then waits for ``more`` before its second: a provider whose next
+    piece is still on its way."""
+
+    def __init__(self):
+        super().__init__(chunks=2)
+        self.more = threading.Event()
+
+    def synthesize(self, text, options):
+        pieces = super().synthesize(text, options)
+        yield next(pieces)
+        self.more.wait(30)
+        yield from pieces
+
+
+async def test_a_chunk_goes_out_before_the_engine_makes_its_next():
+    engine = GatedEngine()
+    synthesizer = make_synthesizer(engine, first_fragment_small=False)
+    stream = synthesizer.stream(SpeechRequest(input="A single sentence here."))
+    async with contextlib.aclosing(stream):
+        first = await asyncio.wait_for(anext(stream), 30)  # the second piece is not made yet
+        assert not engine.more.is_set() and len(first.samples) > 0
+        engine.more.set()
+        rest = [chunk async for chunk in stream]
+    spoken = sum(len(chunk.samples) for chunk in [first, *rest])
+    assert spoken == round(len("A single sentence here.") * 0.01 * 16000)
 
 
 async def test_the_engine_loads_once_for_concurrent_requests():

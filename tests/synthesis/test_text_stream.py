@@ -123,4 +123,4 @@ def test_text_is_normalized_for_the_voice_language():
         stream.push("Es sind 3 km.")
         stream.end()
     assert drain(english) == ["Es sind three kilometers."]
-    assert drain(german) == ["Es sind 3 km."]
+    assert drain(german) == ["Es sind drei km."]

@@ -117,6 +117,7 @@ class AllTalkEngine(Engine):
     name = "alltalk"
     requires = ("httpx",)
     Settings: ClassVar[type[EngineSettings]] = AllTalkSettings
+    voices_listed_at_load = True
     settings: AllTalkSettings
 
     def __init__(self, settings: SettingsGiven = None, *, data_dir: Path | None = None):

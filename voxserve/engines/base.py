@@ -159,10 +159,11 @@ class Voice:
 class Cost:
     """What speaking a text costs on a paid engine, known before anything is spent."""
 
-    units: int
-    """What the provider bills: characters, or tokens."""
+    units: int | float
+    """What the provider bills: characters, tokens, or seconds of speech (not rounded per call:
+    an estimate is the sum of its calls)."""
     unit: str
-    """``characters`` or ``tokens``."""
+    """``characters``, ``tokens`` or ``seconds``."""
     usd: float
 
     def __add__(self, other: Cost) -> Cost:
@@ -273,6 +274,9 @@ class Engine(ABC):
     Options: ClassVar[type[EngineOptions] | None] = None
     """Per-request options of the engine's own (``engine_options`` of a request or a profile);
     None: it takes none, and any given are refused."""
+    voices_listed_at_load: ClassVar[bool] = False
+    """Whether ``load`` learns voices ``voices()`` cannot know before (a server's own list): a
+    request naming this engine and a voice not yet known loads it before the voice is refused."""
 
     def __init__(self, settings: SettingsGiven = None, *, data_dir: Path | None = None):
         if isinstance(settings, EngineSettings):

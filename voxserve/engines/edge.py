@@ -102,6 +102,7 @@ class EdgeEngine(Engine):
     extra = "edge"
     requires = ("edge_tts",)
     Settings = EdgeSettings
+    voices_listed_at_load = True
     settings: EdgeSettings
 
     def __init__(self, settings: SettingsGiven = None, *, data_dir: Path | None = None):

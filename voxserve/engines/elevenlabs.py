@@ -222,6 +222,7 @@ class ElevenLabsEngine(Engine):
     extra = "elevenlabs"
     requires = ("elevenlabs",)
     Settings: ClassVar[type[EngineSettings]] = ElevenLabsSettings
+    voices_listed_at_load = True
     settings: ElevenLabsSettings
     Options: ClassVar[type[EngineOptions] | None] = ElevenLabsOptions
 

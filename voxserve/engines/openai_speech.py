@@ -323,6 +323,7 @@ class OpenAIEngine(Engine):
 class OpenAICompatibleEngine(OpenAIEngine):
     name = "openai_compatible"
     Settings: ClassVar[type[EngineSettings]] = OpenAICompatibleSettings
+    voices_listed_at_load = True
     settings: OpenAICompatibleSettings
     provider: ClassVar[str] = "the OpenAI-compatible server"
     key_environment: ClassVar[str | None] = None

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import importlib
 import re
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -80,6 +81,9 @@ class EngineRegistry:
         self._engines: dict[str, Engine] = {}
         self._loaded: set[str] = set()
         self._load_locks: dict[str, asyncio.Lock] = {}
+        self._thread_locks: dict[str, threading.Lock] = {}
+        """One per engine, held while it loads: a load from a worker thread and one from the
+        event loop (in a thread of its own) never run at once."""
         self._users: dict[str, int] = {}
         self._last_used: dict[str, float] = {}
 
@@ -135,8 +139,16 @@ class EngineRegistry:
         if name in self._loaded:
             return engine
         async with self._load_locks.setdefault(name, asyncio.Lock()):
+            await asyncio.to_thread(self.load_now, name)
+        return engine
+
+    def load_now(self, name: str) -> Engine:
+        """Load an engine once, blocking (a worker thread's way; ``ensure_loaded`` is the event
+        loop's)."""
+        engine = self.get(name)
+        with self._thread_locks.setdefault(name, threading.Lock()):  # setdefault is atomic
             if name not in self._loaded:
-                await asyncio.to_thread(engine.load)
+                engine.load()
                 self._loaded.add(name)
                 self._last_used[name] = time.monotonic()
         return engine

@@ -43,7 +43,6 @@ import asyncio
 import base64
 import contextlib
 import logging
-import math
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -242,7 +241,7 @@ class ZonosEngine(Engine):
         if price is None:
             return None
         seconds = len(text) / (CHARS_PER_PHONEME * _speaking_rate(options))
-        return Cost(math.ceil(seconds), "seconds", seconds / 60 * price.per_minute)
+        return Cost(round(seconds, 2), "seconds", seconds / 60 * price.per_minute)
 
     async def generate(self, segment: Segment) -> AsyncIterator[AudioChunk]:
         if self._connection is None:

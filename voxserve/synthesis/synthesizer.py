@@ -429,19 +429,54 @@ def _positioned(chunks: Iterable[AudioChunk]) -> Iterable[tuple[AudioChunk, bool
 async def _positioned_stream(
     chunks: AsyncIterator[AudioChunk],
 ) -> AsyncIterator[tuple[AudioChunk, bool, bool]]:
-    """As ``_positioned``, as the chunks come: holds one chunk back to know which is last."""
-    previous: AudioChunk | None = None
+    """As ``_positioned``, as the chunks come. Which chunk is last is known only when the
+    engine ends, so the last ``FADE_MS`` of audio (what the segment's fade-out shapes) is held
+    back, not a whole chunk: each chunk's audio goes on as it arrives, instead of waiting for
+    the engine's next piece (a provider streaming in tenths of a second would add that much
+    to the first audio)."""
+    held: AudioChunk | None = None
     first = True
     async with contextlib.aclosing(chunks):
         async for chunk in chunks:
             if len(chunk.samples) == 0:
                 continue
-            if previous is not None:
-                yield previous, first, False
+            if held is not None:
+                if held.sample_rate == chunk.sample_rate:
+                    chunk = _joined(held, chunk)
+                else:  # a change of rate mid-segment: what is held goes as it is
+                    yield held, first, False
+                    first = False
+            sent, held = _split_tail(chunk, round(chunk.sample_rate * FADE_MS / 1000))
+            if sent is not None:
+                yield sent, first, False
                 first = False
-            previous = chunk
-    if previous is not None:
-        yield previous, first, True
+    if held is not None:
+        yield held, first, True
+
+
+def _joined(before: AudioChunk, after: AudioChunk) -> AudioChunk:
+    """Two chunks of one rate as one, the words of ``after`` timed from the joined start."""
+    shift = before.duration
+    return AudioChunk(
+        np.concatenate([before.samples, after.samples]),
+        before.sample_rate,
+        before.words + tuple(word.shifted(shift) for word in after.words),
+    )
+
+
+def _split_tail(chunk: AudioChunk, tail: int) -> tuple[AudioChunk | None, AudioChunk]:
+    """``chunk`` as its audio up to its last ``tail`` samples (None if it has no more) and
+    those samples; each keeps the words that start in it."""
+    cut = len(chunk.samples) - tail
+    if cut <= 0:
+        return None, chunk
+    at = cut / chunk.sample_rate
+    head_words = tuple(word for word in chunk.words if word.start < at)
+    tail_words = tuple(word.shifted(-at) for word in chunk.words if word.start >= at)
+    return (
+        AudioChunk(chunk.samples[:cut], chunk.sample_rate, head_words),
+        AudioChunk(chunk.samples[cut:], chunk.sample_rate, tail_words),
+    )
 
 
 def _shape_piece(piece: _Piece) -> np.ndarray:

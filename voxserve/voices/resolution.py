@@ -128,6 +128,8 @@ class VoiceResolver:
     def engine_voice(self, spec: str | None, model: str | None) -> tuple[Engine, Voice]:
         """The engine ``model`` names and its voice ``spec`` (None: its default voice)."""
         engine = self.registry.engine_for_model(model)
+        if model is not None and self._learns_voices(engine, spec):
+            self.registry.load_now(engine.name)  # its voices are known once it is loaded
         if spec is None:
             spec = self._default_voice(engine)
         voice = engine.find_voice(spec)
@@ -151,6 +153,12 @@ class VoiceResolver:
             param="voice",
             code="voice_not_found",
         )
+
+    def _learns_voices(self, engine: Engine, spec: str | None) -> bool:
+        """Whether ``engine`` must be loaded to know the voice ``spec`` (None: any voice)."""
+        if not engine.voices_listed_at_load or self.registry.is_loaded(engine.name):
+            return False
+        return (not engine.voices()) if spec is None else engine.find_voice(spec) is None
 
     def _default_voice(self, engine: Engine) -> str:
         """The configured default voice on the default engine; another engine's first voice."""
