@@ -1,4 +1,4 @@
-"""The ``voxserve`` command: serve, say, engines, voices."""
+"""The ``voxserve`` command: serve, wyoming, say, engines, voices."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # the synthesizer loads PyAV and the engines: not for `voxser
     from voxserve.synthesis.synthesizer import Progress as SynthesisProgress
 
 PROGRESS_MIN_SEGMENTS = 4  # below this, a bar would flash by
+WYOMING_PORT = 10200  # Home Assistant's Wyoming add-ons' (Piper's) port
 
 stderr = Console(stderr=True)
 
@@ -78,6 +79,8 @@ def serve(context: click.Context, insecure: bool | None, **overrides: Any) -> No
         f"voxserve on http://{settings.host}:{settings.port}  (default voice: "
         f"{settings.default_voice}, engine: {settings.default_engine})"
     )
+    if settings.wyoming.port is not None:
+        stderr.print(f"Wyoming on tcp://{settings.wyoming.host}:{settings.wyoming.port}")
     try:
         app = create_app(settings)
     except ConfigError as error:
@@ -87,6 +90,42 @@ def serve(context: click.Context, insecure: bool | None, **overrides: Any) -> No
         serving.run()
     if not serving.started:  # uvicorn has logged why (the port is taken...)
         sys.exit(3)
+
+
+@main.command("wyoming")
+@click.option("--host", help="Address to listen on [default: wyoming.host, 127.0.0.1].")
+@click.option("--port", type=int, help="Port to listen on [default: wyoming.port, else 10200].")
+@click.option("--zeroconf/--no-zeroconf", default=None, help="Announce it on the local network.")
+@click.option(
+    "--allow-unauthenticated",
+    is_flag=True,
+    default=None,
+    help="Listen on a non-loopback address (Wyoming carries no key): anyone can use it.",
+)
+@click.option("--preload/--no-preload", default=None, help="Load the default engine at start.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.pass_context
+def wyoming(
+    context: click.Context, preload: bool | None, log_level: str | None, **options: Any
+) -> None:
+    """Serve Home Assistant's Wyoming protocol alone, without HTTP (docs: README)."""
+    import logging
+
+    from voxserve.wyoming import serve_alone
+
+    given = {name: value for name, value in options.items() if value is not None}
+    if _settings(context, wyoming=given).wyoming.port is None:
+        given["port"] = WYOMING_PORT
+    settings = _settings(context, wyoming=given, preload=preload, log_level=log_level)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s:%(name)s: %(message)s"
+    )
+    stderr.print(f"voxserve's Wyoming on tcp://{settings.wyoming.host}:{settings.wyoming.port}")
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve_alone(settings))
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from error
 
 
 @main.group()

@@ -210,6 +210,53 @@ class ConnectionSettings(BaseModel):
     """Seconds a request's body may pause between two pieces before the request gets 408."""
 
 
+class WyomingSettings(BaseModel):
+    """The Wyoming server for Home Assistant (``[wyoming]``; environment
+    ``VOXSERVE_WYOMING__PORT`` and so on): speech both ways over the Wyoming protocol.
+
+    Wyoming has no credentials: a connection is its address, with the per-address limits of
+    ``[auth]``. So it listens on loopback unless ``allow_unauthenticated`` says otherwise."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int | None = Field(None, ge=0, le=65535)
+    """Wyoming's TCP port (Home Assistant's add-ons use 10200); None: no Wyoming server."""
+    zeroconf: bool = False
+    """Announce the server on the local network (mDNS ``_wyoming._tcp``), so Home Assistant
+    offers to add it."""
+    zeroconf_name: str = "voxserve"
+    allow_unauthenticated: bool = False
+    """Listen on a non-loopback ``host``: anyone who can reach the port can use it, API keys or
+    not (Wyoming cannot carry one)."""
+    engines: list[str] = Field(default_factory=list)
+    """Engines whose voices Wyoming offers; empty: the default engine and every engine with an
+    ``[engines.NAME]`` table."""
+    stt_languages: list[str] = Field(default_factory=lambda: ["en"])
+    """The languages the speech-to-text model (``[stt]``) hears: tiny.en, bundled, hears
+    English."""
+    max_audio_seconds: float = Field(60.0, gt=0)
+    """The longest speech one ``transcribe`` may send."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _strings_for_lists(cls, data: Any) -> Any:
+        return split_list_strings(cls, data)
+
+    @model_validator(mode="after")
+    def _loopback_unless_allowed(self) -> WyomingSettings:
+        # Imported here: auth imports this module.
+        from voxserve.server.auth import is_loopback
+
+        if self.port is not None and not self.allow_unauthenticated and not is_loopback(self.host):
+            raise ValueError(
+                f"refusing to serve Wyoming on {self.host}: Wyoming cannot carry an API key, so "
+                "anyone who can reach it could use it. Set wyoming.allow_unauthenticated = true "
+                "(VOXSERVE_WYOMING__ALLOW_UNAUTHENTICATED) if that is what you want."
+            )
+        return self
+
+
 class RunpodSettings(BaseModel):
     """The RunPod serverless worker (``[runpod]``; environment ``VOXSERVE_RUNPOD__MAX_AUDIO_MB``
     and so on). The ``runpod`` engine that calls such a worker is set in ``[engines.runpod]``."""
@@ -288,6 +335,8 @@ class Settings(BaseModel):
         default_factory=lambda: {
             "piper": ["joe", "warm_female", "storyteller_male", "professional_female"],
             "higgs": ["deep_male", "warm_female", "storyteller_male", "professional_female"],
+            # CSM has two speakers: the TTS-provider server's mapping, 0 and 2 to the first.
+            "csm": ["csm_0", "csm_1", "csm_0", "csm_1"],
             # The packaged voices have one man: the second is him with a woman's quarter.
             "kokoro": ["jm_kumo", "jf_alpha", "jm_kumo(3)+jf_nezumi(1)", "jf_gongitsune"],
             "edge": [
@@ -312,6 +361,7 @@ class Settings(BaseModel):
     runpod: RunpodSettings = Field(default_factory=RunpodSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     connections: ConnectionSettings = Field(default_factory=ConnectionSettings)
+    wyoming: WyomingSettings = Field(default_factory=WyomingSettings)
 
     allow_downloads: bool = False
     """Let an engine the operator set up (the default engine, or one with an ``[engines.NAME]``

@@ -1,5 +1,5 @@
-"""Engine fixtures, built once a session: tiny, randomly initialised Higgs Audio V2 checkpoints,
-RunPod's job API served locally by our worker, and Kokoro on its packaged model."""
+"""Engine fixtures, built once a session: tiny, randomly initialised Higgs Audio V2 and CSM
+checkpoints, RunPod's job API served locally by our worker, and Kokoro on its packaged model."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port, serving
+from voxserve.engines.csm import CsmEngine
+from voxserve.engines.csm.random_model import build_checkpoint as build_csm_checkpoint
 from voxserve.engines.higgs import HiggsEngine
 from voxserve.engines.higgs.random_model import CheckpointPaths, build_checkpoint
 from voxserve.engines.kokoro import KokoroEngine
@@ -46,6 +48,29 @@ def higgs_engine(higgs_checkpoint: CheckpointPaths) -> Iterator[HiggsEngine]:
 @pytest.fixture(scope="session")
 def higgs_endless_engine(higgs_endless_checkpoint: CheckpointPaths) -> Iterator[HiggsEngine]:
     engine = load_higgs(higgs_endless_checkpoint, seed=3, first_chunk_frames=4, chunk_frames=10)
+    yield engine
+    engine.unload()
+
+
+@pytest.fixture(scope="session")
+def csm_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """CSM and Mimi at a few hundred thousand parameters (Mimi's frame geometry kept); its stream
+    practically never ends by itself: output runs to the engine's frame cap."""
+    return build_csm_checkpoint(tmp_path_factory.mktemp("csm-tiny"))
+
+
+def load_csm(path: Path, **settings) -> CsmEngine:
+    """An engine loaded from ``path`` through its real loading code: 2 s a segment at most, in
+    chunks of 2, then 4 frames."""
+    defaults = {"max_audio_seconds": 2, "first_chunk_frames": 2, "chunk_frames": 4, "seed": 3}
+    engine = CsmEngine({"model_path": str(path), "device": "cpu", **defaults, **settings})
+    engine.load()
+    return engine
+
+
+@pytest.fixture(scope="session")
+def csm_engine(csm_checkpoint: Path) -> Iterator[CsmEngine]:
+    engine = load_csm(csm_checkpoint)
     yield engine
     engine.unload()
 

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.engines.conftest import load_higgs
+from tests.engines.conftest import load_csm, load_higgs
 from tests.engines.test_kokoro_torch import torch_files  # noqa: F401 (a fixture)
 from tests.fakes import FakeEngine, fake_voicing
 from tests.providers.alltalk_server import AllTalkServer, alltalk_service  # noqa: F401 (a fixture)
@@ -215,6 +215,18 @@ def higgs_case(
     yield engine_case(
         engine, "higgs", tmp_path_factory, unspoken={"sampling": Sampling(max_new_tokens=1)}
     )
+    engine.unload()
+
+
+@pytest.fixture(scope="session")
+def csm_case(
+    csm_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EngineCase]:
+    """The tiny random CSM, whose stream never ends by itself, capped at 1.6 s (20 frames) a
+    segment: every call gives a few chunks (2, then 4 frames each), in a fraction of a second."""
+    engine = load_csm(csm_checkpoint, max_audio_seconds=1.6)
+    # Every frame is audio: there is no input it makes nothing of.
+    yield engine_case(engine, "csm_0", tmp_path_factory)
     engine.unload()
 
 

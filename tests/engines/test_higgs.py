@@ -23,13 +23,13 @@ from voxserve.config import Settings, load_settings
 from voxserve.engines.base import Segment, SpeakerPrompt, SynthesisOptions, Voicing
 from voxserve.engines.builtin_voices import builtin_voice
 from voxserve.engines.higgs import HiggsEngine
-from voxserve.engines.higgs.engine import cuda_visible
 from voxserve.engines.higgs.loading import decode_frames
 from voxserve.engines.higgs.prompts import delay_pattern
 from voxserve.engines.higgs.settings import HiggsSettings
 from voxserve.engines.higgs.streaming import DelayPatternUndoer, SilenceTrimmer, WindowedDecoder
 from voxserve.engines.higgs.torchaudio_compat import STAND_IN_VERSION
 from voxserve.engines.registry import EngineRegistry
+from voxserve.engines.transformers_engine import cuda_visible
 from voxserve.errors import EngineError, EngineUnavailableError, InvalidRequestError, NoAudioError
 from voxserve.request import DialogueRequest, Sampling, SpeechRequest
 from voxserve.synthesis.dialogue import TurnTiming, prepare_dialogue, render_dialogue

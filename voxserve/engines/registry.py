@@ -36,6 +36,7 @@ class RegistrySettings(Protocol):
 ENGINE_CLASSES: dict[str, str] = {
     "piper": "voxserve.engines.piper:PiperEngine",
     "higgs": "voxserve.engines.higgs:HiggsEngine",
+    "csm": "voxserve.engines.csm:CsmEngine",
     "runpod": "voxserve.engines.runpod:RunpodEngine",
     "kokoro": "voxserve.engines.kokoro:KokoroEngine",
     "edge": "voxserve.engines.edge:EdgeEngine",

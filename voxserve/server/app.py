@@ -35,6 +35,7 @@ from voxserve.server.ws_speech import router as speech_stream_router
 from voxserve.server.ws_tts import router as tts_provider_router
 from voxserve.synthesis.synthesizer import Synthesizer
 from voxserve.voices.library import VoiceLibrary
+from voxserve.wyoming import wyoming_server
 
 logger = logging.getLogger("voxserve.server")
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
@@ -80,7 +81,14 @@ def create_app(settings: Settings | None = None, synthesizer: Synthesizer | None
             await synthesizer.registry.ensure_loaded(settings.default_engine)
             logger.info("engine %r loaded", settings.default_engine)
         reaper = asyncio.create_task(_unload_idle_engines(synthesizer))
+        wyoming = None
+        if settings.wyoming.port is not None:  # the same synthesizer, spending and rate limits
+            limiter = access_policy.limiter
+            wyoming = wyoming_server(synthesizer, app.state.spending, limiter, metrics)
+            await wyoming.start()
         yield
+        if wyoming is not None:
+            await wyoming.stop()
         reaper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reaper

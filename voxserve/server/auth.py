@@ -22,6 +22,7 @@ does a password written into a URL.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import hashlib
 import ipaddress
@@ -30,7 +31,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode
@@ -106,6 +107,17 @@ def charge_characters(count: int) -> None:
     if current is not None and count > 0:
         principal, limiter = current
         limiter.take(principal, "characters", principal.characters_per_minute, count)
+
+
+@contextlib.contextmanager
+def acting_for(principal: Principal, limiter: RateLimiter) -> Iterator[None]:
+    """Serve what runs inside (and the tasks it starts) as ``principal``'s, counted by
+    ``limiter``: for a transport outside the middleware (Wyoming)."""
+    token = _current.set((principal, limiter))
+    try:
+        yield
+    finally:
+        _current.reset(token)
 
 
 # --- logs -----------------------------------------------------------------------------------

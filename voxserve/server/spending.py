@@ -17,11 +17,12 @@ server process owns a data directory's spending.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -198,14 +199,23 @@ class HoldSpending:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        holds: list[Hold] = []
-        token = _request_holds.set(holds)
-        try:
+        with holding(lambda: scope["app"].state.spending):
             await self.app(scope, receive, send)
-        finally:
-            _request_holds.reset(token)
-            if holds:
-                scope["app"].state.spending.release(holds)
+
+
+@contextlib.contextmanager
+def holding(spending: Callable[[], Spending]) -> Iterator[None]:
+    """The budget holds taken inside (by a request, a WebSocket or a Wyoming connection) are its
+    own, and released when it ends, however it ends. ``spending`` is asked for only then (an
+    app's is made in its lifespan, after its middlewares)."""
+    holds: list[Hold] = []
+    token = _request_holds.set(holds)
+    try:
+        yield
+    finally:
+        _request_holds.reset(token)
+        if holds:
+            spending().release(holds)
 
 
 def check_budget(app: FastAPI, segments: Iterable[Segment]) -> None:

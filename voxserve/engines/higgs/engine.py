@@ -25,30 +25,18 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import gc
-import importlib.metadata
 import math
-import os
-import threading
-from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from voxserve.audio.decode import decode_audio
 from voxserve.audio.frames import AudioChunk
-from voxserve.engines.base import (
-    BlockingEngine,
-    Capabilities,
-    SettingsGiven,
-    SynthesisOptions,
-    Voice,
-)
+from voxserve.engines.base import Capabilities, SettingsGiven, SynthesisOptions, Voice
 from voxserve.engines.builtin_voices import BUILTIN_VOICES, builtin_voice
 from voxserve.engines.higgs.context import ContextMemory
 from voxserve.engines.higgs.loading import SAMPLE_RATE, Runtime
 from voxserve.engines.higgs.settings import HiggsSettings
-from voxserve.errors import EngineError, EngineUnavailableError, InvalidRequestError
+from voxserve.engines.transformers_engine import TransformersEngine
 from voxserve.request import Sampling
 
 if TYPE_CHECKING:  # torch and transformers load with the model, not with this module
@@ -59,11 +47,9 @@ DEFAULT_VOICE = "higgs"
 # Chinese): a model that never ends its stream stops there instead of at max_new_tokens.
 RUNAWAY_BASE_SECONDS = 3.0
 RUNAWAY_SECONDS_PER_CHAR = 0.4
-CUDA_BATCH = 8
-"""Requests batched together on a GPU when ``max_batch`` is 0."""
 
 
-class HiggsEngine(BlockingEngine):
+class HiggsEngine(TransformersEngine):
     name = "higgs"
     extra = "higgs"
     requires = ("torch", "transformers")
@@ -73,12 +59,6 @@ class HiggsEngine(BlockingEngine):
     def __init__(self, settings: SettingsGiven = None, *, data_dir: Path | None = None):
         super().__init__(settings, data_dir=data_dir)
         self.memory = ContextMemory(self.settings.context_chunks, self.settings.seed)
-        self._runtime: Runtime | None = None
-        self._load_lock = threading.Lock()
-        self._references: OrderedDict[tuple, Any] = OrderedDict()  # file identity -> codes
-        self._references_lock = threading.Lock()
-        # A fast tokenizer resets its padding settings on every call: concurrent calls collide.
-        self._prompt_lock = threading.Lock()
 
     def describe(self) -> Capabilities:
         return Capabilities(
@@ -94,40 +74,6 @@ class HiggsEngine(BlockingEngine):
             sampling=True,
             multi_speaker=True,
         )
-
-    @functools.cached_property
-    def max_batch(self) -> int:
-        """Requests generated together: ``max_batch``, else 8 on CUDA and 1 on the CPU. It is
-        both the worker's batch and the declared concurrency, so the scheduler admits what one
-        batch takes.
-
-        Declared before loading, without torch (importing it takes seconds and gigabytes), so for
-        ``device = "auto"`` CUDA is told from what can be seen without it: a torch build that is
-        not a ``+cpu`` one, and a GPU the NVIDIA driver lists. Where that guess is wrong, the
-        batch still works, on the device torch finds at load: set ``max_batch`` to choose."""
-        if self.settings.max_batch:
-            return self.settings.max_batch
-        device = self.settings.device
-        cuda = device.startswith("cuda") or (device == "auto" and cuda_visible())
-        return CUDA_BATCH if cuda else 1
-
-    @functools.cached_property
-    def device(self) -> str:
-        device = self.settings.device
-        if device == "cpu":
-            return device
-        import torch
-
-        if not torch.cuda.is_available():
-            if device == "auto":
-                return "cpu"
-            raise EngineUnavailableError(
-                f"higgs is set to device {device!r}, but torch sees no CUDA device (a CPU build "
-                "of torch, or no GPU): set [engines.higgs] device "
-                "(VOXSERVE_ENGINES__HIGGS__DEVICE) to cpu or auto",
-                code="engine_misconfigured",
-            )
-        return "cuda" if device == "auto" else device
 
     def voices(self) -> list[Voice]:
         # One model speaks every configured language, in any of its voices.
@@ -146,28 +92,10 @@ class HiggsEngine(BlockingEngine):
         described = [voice(item.id, item.name, item.speaker_description) for item in BUILTIN_VOICES]
         return [smart, *described]
 
-    def load(self) -> None:
+    def _load_runtime(self) -> Runtime:
         from voxserve.engines.higgs.loading import load_runtime
 
-        with self._load_lock:
-            if self._runtime is None:
-                self._runtime = load_runtime(self.settings, self.device, self.max_batch)
-
-    def unload(self) -> None:
-        with self._load_lock:
-            runtime, self._runtime = self._runtime, None
-        if runtime is not None:
-            runtime.worker.close()
-            del runtime
-            gc.collect()
-            if self.device.startswith("cuda"):
-                import torch
-
-                torch.cuda.empty_cache()
-
-    @property
-    def worker_stats(self) -> Any:
-        return self._loaded().worker.stats
+        return load_runtime(self.settings, self.device, self.max_batch)
 
     def synthesize(self, text: str, options: SynthesisOptions) -> Iterator[AudioChunk]:
         import torch
@@ -274,72 +202,15 @@ class HiggsEngine(BlockingEngine):
         return [SpeakerVoice(None, description, reference)]
 
     def _reference(self, path: str | None, transcript: str | None) -> Spoken | None:
-        """A reference clip's codes, encoded once per file version."""
+        """A reference clip's codes (encoded once per file version) and transcript."""
         from voxserve.engines.higgs.prompts import Spoken
 
         if path is None:
             return None
-        try:
-            status = os.stat(path)
-        except OSError as error:
-            raise InvalidRequestError(
-                f"reference audio {path!r} cannot be read: {error.strerror}", param="voice"
-            ) from None
-        key = (path, status.st_mtime_ns, status.st_size)
-        with self._references_lock:
-            codes = self._references.get(key)
-        if codes is None:
-            codes = self._encode_reference(path)
-            with self._references_lock:
-                self._references[key] = codes
-                while len(self._references) > 32:
-                    self._references.popitem(last=False)
-        return Spoken(codes, (transcript or "").strip() or None)
-
-    def _encode_reference(self, path: str) -> Any:
-        import torch
-
-        codec = self._loaded().codec
-        try:
-            clip = decode_audio(path, sample_rate=codec.config.sample_rate)
-        except (OSError, ValueError) as error:
-            raise InvalidRequestError(f"reference audio {path!r}: {error}", param="voice") from None
-        if clip.duration > self.settings.max_reference_seconds:
-            raise InvalidRequestError(
-                f"reference audio is {clip.duration:.1f} s; higgs takes at most "
-                f"{self.settings.max_reference_seconds:g} s (max_reference_seconds)",
-                param="voice",
-                code="reference_too_long",
-            )
-        if clip.duration < 1 / codec.config.frame_rate:
-            raise InvalidRequestError("reference audio is empty", param="voice")
-        values = torch.from_numpy(clip.samples)[None, None].to(codec.device)
-        with torch.inference_mode():
-            return codec.encode(values).audio_codes[0].cpu()
+        return Spoken(self._reference_codes(path), (transcript or "").strip() or None)
 
     def _token_cap(self, text: str, runtime: Runtime) -> int:
         seconds = RUNAWAY_BASE_SECONDS + RUNAWAY_SECONDS_PER_CHAR * len(text)
         # + the delay pattern's opening column and the codebooks' staggered ends
         steps = math.ceil(seconds * runtime.frame_rate) + runtime.codebooks + 1
         return min(self.settings.max_new_tokens, steps)
-
-    def _loaded(self) -> Runtime:
-        runtime = self._runtime
-        if runtime is None:
-            raise EngineError("the higgs engine is not loaded", code="engine_not_loaded")
-        return runtime
-
-
-def cuda_visible() -> bool:
-    """Whether torch will likely find CUDA, told without importing it: its build is not a CPU-only
-    one (``2.5.1+cpu``), and the NVIDIA driver lists a GPU that ``CUDA_VISIBLE_DEVICES`` does not
-    hide."""
-    try:
-        build = importlib.metadata.version("torch")
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if build.endswith("+cpu") or (visible is not None and visible.strip() in ("", "-1")):
-        return False
-    gpus = Path("/proc/driver/nvidia/gpus")
-    return gpus.is_dir() and any(gpus.iterdir())

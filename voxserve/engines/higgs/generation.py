@@ -92,8 +92,12 @@ class WorkerStats:
 class GenerationWorker:
     """Owns the model's ``generate``: a daemon thread serving submitted jobs in batches."""
 
-    def __init__(self, model: Any, sampling: Sampler, *, max_batch: int, batch_wait: float):
+    def __init__(
+        self, model: Any, sampling: Sampler, *, max_batch: int, batch_wait: float,
+        engine: str = "higgs",
+    ):  # fmt: skip
         self.model = model
+        self.engine = engine
         self.sampling = sampling
         self.max_batch = max_batch
         self.batch_wait = batch_wait
@@ -103,13 +107,13 @@ class GenerationWorker:
         self._busy = threading.Event()
         self._closing = threading.Lock()
         self._closed = False
-        self._thread = threading.Thread(target=self._serve, name="higgs-generate", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name=f"{engine}-generate", daemon=True)
         self._thread.start()
 
     def submit(self, job: GenerationJob) -> GenerationJob:
         with self._closing:  # nothing may queue behind the close marker
             if self._closed or not self._thread.is_alive():
-                raise RuntimeError("the Higgs engine was unloaded")
+                raise RuntimeError(f"the {self.engine} engine was unloaded")
             self._jobs.put(job)
         return job
 
@@ -140,7 +144,7 @@ class GenerationWorker:
             except queue.Empty:
                 return
             if left is not None:
-                left._end(RuntimeError("the Higgs engine was unloaded"))
+                left._end(RuntimeError(f"the {self.engine} engine was unloaded"))
 
     def _take_next(self) -> GenerationJob | None:
         job, self._next = self._next, None
@@ -175,23 +179,30 @@ class GenerationWorker:
         self.stats.batches += 1
         self.stats.jobs += len(live)
         self.stats.largest_batch = max(self.stats.largest_batch, len(live))
-        hook = self.model.register_forward_pre_hook(_ColumnTap(live), with_kwargs=True)
         try:
             if live[0].seed is not None:
                 torch.manual_seed(live[0].seed)  # one RNG per batch: exact for a batch of one
             with torch.inference_mode():
-                self.model.generate(
-                    **collate(self.model, [job.prompt for job in live]),
-                    generation_config=self._generation_config(live),
-                    stopping_criteria=StoppingCriteriaList([_JobsDone(self.model, live)]),
-                )
+                self._generate(live)
         except Exception as error:  # the jobs' consumers raise it; the worker lives on
             for job in live:
                 job._end(error)
         finally:
-            hook.remove()
             for job in live:
                 job._end()
+
+    def _generate(self, jobs: list[GenerationJob]) -> None:
+        """One batched ``generate`` of ``jobs``: each row's columns put on its job's queue as
+        they come, each job ended with its row. Another engine's worker overrides this alone."""
+        hook = self.model.register_forward_pre_hook(_ColumnTap(jobs), with_kwargs=True)
+        try:
+            self.model.generate(
+                **collate(self.model, [job.prompt for job in jobs]),
+                generation_config=self._generation_config(jobs),
+                stopping_criteria=StoppingCriteriaList([_JobsDone(self.model, jobs)]),
+            )
+        finally:
+            hook.remove()
 
     def _generation_config(self, jobs: list[GenerationJob]) -> Any:
         config = copy.deepcopy(self.model.generation_config)

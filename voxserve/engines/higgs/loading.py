@@ -30,6 +30,18 @@ _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
 
 @dataclass(frozen=True)
+class EngineName:
+    """Whose weights are missing, as error messages name it."""
+
+    name: str
+    """Its ``[engines.NAME]``."""
+    title: str
+
+
+HIGGS = EngineName("higgs", "Higgs Audio")
+
+
+@dataclass(frozen=True)
 class Runtime:
     """Everything loading made."""
 
@@ -44,8 +56,8 @@ class Runtime:
 
 def load_runtime(config: HiggsSettings, device: str, max_batch: int) -> Runtime:
     # First: an engine with no weights here is refused before anything is imported or read.
-    codec_path = _locate(config, "audio tokenizer", "audio_tokenizer_path")
-    model_path = _locate(config, "model", "model_path")
+    codec_path = locate(config, "audio tokenizer", "audio_tokenizer_path")
+    model_path = locate(config, "model", "model_path")
     offline = not config.allow_downloads
 
     from voxserve.engines.higgs import torchaudio_compat
@@ -76,7 +88,7 @@ def load_runtime(config: HiggsSettings, device: str, max_batch: int) -> Runtime:
             )
         attention = "flash_attention_2"
 
-    with _missing_weights(config.audio_tokenizer_path, "audio tokenizer", "audio_tokenizer_path"):
+    with missing_weights(config, "audio tokenizer", "audio_tokenizer_path"):
         # The codec stays in float32: it is small, and its output is the audio itself.
         codec_class = modeling_higgs_audio_v2_tokenizer.HiggsAudioV2TokenizerModel
         codec = codec_class.from_pretrained(codec_path, local_files_only=offline)
@@ -87,7 +99,7 @@ def load_runtime(config: HiggsSettings, device: str, max_batch: int) -> Runtime:
             f"higgs expects {SAMPLE_RATE}",
             code="engine_misconfigured",
         )
-    with _missing_weights(config.model_path, "model", "model_path"):
+    with missing_weights(config, "model", "model_path"):
         model = HiggsAudioV2ForConditionalGeneration.from_pretrained(
             model_path,
             dtype=getattr(torch, dtype_name),
@@ -135,24 +147,26 @@ def decode_frames(codec: Any, frames: Any) -> np.ndarray:
     return np.clip(audio.float().cpu().numpy(), -1.0, 1.0)
 
 
-def _locate(config: HiggsSettings, what: str, setting: str) -> str:
+def locate(config: Any, what: str, setting: str, engine: EngineName = HIGGS) -> str:
     """A local directory, or a Hub id left for transformers to resolve: from the cache, or
-    fetched when downloads are allowed."""
+    fetched when downloads are allowed. ``config``: the engine's settings, with ``setting`` and
+    ``allow_downloads`` (Higgs' or another engine's on transformers)."""
     path = getattr(config, setting)
     local = Path(path).expanduser()
     if local.is_dir():
         return str(local)
     if not _HUB_ID.fullmatch(path) or local.exists():
-        raise _missing(path, what, setting)
+        raise _missing(config, what, setting, engine)
     if not (config.allow_downloads or _cached(path)):
-        default = _default(setting)
+        default = _default(config, setting)
+        name = engine.name
         raise InvalidRequestError(
-            f"engine 'higgs' is not set up here: its {what} {path!r} is neither a local "
+            f"engine {name!r} is not set up here: its {what} {path!r} is neither a local "
             "directory nor in the Hugging Face cache, and downloads are off. Set "
-            f"[engines.higgs] {setting} (VOXSERVE_ENGINES__HIGGS__{setting.upper()}) to a "
-            "directory holding it "
+            f"[engines.{name}] {setting} (VOXSERVE_ENGINES__{name.upper()}__{setting.upper()}) "
+            "to a directory holding it "
             f"(`hf download {default} --local-dir DIR`), or set allow_downloads = true "
-            "(VOXSERVE_ALLOW_DOWNLOADS) with an [engines.higgs] table to fetch it on first use.",
+            f"(VOXSERVE_ALLOW_DOWNLOADS) with an [engines.{name}] table to fetch it on first use.",
             param="model",
             code="engine_not_configured",
         )
@@ -167,30 +181,32 @@ def _cached(repo_id: str) -> bool:
 
 
 @contextlib.contextmanager
-def _missing_weights(path: str, what: str, setting: str) -> Iterator[None]:
+def missing_weights(
+    config: Any, what: str, setting: str, engine: EngineName = HIGGS
+) -> Iterator[None]:
     """Turns a failed load into EngineUnavailableError saying where the weights go."""
     from huggingface_hub.errors import HFValidationError
 
     try:
         yield
     except (OSError, HFValidationError) as error:  # no such directory, file or repo; offline
-        raise _missing(path, what, setting, error) from error
+        raise _missing(config, what, setting, engine, error) from error
 
 
 def _missing(
-    path: str, what: str, setting: str, error: BaseException | None = None
+    config: Any, what: str, setting: str, engine: EngineName, error: BaseException | None = None
 ) -> EngineUnavailableError:
-    default = _default(setting)
+    path, default, name = getattr(config, setting), _default(config, setting), engine.name
     reason = f" ({error})" if error else ""
     return EngineUnavailableError(
-        f"Higgs Audio {what} not found at {path!r}{reason}. Download {default} (for example "
-        f"`hf download {default} --local-dir DIR`) and set [engines.higgs] {setting} "
-        f"(or VOXSERVE_ENGINES__HIGGS__{setting.upper()}) to that directory; a Hub id is found "
-        "in the Hugging Face cache, or fetched when allow_downloads is on.",
+        f"{engine.title} {what} not found at {path!r}{reason}. Download {default} (for example "
+        f"`hf download {default} --local-dir DIR`) and set [engines.{name}] {setting} "
+        f"(or VOXSERVE_ENGINES__{name.upper()}__{setting.upper()}) to that directory; a Hub id "
+        "is found in the Hugging Face cache, or fetched when allow_downloads is on.",
         code="model_not_found",
     )
 
 
-def _default(setting: str) -> str:
+def _default(config: Any, setting: str) -> str:
     """The Hub id ``setting`` names by default: what to download."""
-    return HiggsSettings.model_fields[setting].default
+    return type(config).model_fields[setting].default

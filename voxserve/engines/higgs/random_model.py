@@ -100,7 +100,7 @@ def build_checkpoint(
     model_shape, codec_shape = SIZES[size]
     paths = CheckpointPaths(Path(directory) / "model", Path(directory) / "audio_tokenizer")
     torch.manual_seed(seed)
-    tokenizer = _byte_tokenizer()
+    tokenizer = byte_tokenizer()
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
 
     codec_config = codec_configuration.HiggsAudioV2TokenizerConfig(**codec_shape)
@@ -148,8 +148,9 @@ def build_checkpoint(
     return paths
 
 
-def _byte_tokenizer() -> Any:
-    """A tokenizer with one token per byte, plus Higgs' special tokens: no vocabulary file."""
+def byte_tokenizer() -> Any:
+    """A tokenizer with one token per byte, plus Higgs' special tokens (CSM's among them): no
+    vocabulary file."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 

@@ -66,10 +66,7 @@ class HiggsSettings(BlockingSettings):
     @field_validator("device")
     @classmethod
     def _known_device(cls, device: str) -> str:
-        prefix, colon, index = device.partition(":")
-        if device in ("auto", "cpu", "cuda") or (prefix == "cuda" and colon and index.isdigit()):
-            return device
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, not {device!r}")
+        return known_device(device)
 
     @field_validator("languages")
     @classmethod
@@ -78,3 +75,11 @@ class HiggsSettings(BlockingSettings):
         if not languages:
             raise ValueError("languages cannot be empty")
         return languages
+
+
+def known_device(device: str) -> str:
+    """A ``device`` setting checked: auto, cpu, cuda or cuda:N (every engine on torch)."""
+    prefix, colon, index = device.partition(":")
+    if device in ("auto", "cpu", "cuda") or (prefix == "cuda" and colon and index.isdigit()):
+        return device
+    raise ValueError(f"device must be auto, cpu, cuda or cuda:N, not {device!r}")

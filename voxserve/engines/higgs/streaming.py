@@ -68,17 +68,22 @@ class WindowedDecoder:
         first_window: int,
         context: int,
         crossfade: int,
+        lookahead: int | None = None,
     ):
         """``decode`` takes frames (codebooks x n) and returns n * samples_per_frame samples;
-        ``crossfade`` is in samples, at most ``context`` frames' worth."""
-        if min(window, first_window) < 1 or context < 0:
+        ``lookahead``: frames decoded past each window (None: ``context``; 0 for a causal decoder,
+        whose samples never depend on later frames); ``crossfade`` is in samples, at most
+        ``lookahead`` frames' worth."""
+        lookahead = context if lookahead is None else lookahead
+        if min(window, first_window) < 1 or min(context, lookahead) < 0:
             raise ValueError("windows need at least one frame, and context cannot be negative")
         self.decode = decode
         self.samples_per_frame = samples_per_frame
         self.window = window
         self.first_window = first_window
         self.context = context
-        self.crossfade = min(crossfade, context * samples_per_frame)
+        self.lookahead = lookahead
+        self.crossfade = min(crossfade, lookahead * samples_per_frame)
         self.frames: list[torch.Tensor] = []
         self._done = 0  # frames whose samples have been returned
         self._overhang = np.zeros(0, np.float32)  # the last window's decoding past its end
@@ -87,9 +92,9 @@ class WindowedDecoder:
         """Add a frame (shape (codebooks,)); samples when a window is ready, else None."""
         self.frames.append(frame)
         size = self.window if self._done else self.first_window
-        if len(self.frames) < self._done + size + self.context:
+        if len(self.frames) < self._done + size + self.lookahead:
             return None
-        return self._emit(self._done + size, self._done + size + self.context)
+        return self._emit(self._done + size, self._done + size + self.lookahead)
 
     def finish(self) -> np.ndarray:
         """The samples of the frames not yet returned."""
