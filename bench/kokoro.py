@@ -277,15 +277,33 @@ def main() -> None:
     out.write_text(json.dumps(results, indent=2))
 
 
+REQUEST_CHARS = 3500
+"""A memory run's text goes in requests of at most this much (the server's input limit is
+4096 characters); one after another, on one connection, as a long reading would."""
+
+
 def memory_run(client: httpx.Client, process: psutil.Process, speech: dict, minutes: float):
-    """Server RSS sampled through one request making about ``minutes`` of audio."""
-    memory_text = long_text(int(minutes * 60 * 2.7))  # jm_kumo: ~2.7 words a second
-    (wall, _, size), samples = rss_during(
-        process, lambda: server_speech(client, speech | {"input": memory_text})
-    )
+    """Server RSS sampled while it makes about ``minutes`` of audio, request after request."""
+    requests, current = [], ""
+    for sentence in split_sentences(long_text(int(minutes * 60 * 2.7))):  # ~2.7 words a second
+        if current and len(current) + 1 + len(sentence) > REQUEST_CHARS:
+            requests.append(current)
+            current = ""
+        current = f"{current} {sentence}".strip()
+    requests.append(current)
+
+    def speak_all() -> tuple[float, int]:
+        wall = size = 0
+        for text in requests:
+            seconds, _, made = server_speech(client, speech | {"input": text})
+            wall, size = wall + seconds, size + made
+        return wall, size
+
+    (wall, size), samples = rss_during(process, speak_all)
     rate = 24000  # kokoro's, which the server sends unresampled
     return {
         "audio_minutes": round(size / 2 / rate / 60, 1),
+        "requests": len(requests),
         **rss_summary(samples),
         "x_realtime": round(size / 2 / rate / wall, 2),
     }

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from voxserve.config import ConfigError, Settings, load_settings
 from voxserve.download_progress import report_with, terminal_bar
@@ -111,7 +111,7 @@ def wyoming(
     """Serve Home Assistant's Wyoming protocol alone, without HTTP (docs: README)."""
     import logging
 
-    from voxserve.wyoming import serve_alone
+    from voxserve.server.wyoming import serve_alone
 
     given = {name: value for name, value in options.items() if value is not None}
     if _settings(context, wyoming=given).wyoming.port is None:
@@ -371,8 +371,9 @@ def voices_list(context: click.Context, tag: str | None = None) -> None:
     """Engine voices and built-ins (with the aliases pointing at them), then your profiles."""
     settings = _settings(context)
     library = _library(settings)
-    table = Table("voice", "kind", "engine", "language", "aliases / tags", "description",
-                  box=box.SIMPLE_HEAD)  # fmt: skip
+    # The voice is what a user copies: never wrapped, the descriptions give way first.
+    table = Table(Column("voice", no_wrap=True), "kind", "engine", "language", "aliases / tags",
+                  "description", box=box.SIMPLE_HEAD)  # fmt: skip
     aliases: dict[str, list[str]] = {}
     for alias, target in settings.voice_aliases.items():
         aliases.setdefault(target, []).append(alias)

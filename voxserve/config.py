@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from voxserve.net import is_loopback
 from voxserve.setting_values import split_list_strings
 
 ENV_PREFIX = "VOXSERVE_"
@@ -245,9 +246,6 @@ class WyomingSettings(BaseModel):
 
     @model_validator(mode="after")
     def _loopback_unless_allowed(self) -> WyomingSettings:
-        # Imported here: auth imports this module.
-        from voxserve.server.auth import is_loopback
-
         if self.port is not None and not self.allow_unauthenticated and not is_loopback(self.host):
             raise ValueError(
                 f"refusing to serve Wyoming on {self.host}: Wyoming cannot carry an API key, so "

@@ -35,7 +35,8 @@ from voxserve.text.localized import LOCALES
         ("es", "El 01/02/2023 pagó $20 y el 3,5 % de la 1ª vez.",
          "El uno de febrero de dos mil veintitrés pagó veinte dólares y el tres coma cinco por "
          "ciento de la primera vez."),
-        ("es", "A la 1:15 cuesta 12,05 €.", "A la una y quince cuesta doce euros con cinco céntimos."),
+        ("es", "A la 1:15 cuesta 12,05 €.",
+         "A la una y quince cuesta doce euros con cinco céntimos."),
         ("it", "Il 1/3/2022 alle 9:05, 7,25 € per 1.000 persone, il 50%.",
          "Il primo marzo duemilaventidue alle nove e cinque, sette euro e venticinque centesimi "
          "per mille persone, il cinquanta per cento."),

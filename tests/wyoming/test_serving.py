@@ -29,8 +29,8 @@ from tests.wyoming.conftest import (
 )
 from voxserve.config import ConfigError, Settings, load_settings
 from voxserve.server.spending import Spending
-from voxserve.wyoming import wyoming_server
-from voxserve.wyoming.server import SERVICE_TYPE, WyomingServer
+from voxserve.server.wyoming import wyoming_server
+from voxserve.server.wyoming.server import SERVICE_TYPE, WyomingServer
 
 
 @contextlib.asynccontextmanager

@@ -6,8 +6,8 @@ from dataclasses import replace
 
 from tests.fakes import FakeEngine, make_synthesizer
 from voxserve.engines.base import Capabilities
-from voxserve.wyoming.info import server_info
-from voxserve.wyoming.voices import voice_fields
+from voxserve.server.wyoming.info import server_info
+from voxserve.server.wyoming.voices import voice_fields
 
 
 class CastEngine(FakeEngine):

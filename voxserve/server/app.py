@@ -33,9 +33,9 @@ from voxserve.server.ws_chat import chat_llm, conversation_store
 from voxserve.server.ws_chat import router as chat_router
 from voxserve.server.ws_speech import router as speech_stream_router
 from voxserve.server.ws_tts import router as tts_provider_router
+from voxserve.server.wyoming import wyoming_server
 from voxserve.synthesis.synthesizer import Synthesizer
 from voxserve.voices.library import VoiceLibrary
-from voxserve.wyoming import wyoming_server
 
 logger = logging.getLogger("voxserve.server")
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"

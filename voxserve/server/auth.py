@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import hashlib
-import ipaddress
 import logging
 import math
 import re
@@ -42,7 +41,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from voxserve.config import ApiKey, AuthSettings, ConfigError, Settings
 from voxserve.errors import ForbiddenError, RateLimitedError, UnauthorizedError, VoxserveError
-from voxserve.net import redact_url
+from voxserve.net import is_loopback, redact_url
 from voxserve.server.errors import refuse
 
 logger = logging.getLogger("voxserve.auth")
@@ -184,15 +183,6 @@ def read_keys_file(path: Path) -> list[ApiKey]:
                 f"auth.api_keys_file {path}, line {number}: an API key needs 8 or more characters"
             ) from error
     return keys
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:  # a host name: it may resolve to anything
-        return False
 
 
 def check_exposure(settings: Settings, keys: list[ApiKey]) -> None:

@@ -47,14 +47,14 @@ from voxserve.request import SpeechOptions, SpeechRequest
 from voxserve.server.auth import Principal, RateLimiter, acting_for, charge_characters
 from voxserve.server.metrics import ServerMetrics
 from voxserve.server.spending import Spending, holding
+from voxserve.server.wyoming.hearing import Hearing
+from voxserve.server.wyoming.voices import voice_fields
 from voxserve.streaming import client_error, encode_chunks
 from voxserve.synthesis.cost import estimate, text_usd, total_usd
 from voxserve.synthesis.synthesizer import Synthesizer, Voicing
 from voxserve.synthesis.text_stream import TextStream
-from voxserve.wyoming.hearing import Hearing
-from voxserve.wyoming.voices import voice_fields
 
-logger = logging.getLogger("voxserve.wyoming")
+logger = logging.getLogger("voxserve.server.wyoming")
 WIDTH, CHANNELS = 2, 1  # 16-bit mono, the PCM every Wyoming client plays
 Options = TypeVar("Options", bound=SpeechOptions)
 

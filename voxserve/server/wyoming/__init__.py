@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from voxserve.config import ConfigError, Settings
 
 if TYPE_CHECKING:
-    from voxserve.wyoming.server import WyomingServer
+    from voxserve.server.wyoming.server import WyomingServer
 
 MISSING_EXTRA = "the Wyoming server needs the wyoming extra: pip install 'voxserve[wyoming]'"
 
@@ -28,7 +28,7 @@ MISSING_EXTRA = "the Wyoming server needs the wyoming extra: pip install 'voxser
 def wyoming_server(*args: Any, **kwargs: Any) -> WyomingServer:
     """A `WyomingServer` (its arguments); ConfigError naming the extra when it is missing."""
     try:
-        from voxserve.wyoming.server import WyomingServer
+        from voxserve.server.wyoming.server import WyomingServer
     except ModuleNotFoundError as error:
         if error.name != "wyoming":
             raise

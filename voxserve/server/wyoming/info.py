@@ -23,8 +23,8 @@ from wyoming.info import (
 from voxserve import __version__
 from voxserve.config import Settings
 from voxserve.engines.base import Engine
+from voxserve.server.wyoming.voices import served_engines, voice_name
 from voxserve.synthesis.synthesizer import Synthesizer
-from voxserve.wyoming.voices import served_engines, voice_name
 
 VOXSERVE = Attribution(name="voxserve", url="")
 BUNDLED_WHISPER = "tiny.en"

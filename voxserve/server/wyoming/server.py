@@ -22,12 +22,12 @@ from voxserve.config import ConfigError
 from voxserve.server.auth import RateLimiter
 from voxserve.server.metrics import ServerMetrics
 from voxserve.server.spending import Spending
+from voxserve.server.wyoming import MISSING_EXTRA
+from voxserve.server.wyoming.handler import Service, WyomingHandler
+from voxserve.server.wyoming.info import server_info
 from voxserve.synthesis.synthesizer import Synthesizer
-from voxserve.wyoming import MISSING_EXTRA
-from voxserve.wyoming.handler import Service, WyomingHandler
-from voxserve.wyoming.info import server_info
 
-logger = logging.getLogger("voxserve.wyoming")
+logger = logging.getLogger("voxserve.server.wyoming")
 SERVICE_TYPE = "_wyoming._tcp.local."
 MDNS_GROUP = "224.0.0.251"
 
