@@ -16,7 +16,7 @@ else
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 endif
 
-.PHONY: serve test lint bench constraints clean unasync kokoro-torch
+.PHONY: serve test lint bench constraints clean unasync kokoro-torch chatterbox
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,7 @@ $(VENV)/.test-installed: pyproject.toml constraints.txt $(VENV)/.llama-built | $
 	$(PIP) torch
 	$(PIP) -e '.[test,chat]'
 	$(PIP) --no-deps kokoro misaki
+	$(PIP) --no-deps chatterbox-tts s3tokenizer resemble-perth
 	touch $@
 
 # Kokoro on PyTorch (GPUs): its extra, then kokoro and misaki without their dependencies (see
@@ -49,6 +50,12 @@ $(VENV)/.test-installed: pyproject.toml constraints.txt $(VENV)/.llama-built | $
 kokoro-torch: | $(BIN)/python
 	$(PIP) -e '.[kokoro-torch]'
 	$(PIP) --no-deps kokoro misaki
+
+# Chatterbox: its extra, then chatterbox-tts, s3tokenizer and resemble-perth without their
+# dependencies (see pyproject.toml's chatterbox).
+chatterbox: | $(BIN)/python
+	$(PIP) -e '.[chatterbox]'
+	$(PIP) --no-deps chatterbox-tts s3tokenizer resemble-perth
 
 serve: $(VENV)/.serve-installed
 	$(BIN)/voxserve serve

@@ -37,11 +37,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.core import REPLY, long_text, rss_during, rss_summary, start_server, timed  # noqa: E402
 from voxserve.audio import StreamResampler  # noqa: E402
 from voxserve.audio.align import align_words  # noqa: E402
+from voxserve.audio.transcribe import WHISPER_SAMPLE_RATE, Transcriber  # noqa: E402
 from voxserve.engines.kokoro_model import packaged_model, packaged_voices  # noqa: E402
 from voxserve.engines.onnx_runtime import session_options  # noqa: E402
 from voxserve.errors import EngineError  # noqa: E402
 from voxserve.text import normalize_for, split_sentences  # noqa: E402
-from voxserve.voices.transcribe import WHISPER_SAMPLE_RATE, Transcriber  # noqa: E402
 
 VOICE = "jm_kumo"
 FIRST_SENTENCE = split_sentences(REPLY)[0]

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from voxserve.audio import StreamResampler
+from voxserve.audio.transcribe import Transcriber, _ends_repeating
 from voxserve.chat.stt import SAMPLE_RATE, Listener, TranscriptEvent
 from voxserve.errors import EngineError
 from voxserve.request import SpeechRequest
-from voxserve.voices.transcribe import Transcriber, _ends_repeating
 
 SENTENCE = "Please remember to bring your umbrella tomorrow morning."
 FRAME = SAMPLE_RATE * 20 // 1000  # samples in a 20 ms frame

@@ -19,7 +19,7 @@ from pipecat.tests.utils import run_test
 
 from tests.e2e.test_intelligibility import word_error_rate
 from voxserve.audio import StreamResampler, decode_audio
-from voxserve.voices.transcribe import WHISPER_SAMPLE_RATE
+from voxserve.audio.transcribe import WHISPER_SAMPLE_RATE
 
 TEXT = (
     "The quick brown fox jumps over the lazy dog. "

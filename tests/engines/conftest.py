@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port, serving
+from voxserve.engines.chatterbox import ChatterboxEngine
+from voxserve.engines.chatterbox.random_model import build_checkpoint as build_chatterbox_checkpoint
 from voxserve.engines.csm import CsmEngine
 from voxserve.engines.csm.random_model import build_checkpoint as build_csm_checkpoint
 from voxserve.engines.higgs import HiggsEngine
@@ -71,6 +73,30 @@ def load_csm(path: Path, **settings) -> CsmEngine:
 @pytest.fixture(scope="session")
 def csm_engine(csm_checkpoint: Path) -> Iterator[CsmEngine]:
     engine = load_csm(csm_checkpoint)
+    yield engine
+    engine.unload()
+
+
+@pytest.fixture(scope="session")
+def chatterbox_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Chatterbox with a one-layer T3 and a small S3Gen; its speech practically never ends by
+    itself: output runs to the engine's token cap."""
+    return build_chatterbox_checkpoint(tmp_path_factory.mktemp("chatterbox-tiny"))
+
+
+def load_chatterbox(path: Path, **settings) -> ChatterboxEngine:
+    """An engine loaded from ``path`` through its real loading code: 12 tokens (0.48 s) a segment
+    at most, decoded every 6, one flow step, no watermark unless asked."""
+    defaults = {"max_new_tokens": 12, "first_chunk_tokens": 6, "chunk_tokens": 6, "seed": 3}
+    defaults |= {"flow_steps": 1, "crossfade_frames": 4, "watermark": False}
+    engine = ChatterboxEngine({"model_path": str(path), "device": "cpu", **defaults, **settings})
+    engine.load()
+    return engine
+
+
+@pytest.fixture(scope="session")
+def chatterbox_engine(chatterbox_checkpoint: Path) -> Iterator[ChatterboxEngine]:
+    engine = load_chatterbox(chatterbox_checkpoint)
     yield engine
     engine.unload()
 

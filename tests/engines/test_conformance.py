@@ -231,6 +231,15 @@ def csm_case(
 
 
 @pytest.fixture(scope="session")
+def chatterbox_case(
+    chatterbox_engine: Engine, tmp_path_factory: pytest.TempPathFactory
+) -> EngineCase:
+    """The tiny random Chatterbox, 12 tokens a segment at most, decoded every 6: a few chunks a
+    call. Every token it samples is speech or ignored: there is no input it makes nothing of."""
+    return engine_case(chatterbox_engine, "chatterbox", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
 def runpod_case(worker_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineCase]:
     """RunPod against the SDK's local API server running our worker (with Piper: 22050 Hz)."""
     settings = {"base_url": worker_api, "voices": ["joe"], "sample_rate": 22050}

@@ -21,13 +21,13 @@ from tests.audio.signals import rms
 from tests.conftest import free_port, running
 from voxserve.audio import StreamResampler
 from voxserve.audio.frames import AudioChunk
+from voxserve.audio.transcribe import WHISPER_SAMPLE_RATE
 from voxserve.config import Settings
 from voxserve.engines.base import Segment, SynthesisOptions, Voicing
 from voxserve.engines.runpod import RunpodEngine, RunpodSettings
 from voxserve.errors import EngineError, EngineUnavailableError, InvalidRequestError
 from voxserve.request import SpeechRequest
 from voxserve.synthesis.synthesizer import Synthesizer
-from voxserve.voices.transcribe import WHISPER_SAMPLE_RATE
 
 API_KEY = "rp-test-key"
 SENTENCES = [

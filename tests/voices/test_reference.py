@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from voxserve.audio import create_encoder, decode_audio
+from voxserve.audio.transcribe import Transcriber
 from voxserve.errors import EngineUnavailableError, InvalidRequestError
 from voxserve.request import SpeechRequest
 from voxserve.voices import reference
 from voxserve.voices.reference import ReferenceAudio, ReferenceLimits, prepare_reference
-from voxserve.voices.transcribe import Transcriber
 
 SENTENCE = (
     "The quick brown fox jumps over the lazy dog. "

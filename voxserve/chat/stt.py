@@ -78,7 +78,7 @@ class TranscriptEvent:
 
 
 class SpeechToText(Protocol):
-    """What a `Listener` needs of a transcriber; `voxserve.voices.transcribe.Transcriber` fits."""
+    """What a `Listener` needs of a transcriber; `voxserve.audio.transcribe.Transcriber` fits."""
 
     def load(self) -> None:
         """Load the model now. Blocking."""

@@ -37,6 +37,7 @@ ENGINE_CLASSES: dict[str, str] = {
     "piper": "voxserve.engines.piper:PiperEngine",
     "higgs": "voxserve.engines.higgs:HiggsEngine",
     "csm": "voxserve.engines.csm:CsmEngine",
+    "chatterbox": "voxserve.engines.chatterbox:ChatterboxEngine",
     "runpod": "voxserve.engines.runpod:RunpodEngine",
     "kokoro": "voxserve.engines.kokoro:KokoroEngine",
     "edge": "voxserve.engines.edge:EdgeEngine",

@@ -18,20 +18,17 @@ import importlib.metadata
 import os
 import threading
 from abc import abstractmethod
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from voxserve.audio.decode import decode_audio
 from voxserve.engines.base import BlockingEngine, SettingsGiven
-from voxserve.errors import EngineError, EngineUnavailableError, InvalidRequestError
+from voxserve.engines.reference_clips import PerFileCache, reference_clip
+from voxserve.errors import EngineError, EngineUnavailableError
 
 SAMPLE_RATE = 24000
 """What both engines' codecs speak."""
 CUDA_BATCH = 8
 """Requests batched together on a GPU when ``max_batch`` is 0."""
-REFERENCES_KEPT = 32
-"""Encoded reference clips kept, the most recently used."""
 
 
 class TransformersEngine(BlockingEngine):
@@ -43,8 +40,7 @@ class TransformersEngine(BlockingEngine):
         super().__init__(settings, data_dir=data_dir)
         self._runtime: Any = None
         self._load_lock = threading.Lock()
-        self._references: OrderedDict[tuple, Any] = OrderedDict()  # file identity -> codes
-        self._references_lock = threading.Lock()
+        self._references: PerFileCache[Any] = PerFileCache()  # a clip's codes
         # A fast tokenizer resets its padding settings on every call: concurrent calls collide.
         self._prompt_lock = threading.Lock()
 
@@ -118,43 +114,14 @@ class TransformersEngine(BlockingEngine):
     def _reference_codes(self, path: str) -> Any:
         """A reference clip's codes (codebooks x frames, on the CPU), encoded once per file
         version."""
-        try:
-            status = os.stat(path)
-        except OSError as error:
-            raise InvalidRequestError(
-                f"reference audio {path!r} cannot be read: {error.strerror}", param="voice"
-            ) from None
-        key = (path, status.st_mtime_ns, status.st_size)
-        with self._references_lock:
-            codes = self._references.get(key)
-            if codes is not None:
-                self._references.move_to_end(key)
-        if codes is None:
-            codes = self._encode_reference(path)
-            with self._references_lock:
-                self._references[key] = codes
-                while len(self._references) > REFERENCES_KEPT:
-                    self._references.popitem(last=False)
-        return codes
+        return self._references.get(path, self._encode_reference)
 
     def _encode_reference(self, path: str) -> Any:
         import torch
 
         codec = self._loaded().codec
-        try:
-            clip = decode_audio(path, sample_rate=SAMPLE_RATE)
-        except (OSError, ValueError) as error:
-            raise InvalidRequestError(f"reference audio {path!r}: {error}", param="voice") from None
-        longest = self.settings.max_reference_seconds
-        if clip.duration > longest:
-            raise InvalidRequestError(
-                f"reference audio is {clip.duration:.1f} s; {self.name} takes at most "
-                f"{longest:g} s (max_reference_seconds)",
-                param="voice",
-                code="reference_too_long",
-            )
-        if clip.duration < 1 / codec.config.frame_rate:
-            raise InvalidRequestError("reference audio is empty", param="voice")
+        clip = reference_clip(path, SAMPLE_RATE, self.name, self.settings.max_reference_seconds,
+                              shortest=1 / codec.config.frame_rate)  # fmt: skip
         values = torch.from_numpy(clip.samples)[None, None].to(codec.device)
         with torch.inference_mode():
             return codec.encode(values).audio_codes[0].cpu()

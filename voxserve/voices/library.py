@@ -13,13 +13,13 @@ from typing import Any, Protocol
 import numpy as np
 from pydantic import ValidationError
 
+from voxserve.audio.transcribe import Transcriber
 from voxserve.config import Settings
 from voxserve.errors import ConflictError, EngineUnavailableError, InvalidRequestError
 from voxserve.voices.backups import REFERENCE_FILE
 from voxserve.voices.profile import VoiceProfile, check_name
 from voxserve.voices.reference import ReferenceAudio, ReferenceLimits, prepare_reference
 from voxserve.voices.store import PROFILE_FILE, VoiceStore
-from voxserve.voices.transcribe import Transcriber
 
 _WAV_HEADER_BYTES = 44
 """The canonical RIFF header of a PCM WAV, as `ReferenceAudio.to_wav_bytes` writes it."""

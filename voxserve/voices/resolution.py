@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from voxserve.audio.transcribe import Transcriber
 from voxserve.config import Settings
 from voxserve.engines.base import Engine, SynthesisOptions, Voice, Voicing
 from voxserve.engines.registry import EngineRegistry
@@ -46,7 +47,6 @@ from voxserve.voices.profile import VoiceProfile
 from voxserve.voices.reference import MAX_CLIP_BYTES, ReferenceLimits, prepare_reference
 from voxserve.voices.references import ReferenceCache
 from voxserve.voices.store import VoiceStore
-from voxserve.voices.transcribe import Transcriber
 
 logger = logging.getLogger("voxserve.voices")
 

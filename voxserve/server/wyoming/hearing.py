@@ -13,8 +13,8 @@ import numpy as np
 from wyoming.audio import AudioChunk, AudioChunkConverter, AudioStart
 
 from voxserve.audio import StreamResampler
+from voxserve.audio.transcribe import WHISPER_SAMPLE_RATE, Transcriber
 from voxserve.errors import InvalidRequestError
-from voxserve.voices.transcribe import WHISPER_SAMPLE_RATE, Transcriber
 
 PCM16_SCALE = 32768.0
 

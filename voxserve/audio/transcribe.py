@@ -10,15 +10,20 @@ from __future__ import annotations
 import threading
 import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from voxserve.audio import StreamResampler
 from voxserve.errors import EngineError, EngineUnavailableError, InvalidRequestError
 
-if TYPE_CHECKING:
-    from voxserve.voices.reference import ReferenceAudio
+
+class Clip(Protocol):
+    """Mono audio and its rate: a reference clip (``voices.reference.ReferenceAudio``), a chunk."""
+
+    samples: np.ndarray
+    sample_rate: int
+
 
 WHISPER_SAMPLE_RATE = 16000
 """The only rate Whisper's feature extractor takes."""
@@ -66,7 +71,7 @@ class Transcriber:
             if self._model is None:
                 self._model = self._load_model()
 
-    def transcribe(self, audio: ReferenceAudio) -> str:
+    def transcribe(self, audio: Clip) -> str:
         """The words spoken in `audio`, stripped. Blocking: call it from a worker thread.
 
         Raises InvalidRequestError (code ``no_speech``) when no speech is heard.
