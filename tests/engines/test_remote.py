@@ -22,7 +22,14 @@ from voxserve.engines.base import (
     Voice,
     Voicing,
 )
-from voxserve.engines.remote import api_key, provider_detail, redact, refusal, retry_after
+from voxserve.engines.remote import (
+    api_key,
+    http_url,
+    provider_detail,
+    redact,
+    refusal,
+    retry_after,
+)
 from voxserve.errors import (
     EngineError,
     EngineUnavailableError,
@@ -232,3 +239,13 @@ def test_a_profiles_options_are_defaults_a_request_overrides(tmp_path):
     request = SpeechRequest(input="Hi.", voice="bright", engine_options={"warmth": 0.9})
     options = synthesizer.prepare(request).voicing.options.engine_options
     assert options == ToneOptions(brightness=0.8, warmth=0.9)
+
+
+@pytest.mark.parametrize("given", ["ftp://user:secret@host/v1", "not a url", "https://", ""])
+def test_a_base_url_that_is_not_http_names_its_setting_and_hides_its_password(given):
+    with pytest.raises(EngineUnavailableError) as refused:
+        http_url("zonos", given)
+    assert "[engines.zonos] base_url" in refused.value.message
+    assert "secret" not in refused.value.message
+    assert refused.value.code == "engine_misconfigured"
+    assert http_url("zonos", "https://user:secret@api.example/v1").host == "api.example"

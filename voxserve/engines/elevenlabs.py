@@ -73,12 +73,10 @@ from voxserve.engines.base import (
 from voxserve.engines.elevenlabs_words import Timeline, parse_line
 from voxserve.errors import (
     EngineError,
-    EngineUnavailableError,
     InvalidRequestError,
     UpstreamError,
     VoxserveError,
 )
-from voxserve.net import redact_url
 
 logger = logging.getLogger("voxserve.engines.elevenlabs")
 
@@ -281,16 +279,7 @@ class ElevenLabsEngine(Engine):
 
     def load(self) -> None:
         key = remote.api_key(self.name, self.settings.api_key, KEY_ENVIRONMENT)
-        try:
-            url = httpx.URL(self.settings.base_url)
-        except httpx.InvalidURL:
-            url = None
-        if url is None or url.scheme not in ("http", "https") or not url.host:
-            raise EngineUnavailableError(
-                f"[engines.elevenlabs] base_url {redact_url(self.settings.base_url)!r} is not an "
-                "http(s) URL",
-                code="engine_misconfigured",
-            )
+        url = remote.http_url(self.name, self.settings.base_url)
         self._key = key
         self._secrets = tuple(secret for secret in (key, url.password) if secret)
         self._listed = self._list_voices() if self.settings.list_voices else None

@@ -219,14 +219,7 @@ class OpenAIEngine(Engine):
 
     def _connect(self, key: str) -> None:
         base_url = self.settings.base_url or ""
-        try:
-            url = httpx.URL(base_url)
-        except httpx.InvalidURL:
-            url = None
-        if url is None or url.scheme not in ("http", "https") or not url.host:
-            raise EngineUnavailableError(
-                f"[engines.{self.name}] base_url is not an http(s) URL", code="engine_misconfigured"
-            )
+        url = remote.http_url(self.name, base_url)
         self._secrets = tuple(s for s in (key, url.password) if s)
         timeout = self.settings.timeout
         self._keyless = not key

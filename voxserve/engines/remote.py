@@ -36,7 +36,7 @@ from voxserve.errors import (
     UpstreamRateLimitedError,
     VoxserveError,
 )
-from voxserve.net import scrub
+from voxserve.net import redact_url, scrub
 
 PASSING_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 """What a provider answers when the same request may succeed a moment later."""
@@ -164,6 +164,21 @@ def refusal(
             code=f"{engine}_refused",
         )
     return UpstreamError(f"{provider} answered {reason}", code=f"{engine}_http_error")
+
+
+def http_url(engine: str, base_url: str) -> httpx.URL:
+    """``[engines.NAME] base_url`` parsed; an EngineUnavailableError naming the setting (the URL
+    shown without its password) when it is not an http(s) URL with a host."""
+    try:
+        url = httpx.URL(base_url)
+    except httpx.InvalidURL:
+        url = None
+    if url is None or url.scheme not in ("http", "https") or not url.host:
+        raise EngineUnavailableError(
+            f"[engines.{engine}] base_url {redact_url(base_url)!r} is not an http(s) URL",
+            code="engine_misconfigured",
+        )
+    return url
 
 
 def unreachable(provider: str, error: Exception, *, engine: str, secrets: Iterable[str] = ()):

@@ -65,8 +65,7 @@ from voxserve.engines.base import (
     SynthesisOptions,
     Voice,
 )
-from voxserve.errors import EngineError, EngineUnavailableError, InvalidRequestError, UpstreamError
-from voxserve.net import redact_url
+from voxserve.errors import EngineError, InvalidRequestError, UpstreamError
 
 logger = logging.getLogger("voxserve.engines.zonos")
 
@@ -212,16 +211,7 @@ class ZonosEngine(Engine):
 
     def load(self) -> None:
         key = remote.api_key(self.name, self.settings.api_key, KEY_ENVIRONMENT)
-        try:
-            url = httpx.URL(self.settings.base_url)
-        except httpx.InvalidURL:
-            url = None
-        if url is None or url.scheme not in ("http", "https") or not url.host:
-            raise EngineUnavailableError(
-                f"[engines.zonos] base_url {redact_url(self.settings.base_url)!r} is not an "
-                "http(s) URL",
-                code="engine_misconfigured",
-            )
+        url = remote.http_url(self.name, self.settings.base_url)
         from zyphra.client import BaseClient  # the client's own headers: X-API-Key, JSON
 
         self._secrets = tuple(secret for secret in (key, url.password) if secret)
