@@ -250,6 +250,9 @@ async def test_a_synthesizer_speaks_through_the_registered_engine(service, data_
     async with contextlib.aclosing(synthesizer.stream(request)) as stream:
         chunks = [chunk async for chunk in stream]
     assert rms(np.concatenate([chunk.samples for chunk in chunks])) > 0.02
-    assert {connection.voice for connection in service.connections} == {"en-US-JennyNeural"}
+    # Every connection that spoke spoke with Jenny (one that ended before its ssml frame, tried
+    # again, or a previous test's closing late, says no voice and made no audio).
+    spoke = {connection.voice for connection in service.connections} - {None}
+    assert spoke == {"en-US-JennyNeural"}
     words = [word.text for chunk in chunks for word in chunk.words]
     assert words[:3] == ["The", "quick", "brown"] and "umbrella" in words
