@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
-import inspect
 import json
 import statistics
 import sys
@@ -64,8 +63,6 @@ class RandomWeights:
     settings: Callable[[Any, Path, str, str, float], dict[str, Any]]
     """(module, directory, size, device, seconds) -> engine settings for a checkpoint built there
     that speaks ``seconds`` of audio a request."""
-    builds: Callable[[Any, str], bool] = lambda module, size: True
-    """Whether the module builds checkpoints of that size."""
 
 
 def higgs_random(module: Any, directory: Path, size: str, device: str, seconds: float) -> dict:
@@ -86,28 +83,20 @@ def csm_random(module: Any, directory: Path, size: str, device: str, seconds: fl
 
 
 def chatterbox_random(module: Any, directory: Path, size: str, device: str, seconds: float) -> dict:
-    # Built on the CPU (S3Gen and the voice encoder are full size either way; the size is T3's)
-    # and moved to the device by loading. A random T3 rarely samples its stop token: each
+    # Built on the CPU (the voice encoder is full size either way) and moved to the device by
+    # loading. A random T3 rarely samples its stop token: each
     # request runs to the token cap, 25 tokens a second. About a fifth of a random T3's draws
     # fall outside the speech vocabulary and are dropped before decoding, so a request's audio
     # is about 0.8 of ``seconds`` (the table's last column says what came) and its RTF is the
     # pessimistic side of the real model's.
-    sized = {} if size == "tiny" else {"size": size}
-    path = module.build_checkpoint(directory, **sized)
+    path = module.build_checkpoint(directory, size=size)
     return {"model_path": str(path), "max_new_tokens": round(seconds * 25)}
-
-
-def chatterbox_builds(module: Any, size: str) -> bool:
-    """Its builder makes the tiny T3; a full one only where it takes a ``size``."""
-    return size == "tiny" or "size" in inspect.signature(module.build_checkpoint).parameters
 
 
 RANDOM = {
     "higgs": RandomWeights("voxserve.engines.higgs.random_model", higgs_random),
     "csm": RandomWeights("voxserve.engines.csm.random_model", csm_random),
-    "chatterbox": RandomWeights(
-        "voxserve.engines.chatterbox.random_model", chatterbox_random, chatterbox_builds
-    ),
+    "chatterbox": RandomWeights("voxserve.engines.chatterbox.random_model", chatterbox_random),
 }
 WEIGHT_SETTINGS = {"higgs": ("model_path", "audio_tokenizer_path")}
 """The settings naming an engine's weights (``model_path`` where not listed)."""
@@ -175,13 +164,11 @@ def unavailable(name: str) -> str | None:
     return None
 
 
-def random_unavailable(name: str, size: str) -> str | None:
-    """Why no random checkpoint of ``size`` can be built for ``name``, or None."""
+def random_unavailable(name: str) -> str | None:
+    """Why no random checkpoint can be built for ``name``, or None."""
     weights = RANDOM[name]
     if importlib.util.find_spec(weights.module) is None:
         return f"no real weights here, and no random checkpoint builder ({weights.module})"
-    if not weights.builds(importlib.import_module(weights.module), size):
-        return f"no real weights here, and {weights.module} builds no {size} checkpoint"
     return None
 
 
@@ -260,7 +247,7 @@ def main() -> None:
         reason = unavailable(name)
         real = None if reason or args.tiny else real_weights(name)
         if reason is None and real is None:
-            reason = random_unavailable(name, size)
+            reason = random_unavailable(name)
         if reason is not None:
             print(f"{name}: skipped, {reason}")
             results["skipped"][name] = reason

@@ -47,7 +47,8 @@ class SttSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model_path: str | None = None
-    """A faster-whisper (CTranslate2) model directory; None: the bundled Whisper tiny.en."""
+    """A faster-whisper (CTranslate2) model directory, or a bundled model: ``tiny.en`` (None, the
+    default) or ``base`` (multilingual, the whisper-base extra)."""
     device: str = "cpu"
     """``cpu``, ``cuda`` or ``auto``."""
     compute_type: str = "int8"

@@ -66,7 +66,7 @@ from voxserve.engines.registry import ENGINE_CLASSES, EngineRegistry, engine_cla
 from voxserve.engines.runpod import RunpodEngine
 from voxserve.errors import EngineError, InvalidRequestError, NoAudioError
 from voxserve.request import Sampling, SpeechOptions, SpeechRequest
-from voxserve.synthesis.synthesizer import PreparedSpeech, Synthesizer
+from voxserve.synthesis.synthesizer import PreparedSpeech, Progress, Synthesizer
 from voxserve.voices.resolution import CloneReference
 
 BACKENDS = ["kokoro_torch"]
@@ -647,6 +647,21 @@ async def test_a_streaming_engine_gives_a_segment_in_pieces(case):
     assert {chunk.sample_rate for chunk in chunks} == {native}
     if case.engine.capabilities.streaming:
         assert len([chunk for chunk in chunks if len(chunk.samples)]) > 1
+
+
+async def test_progress_comes_segment_by_segment(case):
+    # What a progress bar, a job and the SSE events read, whatever the engine.
+    prepared = case.synthesizer.prepare(
+        SpeechRequest(input=TWO_SENTENCES, model=case.engine.name, voice=case.voice)
+    )
+    reports: list[Progress] = []
+    chunks = await collect(case.synthesizer.stream(prepared, reports.append))
+    total = len(prepared.segments)
+    assert total >= 2 and [report.segments_done for report in reports] == list(range(1, total + 1))
+    assert {report.segments_total for report in reports} == {total}
+    heard = [report.audio_seconds for report in reports]
+    assert heard == sorted(heard) and 0 < heard[0] and heard[-1] <= seconds(chunks) + 1e-6
+    assert reports[-1].eta_seconds == 0
 
 
 # 3. Cancellation stops within 200 ms

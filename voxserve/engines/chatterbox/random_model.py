@@ -4,7 +4,10 @@ The real classes throughout: S3Gen with a one-block flow encoder and estimator a
 HiFT-GAN (``s3gen.json``; its speech tokenizer and speaker encoder at their real size, 130M
 parameters, stored in float16 to halve the file), the voice encoder, and T3 on a one-layer Llama
 registered by ``t3_llama.json`` (the Perceiver resampler fixes its width at 1024: ~35M
-parameters). A full-size random S3Gen (264M) takes seconds a decode on two cores.
+parameters). ``size="full"`` builds both at the published size instead (T3 on Chatterbox's own
+520M Llama, S3Gen's 264M, no json files: what the GPU bench runs when real weights are absent);
+``"full-s3gen"`` the tiny T3 with the published S3Gen (a decode takes seconds on two cores: one
+test runs it).
 The tokenizer spells text letter by letter, with Chatterbox's special tokens where
 T3 expects them (stop 0, start 255). The built-in voice is made from a tone, through the same
 code that clones a clip. Speech never ends by itself (a random T3 rarely samples its stop
@@ -69,8 +72,13 @@ SMALL_S3GEN = {
 }  # fmt: skip
 
 
-def build_checkpoint(directory: Path, seed: int = 0) -> Path:
-    """Write a checkpoint into ``directory`` (which it returns)."""
+SIZES = ("tiny", "full-s3gen", "full")
+
+
+def build_checkpoint(directory: Path, seed: int = 0, size: str = "tiny") -> Path:
+    """Write a checkpoint of ``size`` (one of SIZES) into ``directory`` (which it returns)."""
+    if size not in SIZES:
+        raise ValueError(f"size should be one of {', '.join(SIZES)}, not {size!r}")
     from voxserve.engines.chatterbox import compat
 
     compat.install()
@@ -83,13 +91,16 @@ def build_checkpoint(directory: Path, seed: int = 0) -> Path:
 
     directory.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    name = "voxserve_random_1_layer"
-    LLAMA_CONFIGS[name] = TINY_LLAMA
-    (directory / T3_LLAMA).write_text(json.dumps({"name": name, "config": TINY_LLAMA}))
-    hp = T3Config.english_only()
-    hp.llama_config_name = name
-    (directory / S3GEN_PARTS).write_text(json.dumps(SMALL_S3GEN))
-    t3, s3gen, voice_encoder = T3(hp).eval(), build_s3gen(SMALL_S3GEN).eval(), VoiceEncoder().eval()
+    hp = T3Config.english_only()  # its Llama: the published 520M
+    if size != "full":
+        name = "voxserve_random_1_layer"
+        LLAMA_CONFIGS[name] = TINY_LLAMA
+        (directory / T3_LLAMA).write_text(json.dumps({"name": name, "config": TINY_LLAMA}))
+        hp.llama_config_name = name
+    s3gen_parts = SMALL_S3GEN if size == "tiny" else None  # None: S3Gen's own sizes
+    if s3gen_parts:
+        (directory / S3GEN_PARTS).write_text(json.dumps(s3gen_parts))
+    t3, s3gen, voice_encoder = T3(hp).eval(), build_s3gen(s3gen_parts).eval(), VoiceEncoder().eval()
     save_file(_tensors(t3), directory / "t3_cfg.safetensors")
     save_file(_tensors(voice_encoder), directory / "ve.safetensors")
     save_file(_tensors(s3gen, torch.float16), directory / "s3gen.safetensors")

@@ -69,8 +69,9 @@ class ChatterboxSettings(BlockingSettings):
     shorter pieces (its sentences, then halves), then spoken by ``fallback_engine``."""
     candidate_min_chars: int = Field(40, ge=1)
     """Pieces of text this short are not cut further."""
-    whisper_model: str | None = None
-    """A faster-whisper model directory to judge candidates; None: the bundled Whisper."""
+    whisper_model: str = "base"
+    """The Whisper that judges candidates: a bundled model's name (``base``, multilingual and a
+    better judge; ``tiny.en``, faster) or a faster-whisper model directory."""
     fallback_engine: str | None = None
     """An engine (with its default voice) that speaks what no candidate said well enough; None:
     the best candidate is sent anyway."""
