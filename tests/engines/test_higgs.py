@@ -188,7 +188,7 @@ def test_torchaudio_resamples_as_the_codec_expects(higgs_engine):
     middle = slice(1000, 15000)  # the two filters differ only at the edges
     assert np.abs(resampled[0, 0].numpy()[middle] - reference[middle]).max() < 1e-3
     if torchaudio.__version__ == STAND_IN_VERSION:
-        with pytest.raises(AttributeError, match="only functional.resample"):
+        with pytest.raises(AttributeError, match="only what its engines use"):
             torchaudio.load  # noqa: B018
 
 

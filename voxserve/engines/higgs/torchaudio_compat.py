@@ -136,6 +136,7 @@ class _StandInModule(types.ModuleType):
             raise AttributeError(name)
         raise AttributeError(
             f"{self.__name__}.{name} is not available: voxserve's torchaudio stand-in provides "
-            "only functional.resample (what the Higgs Audio codec needs). Install a torchaudio "
-            "build that matches your torch for the rest."
+            "only what its engines use (functional.resample for Higgs Audio's codec; Chatterbox "
+            "adds transforms and compliance.kaldi.fbank). Install a torchaudio build that "
+            "matches your torch for the rest."
         )
