@@ -191,3 +191,16 @@ def _sse_chunk(delta: dict) -> str:
         "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
     }
     return f"data: {json.dumps(chunk)}\n\n"
+
+
+def without_module(monkeypatch, name: str) -> None:
+    """As if the package ``name`` were not installed (an extra left out), as far as
+    ``importlib.util.find_spec`` tells: how voxserve asks before promising what needs it."""
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda found, *rest: None if found == name else find_spec(found),
+    )

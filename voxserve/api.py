@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 from voxserve.audio import AUDIO_FORMATS, format_for_path
+from voxserve.audio.captions import caption_format_for_path, render_captions
 from voxserve.audio.frames import AudioChunk, WordTiming
 from voxserve.config import load_settings
 from voxserve.errors import InvalidRequestError
@@ -69,6 +70,7 @@ def synthesize_to_file(
     synthesizer: Synthesizer | None = None,
     progress: ProgressCallback | None = None,
     timestamps: str | os.PathLike | None = None,
+    captions: str | os.PathLike | None = None,
 ) -> Path:
     """Blocking: speak a request into a file, its format taken from the extension when it names one.
 
@@ -76,11 +78,18 @@ def synthesize_to_file(
     runs an event loop too (a notebook, an async app), though that loop waits meanwhile; there,
     ``await synthesize_to_file_async(...)`` instead. ``timestamps``: a second file, written
     after the audio, with when each word is spoken (JSON: ``[{"word", "start", "end"}]`` in
-    seconds); refused for an engine that does not time its words.
+    seconds). ``captions``: a captions file of the words, its format from its extension
+    (``.srt``, ``.vtt``, ``.json``: `voxserve.audio.captions`). An engine that times no words has
+    them aligned to its audio; refused only where they cannot be.
     """
     return run_blocking(
         synthesize_to_file_async(
-            request, path, synthesizer=synthesizer, progress=progress, timestamps=timestamps
+            request,
+            path,
+            synthesizer=synthesizer,
+            progress=progress,
+            timestamps=timestamps,
+            captions=captions,
         )
     )
 
@@ -92,16 +101,20 @@ async def synthesize_to_file_async(
     synthesizer: Synthesizer | None = None,
     progress: ProgressCallback | None = None,
     timestamps: str | os.PathLike | None = None,
+    captions: str | os.PathLike | None = None,
 ) -> Path:
     """``synthesize_to_file`` for async code: the event loop goes on while the file is written."""
     if isinstance(request, str):
         request = SpeechRequest(input=request)
     path = Path(path)
-    request = request.model_copy(update={"response_format": output_format(path, request)})
+    caption_format = caption_format_for_path(captions) if captions is not None else None
+    wants_words = timestamps is not None or captions is not None
+    update = {"response_format": output_format(path, request), "timestamps": wants_words}
+    request = request.model_copy(update=update)
     synthesizer = synthesizer or default_synthesizer()
     prepared = await asyncio.to_thread(synthesizer.prepare, request)  # resolution, normalizing
-    if timestamps is not None:
-        check_word_timings([prepared.engine])
+    if wants_words:
+        check_word_timings([prepared.voicing], synthesizer.aligner)
     chunks = synthesizer.stream(prepared, progress)
     pieces = encode_stream(chunks, request.response_format, prepared.sample_rate)
     words: list[WordTiming] = []
@@ -109,6 +122,9 @@ async def synthesize_to_file_async(
     if timestamps is not None:
         listing = json.dumps([word.to_dict() for word in words], indent=2).encode()
         await write_atomically(Path(timestamps), "json", _one(listing))
+    if caption_format is not None:
+        text = render_captions(words, caption_format).encode()
+        await write_atomically(Path(captions), caption_format, _one(text))
     return path
 
 

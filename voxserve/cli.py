@@ -165,8 +165,12 @@ def new_key(scope: str) -> None:
 @click.option(
     "--no-normalize", is_flag=True, help="Speak the text as written (no number/date/URL reading)."
 )
+@click.option("--ssml/--plain", default=None,
+              help="TEXT is SSML / plain text [default: SSML if it starts <speak].")  # fmt: skip
 @click.option("--timestamps", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write when each word is spoken, as JSON.")  # fmt: skip
+@click.option("--captions", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write captions of the words: .srt, .vtt or .json.")  # fmt: skip
 @click.option("--estimate", "only_estimate", is_flag=True,
               help="Print the characters, segments and cost it would take; make no audio.")
 @click.pass_context
@@ -182,11 +186,17 @@ def say(
     if text == "-":
         text = sys.stdin.read()
     options["normalize"] = not options.pop("no_normalize")
+    options["input_format"] = {True: "ssml", False: "text"}.get(options.pop("ssml"))
     timestamps = options.pop("timestamps")
+    captions = options.pop("captions")
     if output is None and not only_estimate:
         raise click.UsageError("Missing option '-o' / '--output' (or --estimate).")
     if timestamps and output == "-":
         raise click.BadParameter("needs an output file, not -", param_hint="--timestamps")
+    if captions and output == "-":
+        raise click.BadParameter("needs an output file, not -", param_hint="--captions")
+    if captions:
+        _check_captions_path(captions)
     if options["response_format"] is None and output is not None:
         options["response_format"] = (format_for_path(output) if output != "-" else None) or "mp3"
     try:
@@ -202,14 +212,25 @@ def say(
         with _progress_bar(prepared_total) as on_progress:
             path = synthesize_to_file(
                 request, output, synthesizer=synthesizer, progress=on_progress,
-                timestamps=timestamps,
+                timestamps=timestamps, captions=captions,
             )  # fmt: skip
     except ValidationError as error:
         first = error.errors()[0]
         raise click.BadParameter(first["msg"], param_hint=str(first["loc"][0])) from error
     except VoxserveError as error:
         raise click.ClickException(error.message) from error
-    stderr.print(f"wrote {path}" + (f" and {timestamps}" if timestamps else ""))
+    also = [str(extra) for extra in (timestamps, captions) if extra]
+    stderr.print(f"wrote {path}" + "".join(f" and {extra}" for extra in also))
+
+
+def _check_captions_path(path: Path) -> None:
+    """A bad captions extension is a usage error before any audio is made."""
+    from voxserve.audio.captions import caption_format_for_path
+
+    try:
+        caption_format_for_path(path)
+    except VoxserveError as error:
+        raise click.BadParameter(error.message, param_hint="--captions") from error
 
 
 @main.command()
@@ -478,6 +499,45 @@ def voices_import(context: click.Context, package: Path, replace: bool) -> None:
     with _errors():
         profile = _library(_settings(context)).import_package(package, replace=replace)
     stderr.print(f"imported voice {profile.id}")
+
+
+@voices.command("import-folder")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--tags", help="Comma-separated tags for every profile made.")
+@click.option("--engine", help="Preferred engine of every profile made.")
+@click.option("--language", help="IETF tag of every profile made, e.g. en-US.")
+@click.option("--replace", is_flag=True, help="Replace profiles of the same names.")
+@click.pass_context
+def voices_import_folder(
+    context: click.Context, directory: Path, replace: bool, **fields: Any
+) -> None:
+    """A profile from every clip in DIRECTORY, named after its file; its transcript from the
+    same-named .txt, else heard by Whisper. Bad clips are reported and skipped. Exits 1 when
+    any clip failed."""
+    from voxserve.voices.folder_import import folder_files, import_clips
+
+    library = _library(_settings(context))
+    files = folder_files(directory)
+    columns = (TextColumn("importing"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TextColumn("{task.fields[file]}"))  # fmt: skip
+    with Progress(*columns, console=stderr, disable=not stderr.is_terminal) as bar:
+        task = bar.add_task("importing", total=None, file="")
+
+        def advance(done: int, total: int, name: str) -> None:
+            bar.update(task, completed=done, total=total, file=name)
+
+        with _errors():
+            results = import_clips(library, files, fields=_fields(fields), replace=replace,
+                                   progress=advance)  # fmt: skip
+    table = Table(Column("file", no_wrap=True), "outcome", "voice", "why", box=box.SIMPLE_HEAD)
+    for result in results:
+        table.add_row(result.file, result.outcome, result.voice or "", result.reason or "")
+    Console().print(table)
+    counts = {outcome: sum(r.outcome == outcome for r in results)
+              for outcome in ("created", "replaced", "skipped", "failed")}  # fmt: skip
+    stderr.print(", ".join(f"{count} {outcome}" for outcome, count in counts.items()))
+    if counts["failed"]:
+        raise SystemExit(1)
 
 
 @voices.command("backup")

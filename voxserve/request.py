@@ -103,7 +103,21 @@ class Delivery(BaseModel):
     """Stream audio while it is synthesized (False: one complete response)."""
     timestamps: bool = False
     """With ``stream`` false: answer JSON, the audio (base64) and when each word is spoken, for
-    engines that time their words. Streamed SSE answers carry word events either way."""
+    engines that time their words. Streamed SSE answers carry word events either way. Words
+    asked for of an engine that times none are aligned to its audio (each segment's audio then
+    goes out once the segment is whole)."""
+    captions: Literal["srt", "vtt", "json"] | None = None
+    """With ``stream`` false: answer JSON with the audio and a captions file of its words
+    (SubRip, WebVTT, or a JSON document of words and sentences), timed as ``timestamps``."""
+
+    @property
+    def wants_words(self) -> bool:
+        return self.timestamps or self.captions is not None
+
+    @property
+    def words_field(self) -> str:
+        """The field that asks for words, for errors to name."""
+        return "captions" if self.captions is not None else "timestamps"
 
 
 class SpeechRequest(SpeechOptions, Delivery):
@@ -111,6 +125,9 @@ class SpeechRequest(SpeechOptions, Delivery):
 
     input: str = Field(min_length=1)
     """The text to speak."""
+    input_format: Literal["text", "ssml"] | None = None
+    """``ssml``: ``input`` is an SSML document (``voxserve.text.ssml``: the subset spoken);
+    ``text``: plain text, even if it opens with ``<speak``; None: SSML if it does."""
 
     @field_validator("input")
     @classmethod

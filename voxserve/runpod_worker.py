@@ -121,13 +121,14 @@ class RunpodWorker:
             model=job.engine,
             response_format="wav",
             sampling=job.sampling() if engine.capabilities.sampling else None,
+            timestamps=job.timestamps,
         )
         reference = None
         if job.audio_url is not None:
             reference = await self.reference(job.audio_url, job.transcript, job.engine)
         prepared = await asyncio.to_thread(self.synthesizer.prepare, request, reference)
         if job.timestamps:
-            check_word_timings([prepared.engine])
+            check_word_timings([prepared.voicing], self.synthesizer.aligner)
         chunks = self.synthesizer.stream(prepared)
         encoded = await encode_whole(chunks, "wav", prepared.sample_rate)
         output: dict[str, Any] = {

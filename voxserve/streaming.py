@@ -8,7 +8,8 @@ synthesizer's chunks through here and keep only their own framing:
 - ``whole``/``encode_whole``: an answer made in full, a WAV with its real sizes.
 - ``sse_*``: OpenAI's SSE events (``speech.audio.delta``, ``speech.audio.done``), voxserve's
   ``speech.audio.words``, and the error event.
-- ``check_word_timings``: timestamps asked of an engine that cannot time its words are a 400.
+- ``check_word_timings``: timestamps asked of an engine that times no words, where they cannot
+  be aligned either, are a 400.
 - ``client_error``: any exception -> what a client is told (``ClientError``), one mapping that
   HTTP, the WebSocket protocols and the SSE error event only shape.
 
@@ -42,7 +43,8 @@ from voxserve.errors import (
 )
 
 if TYPE_CHECKING:
-    from voxserve.engines.base import Engine
+    from voxserve.engines.base import Voicing
+    from voxserve.synthesis.word_alignment import WordAligner
 
 T = TypeVar("T")
 
@@ -60,14 +62,21 @@ class Words:
         return [word.to_dict() for word in self.words]
 
 
-def check_word_timings(engines: Iterable[Engine], param: str = "timestamps") -> None:
-    """Timestamps asked of an engine that cannot time its words are refused (400), rather than
-    answered with an empty list. (SSE and WebSocket clients, who do not ask, get words where
-    there are some.)"""
-    for engine in engines:
-        if not engine.capabilities.word_timings:
+def check_word_timings(
+    voicings: Iterable[Voicing], aligner: WordAligner | None, param: str = "timestamps"
+) -> None:
+    """Words asked of an engine that times none are aligned to its audio (``aligner``; None
+    where a transport cannot have them aligned); where that is impossible too (an extra not
+    installed) they are refused (400), rather than answered with an empty list. (SSE and
+    WebSocket clients, who do not ask, get words where there are some.)"""
+    for voicing in voicings:
+        engine = voicing.engine
+        if engine.capabilities.word_timings:
+            continue
+        why = "no aligner" if aligner is None else aligner.unavailable(voicing.language)
+        if why is not None:
             raise InvalidRequestError(
-                f"{param}: engine {engine.name!r} does not time its words",
+                f"{param}: engine {engine.name!r} does not time its words, and {why}",
                 param=param,
                 code="word_timings_not_supported",
             )

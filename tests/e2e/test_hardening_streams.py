@@ -18,8 +18,7 @@ from tests.conftest import running
 from tests.e2e.test_websockets import receive_utterance, send, ws_url
 from tests.fakes import FakeEngine, make_synthesizer
 from voxserve.server.app import create_app
-from voxserve.synthesis import plan as plan_module
-from voxserve.synthesis import text_stream
+from voxserve.synthesis import paused_plan
 from voxserve.synthesis.synthesizer import Synthesizer
 
 SENTENCES = " ".join(f"This is sentence number {number}." for number in range(1, 41))
@@ -69,7 +68,7 @@ def fake_server() -> Iterator[tuple[str, FakeEngine, Synthesizer]]:
 
 def test_planning_a_huge_push_holds_up_no_other_client(fake_server, held_normalizer):
     url, _, _ = fake_server
-    started, release = held_normalizer(text_stream)
+    started, release = held_normalizer(paused_plan)
     with connect(ws_url(url, "/v1/audio/speech/stream")) as ws:
         send(ws, type="start")
         send(ws, type="text", text="A sentence without an end " * 60)
@@ -86,7 +85,7 @@ def test_planning_a_huge_push_holds_up_no_other_client(fake_server, held_normali
 
 def test_preparing_a_tts_provider_request_holds_up_no_other_client(fake_server, held_normalizer):
     url, _, _ = fake_server
-    started, release = held_normalizer(plan_module)
+    started, release = held_normalizer(paused_plan)
     with connect(ws_url(url, "/ws/tts")) as ws:
         ws.send(json.dumps({"text": "A sentence that goes on. " * 60}))
         assert started.wait(timeout=30)

@@ -6,7 +6,7 @@ import asyncio
 import threading
 
 from tests.fakes import fake_voicing
-from voxserve.synthesis import text_stream
+from voxserve.synthesis import paused_plan
 from voxserve.synthesis.plan import PlanOptions
 from voxserve.synthesis.text_stream import TextStream
 
@@ -74,13 +74,13 @@ def test_segments_ends_after_end_and_indices_run_on():
 
 def test_the_in_thread_forms_plan_off_the_loop_in_order(monkeypatch):
     planned_in: set[int] = set()
-    real_normalize = text_stream.normalize_for
+    real_normalize = paused_plan.normalize_for  # where TextStream's sentences are normalized
 
     def normalize(text: str, language: str) -> str:
         planned_in.add(threading.get_ident())
         return real_normalize(text, language)
 
-    monkeypatch.setattr(text_stream, "normalize_for", normalize)
+    monkeypatch.setattr(paused_plan, "normalize_for", normalize)
     stream = TextStream(VOICING, PLAN)
 
     async def main() -> tuple[int, list[tuple[int, str]]]:

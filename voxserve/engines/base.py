@@ -126,6 +126,8 @@ class Capabilities:
     text; with a shared ``context_id``, each turn hears the turns before it."""
     word_timings: bool = False
     """Tells when each word is spoken (``AudioChunk.words``)."""
+    emphasis: bool = False
+    """Speaks SSML's ``<emphasis>``; where False (every engine so far) it is refused."""
 
     @property
     def chunk_chars(self) -> int:
@@ -231,6 +233,9 @@ class Voicing:
     replaceable: bool = False
     """An engine voice (named or the default, not a profile or a clip), which text in a
     language it does not speak may replace (``language_mismatch = "pick_voice"``)."""
+    timed_words: bool = False
+    """The request wants its words timed (``timestamps``, ``captions``): an engine that times
+    none has them aligned to its audio (synthesis/word_alignment.py)."""
 
     @property
     def language(self) -> str:

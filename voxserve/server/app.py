@@ -19,6 +19,7 @@ from voxserve.chat.warmup import ChatWarmup
 from voxserve.config import Settings, load_settings
 from voxserve.server.auth import AccessControl, AccessPolicy, redact_keys_in_logs
 from voxserve.server.auth import router as auth_router
+from voxserve.server.captioned_speech import router as captioned_speech_router
 from voxserve.server.connections import ConnectionGuard
 from voxserve.server.cross_site import CrossSiteGuard, SitePolicy
 from voxserve.server.dialogue import router as dialogue_router
@@ -115,6 +116,7 @@ def create_app(settings: Settings | None = None, synthesizer: Synthesizer | None
     app.include_router(auth_router)
     app.include_router(estimate_router)
     app.include_router(openai_router)
+    app.include_router(captioned_speech_router)
     app.include_router(voices_router)
     app.include_router(dialogue_router)
     app.include_router(chat_router)

@@ -52,7 +52,7 @@ KEY_SUBPROTOCOL_PREFIX = "voxserve.key."
 PAGE_SUBPROTOCOL = "voxserve"
 """Offered beside the key subprotocol by the pages: the one the server answers with, so that the
 key is not echoed back in the handshake."""
-PROTECTED_PREFIXES = ("/v1/", "/ws/", "/metrics")
+PROTECTED_PREFIXES = ("/v1/", "/ws/", "/metrics", "/dev/")  # /dev/: Kokoro-FastAPI's routes
 LISTING_ROUTES = frozenset({"/v1/models", "/v1/audio/models", "/v1/audio/voices"})
 ADMIN_ROUTES = (
     ("DELETE", re.compile(r"/v1/audio/voices/.*")),

@@ -45,7 +45,7 @@ SIMPLE_BODY_TYPES = frozenset(
 """Content types a page may send cross-site without a preflight (the Fetch standard's)."""
 UPLOAD_ROUTES = (
     ("POST", re.compile(r"/v1/audio/speech(/estimate)?")),
-    ("POST", re.compile(r"/v1/audio/voices(/import)?")),
+    ("POST", re.compile(r"/v1/audio/voices(/import|/import-folder)?")),
     ("PATCH", re.compile(r"/v1/audio/voices/[^/]+")),
 )
 """(method, whole path) of the routes that take a multipart upload: a clip to clone, a voice's
@@ -126,7 +126,8 @@ class CrossSiteGuard:
                     "pages of this origin may not use this server; add it to auth.cors_origins",
                     code="origin_not_allowed",
                 )
-            if not websocket and method in STATE_CHANGING and scope["path"].startswith("/v1/"):
+            json_route = scope["path"].startswith(("/v1/", "/dev/"))
+            if not websocket and method in STATE_CHANGING and json_route:
                 _check_body_type(method, scope["path"].rstrip("/"), headers.get("content-type"))
         except VoxserveError as error:
             await refuse(scope, send, error)

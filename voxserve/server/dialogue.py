@@ -104,8 +104,8 @@ async def dialogue_response(
     options: DialogueRequest,
 ) -> Response:
     synthesizer: Synthesizer = request.app.state.synthesizer
-    if options.timestamps:
-        check_word_timings(voicing.engine for _, voicing in dialogue.turns)
+    if options.wants_words:
+        check_word_timings((v for _, v in dialogue.turns), None, options.words_field)
     charge_characters(dialogue.characters)
     check_budget(request.app, [segment for plan in dialogue.plans for segment in plan])
     timing_id = uuid.uuid4().hex
@@ -128,6 +128,7 @@ async def dialogue_response(
         headers=headers,
         done=lambda: {**usage(dialogue.characters), "turns": record["turns"]},
         timestamps=options.timestamps,
+        captions=options.captions,
     )
 
 

@@ -106,8 +106,8 @@ async def create_speech(request: Request) -> Response:
     # In a thread: a profile lookup in SQLite, a clip path read and transcribed, normalizing.
     prepared = await asyncio.to_thread(synthesizer.prepare, speech, reference)
     check_budget(request.app, prepared.segments)
-    if speech.timestamps:
-        check_word_timings([prepared.engine])
+    if speech.wants_words:
+        check_word_timings([prepared.voicing], synthesizer.aligner, speech.words_field)
     return await speech_response(
         encode_stream(synthesizer.stream(prepared), speech.response_format, prepared.sample_rate),
         request=request,
@@ -118,6 +118,7 @@ async def create_speech(request: Request) -> Response:
         headers=speech_headers(prepared),
         done=lambda: usage(len(speech.input)),
         timestamps=speech.timestamps,
+        captions=speech.captions,
     )
 
 

@@ -4,8 +4,8 @@ events, streamed or whole.
 The speech route and dialogues (sent to it or to their own route) hand over the same thing, their
 encoded audio in order with its words and any other events in between (a dialogue's turns), and
 get the same answers: ``stream`` (true: as it is made) by ``stream_format`` (``audio`` or
-``sse``); a whole ``audio`` answer asked for with ``timestamps`` is JSON. The encoding and the
-events themselves are `voxserve.streaming`'s.
+``sse``); a whole ``audio`` answer asked for with ``timestamps`` or ``captions`` is JSON. The
+encoding and the events themselves are `voxserve.streaming`'s.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from voxserve.audio import AUDIO_FORMATS
+from voxserve.audio.captions import render_captions
 from voxserve.errors import InvalidRequestError, VoxserveError
 from voxserve.request import Delivery
 from voxserve.server.disconnects import ClientLeft, unless_client_leaves
@@ -55,6 +56,12 @@ def check_timestamps(speech: Delivery) -> None:
             'with the audio and its timestamps) or stream_format to "sse" (word events)',
             param="timestamps",
         )
+    if speech.captions is not None and (speech.stream or speech.stream_format == "sse"):
+        raise InvalidRequestError(
+            "captions: a captions file comes with a whole answer: set stream to false (JSON "
+            "with the audio and its captions)",
+            param="captions",
+        )
 
 
 def ignored_header(ignored: tuple[str, ...]) -> dict[str, str]:
@@ -80,10 +87,12 @@ async def speech_response(
     headers: dict[str, str],
     done: Callable[[], dict[str, Any]],
     timestamps: bool = False,
+    captions: str | None = None,
 ) -> Response:
     """The answer for ``pieces``; ``done`` gives the fields of the final ``speech.audio.done``
     event (usage, ...) once the pieces have ended. ``timestamps``: a whole audio answer is JSON,
-    the audio in base64 and its words (a streamed one is refused before, `openai.py`)."""
+    the audio in base64 and its words (a streamed one is refused before, `openai.py`);
+    ``captions`` (a format of `voxserve.audio.captions`) adds the captions file's text."""
     if not streamed:
         # Made in full before answering: any failure is a proper status, and wav gets real sizes.
         try:
@@ -92,18 +101,24 @@ async def speech_response(
             return Response(status_code=CLIENT_CLOSED_REQUEST)
         if sse:
             return Response(_events(made, done), media_type=EVENT_STREAM, headers=headers)
-        if timestamps:
-            return JSONResponse(
-                {"audio": base64.b64encode(audio_of(made)).decode(), "format": audio_format,
-                 "sample_rate": sample_rate, "timestamps": [w.to_dict() for w in words_of(made)]},
-                headers=headers,
-            )  # fmt: skip
+        if timestamps or captions:
+            words = words_of(made)
+            body = {
+                "audio": base64.b64encode(audio_of(made)).decode(),
+                "format": audio_format,
+                "sample_rate": sample_rate,
+                "timestamps": [w.to_dict() for w in words],
+            }
+            if captions:
+                body |= {"captions": render_captions(words, captions), "captions_format": captions}
+            return JSONResponse(body, headers=headers)
         media_type = content_type(audio_format, sample_rate)
         return Response(audio_of(made), media_type=media_type, headers=headers)
     if sse:
-        return await _streaming(_event_stream(pieces, done), EVENT_STREAM, headers, sse=True)
+        events = _event_stream(pieces, done)
+        return await streaming_answer(events, EVENT_STREAM, headers, sse=True)
     media_type = content_type(audio_format, sample_rate)
-    return await _streaming(_audio_only(pieces), media_type, headers, sse=False)
+    return await streaming_answer(_audio_only(pieces), media_type, headers, sse=False)
 
 
 async def _left(request: Request) -> bool:
@@ -114,7 +129,7 @@ async def _left(request: Request) -> bool:
     return True
 
 
-async def _streaming(
+async def streaming_answer(
     parts: AsyncIterator[bytes], media_type: str, headers: dict[str, str], *, sse: bool
 ) -> StreamingResponse:
     # The first part is made before answering, so being busy (429), a load failure or an engine

@@ -1,5 +1,5 @@
 """Request bodies, refused as soon as they outgrow their limit: JSON bodies, and multipart forms
-that carry one audio file (voice uploads, clips to clone)."""
+that carry one audio file (voice uploads, clips to clone) or several (a folder of clips)."""
 
 from __future__ import annotations
 
@@ -23,30 +23,43 @@ a small fraction of this."""
 
 async def read_audio_form(request: Request, file_field: str) -> tuple[dict[str, str], bytes | None]:
     """The form's text fields, and the audio of ``file_field`` (the one file allowed)."""
+    fields, files = await read_files_form(request, file_field, max_files=1)
+    return fields, files[0][1] if files else None
+
+
+async def read_files_form(
+    request: Request, file_field: str, *, max_files: int, max_total_bytes: int = MAX_AUDIO_BYTES
+) -> tuple[dict[str, str], list[tuple[str, bytes]]]:
+    """The form's text fields, and the files of ``file_field`` as (file name, bytes): at most
+    ``max_files``, each at most MAX_AUDIO_BYTES and all together ``max_total_bytes``."""
     too_large = PayloadTooLargeError(
-        f"{file_field} is over {MAX_AUDIO_BYTES // 2**20} MB", param=file_field,
+        f"{file_field} is over {max_total_bytes // 2**20} MB", param=file_field,
         code="upload_too_large",
     )  # fmt: skip
-    limit = MAX_AUDIO_BYTES + FORM_FIELDS_BYTES
+    limit = max_total_bytes + FORM_FIELDS_BYTES
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise too_large
     # Counted as it arrives: a chunked body declares no length, and the form parser would spool
     # all of it to disk before the file's size could be checked.
     counted = capped(request, limit, too_large)
-    form = await counted.form(max_files=1, max_fields=32, max_part_size=FORM_FIELDS_BYTES)
+    form = await counted.form(max_files=max_files, max_fields=32, max_part_size=FORM_FIELDS_BYTES)
     fields: dict[str, str] = {}
-    audio = None
+    files: list[tuple[str, bytes]] = []
     for key, value in form.multi_items():
         if not isinstance(value, UploadFile):
             fields[key] = value
         elif key != file_field:
             raise InvalidRequestError(f"only {file_field} may be a file, not {key!r}", param=key)
         else:
-            audio = await value.read(MAX_AUDIO_BYTES + 1)
-            if len(audio) > MAX_AUDIO_BYTES:
-                raise too_large
-    return fields, audio
+            data = await value.read(MAX_AUDIO_BYTES + 1)
+            if len(data) > MAX_AUDIO_BYTES:
+                raise PayloadTooLargeError(
+                    f"{file_field} {value.filename or ''} is over {MAX_AUDIO_BYTES // 2**20} MB",
+                    param=file_field, code="upload_too_large",
+                )  # fmt: skip
+            files.append((value.filename or "", data))
+    return fields, files
 
 
 def capped(request: Request, limit: int, too_large: PayloadTooLargeError) -> Request:

@@ -36,7 +36,7 @@ async def read_package_form(request: Request) -> tuple[bytes, bool]:
             param="package",
             code="missing_package",
         )
-    return package, _flag("replace", fields.get("replace", "false"))
+    return package, flag("replace", fields.get("replace", "false"))
 
 
 def import_package(library: VoiceLibrary, package: bytes, replace: bool) -> VoiceProfile:
@@ -124,7 +124,7 @@ def _only(fields: dict[str, Any], allowed: tuple[str, ...]) -> None:
             )
 
 
-def _flag(name: str, value: str) -> bool:
+def flag(name: str, value: str) -> bool:
     lowered = value.strip().lower()
     if lowered in ("true", "1", "yes", "on"):
         return True

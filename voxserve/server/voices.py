@@ -9,6 +9,7 @@ their work is in voice_admin.py.
 from __future__ import annotations
 
 import asyncio
+from pathlib import PurePath
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -18,20 +19,30 @@ from voxserve.engines.base import Voice
 from voxserve.errors import InvalidRequestError, NotFoundError
 from voxserve.request import SpeechRequest
 from voxserve.server import voice_admin
-from voxserve.server.uploads import parse_json, parse_json_object, read_audio_form, read_limited
+from voxserve.server.uploads import (
+    parse_json,
+    parse_json_object,
+    read_audio_form,
+    read_files_form,
+    read_limited,
+)
 from voxserve.streaming import encode_whole
 from voxserve.synthesis.synthesizer import Synthesizer
+from voxserve.voices.folder_import import ClipFile, import_clips
 from voxserve.voices.library import VoiceLibrary
 from voxserve.voices.profile import VoiceProfile
 
 router = APIRouter(prefix="/v1/audio/voices")
-ROUTE_WORDS = frozenset({"import", "backup", "backups", "restore", "combine"})
+ROUTE_WORDS = frozenset({"import", "import-folder", "backup", "backups", "restore", "combine"})
 """Paths beside ``/{voice_id}``: no profile may take one of these names."""
 TEXT_FIELDS = (
     "display_name", "description", "language", "engine", "voice", "transcript",
     "speaker_description", "scene_prompt",
 )  # fmt: skip
 SAMPLE_TEXT = "Hello! This is how I sound. I hope you like my voice."
+MAX_FOLDER_FILES = 200
+MAX_FOLDER_BYTES = 500 * 2**20
+"""A folder uploaded at once: its clips and transcripts, each at most an upload's size."""
 MAX_JSON_BYTES = 256 * 2**10
 """A profile as JSON: its text fields hold about 11,000 characters, which JSON may write as
 \\u escapes of six bytes, or twelve for a character beyond the BMP (an emoji)."""
@@ -96,6 +107,35 @@ async def combine_voices(request: Request) -> JSONResponse:
         profile_fields["engine"] = model
     profile = await asyncio.to_thread(_library(request).create, profile_fields)
     return JSONResponse(profile_json(profile), status_code=201)
+
+
+@router.post("/import-folder")
+async def import_folder(request: Request) -> JSONResponse:
+    """A folder's clips uploaded together (repeated ``files``; a browser's directory upload):
+    a profile from each, named after its file, its transcript from the same-named ``.txt``.
+    ``tags``, ``engine`` and ``language`` go to every profile; ``replace`` replaces profiles of
+    the same names. 200 with a result per file: bad clips are reported, the rest made."""
+    fields, uploaded = await read_files_form(
+        request, "files", max_files=MAX_FOLDER_FILES, max_total_bytes=MAX_FOLDER_BYTES
+    )
+    unknown = fields.keys() - {"tags", "engine", "language", "replace"}
+    if unknown:
+        field = sorted(unknown)[0]
+        raise InvalidRequestError(
+            f"unknown field {field!r}; this takes files, tags, engine, language and replace",
+            param=field,
+        )
+    if not uploaded:
+        raise InvalidRequestError("files is required: the folder's clips", param="files")
+    replace = voice_admin.flag("replace", fields.pop("replace", "false"))
+    if "tags" in fields:
+        fields["tags"] = [tag.strip() for tag in fields["tags"].split(",") if tag.strip()]
+    # A directory upload names files by their path in it ("voices/ada.wav"): the name is last.
+    files = [ClipFile(PurePath(name).name, lambda data=data: data) for name, data in uploaded]
+    results = await asyncio.to_thread(
+        import_clips, _library(request), files, fields=fields, replace=replace
+    )
+    return JSONResponse({"results": [result.to_dict() for result in results]})
 
 
 # Admin routes first: "/{voice_id}" would take "backups" for a voice's id.

@@ -30,7 +30,8 @@ from voxserve.engines.base import SpeakerPrompt, Voicing
 from voxserve.engines.builtin_voices import builtin_voice
 from voxserve.errors import InvalidRequestError
 from voxserve.request import DialogueRequest, SpeechOptions
-from voxserve.synthesis.plan import Segment, plan_text
+from voxserve.synthesis.paused_plan import plan_paused_text
+from voxserve.synthesis.plan import Segment
 from voxserve.synthesis.synthesizer import (
     NOTHING_TO_SAY_SECONDS,
     ProgressCallback,
@@ -132,7 +133,9 @@ def _plan_turn(
     first_index: int,
 ) -> list[Segment]:
     options = synthesizer.plan_options(voicing.engine)
-    segments = plan_text(turn.text, voicing, options, normalize=normalize, first_index=first_index)
+    segments = plan_paused_text(
+        turn.text, voicing, options, normalize=normalize, first_index=first_index, param="turns"
+    )
     if tag := tags.get(turn.speaker):
         segments = [replace(s, text=f"[{tag}] {s.text}") for s in segments]
     return segments

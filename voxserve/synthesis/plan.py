@@ -6,10 +6,10 @@ from dataclasses import dataclass, replace
 
 from voxserve.config import Settings
 from voxserve.engines.base import Engine, Segment, Voicing
-from voxserve.text import normalize_for, plan_fragments
+from voxserve.text import plan_fragments
 from voxserve.text.speakable import drop_control_characters, has_something_to_say
 
-__all__ = ["PlanOptions", "Segment", "plan_options", "plan_segments", "plan_text"]
+__all__ = ["PlanOptions", "Segment", "plan_options", "plan_segments"]
 
 
 @dataclass(frozen=True)
@@ -27,15 +27,6 @@ def plan_options(settings: Settings, engine: Engine) -> PlanOptions:
         clause_pause=settings.clause_pause,
         small_first=settings.first_fragment_small,
     )
-
-
-def plan_text(
-    text: str, voicing: Voicing, options: PlanOptions, *, normalize: bool, first_index: int = 0
-) -> list[Segment]:
-    """A whole text's segments, normalized for the voicing's language when ``normalize``."""
-    if normalize:
-        text = normalize_for(text, voicing.language)
-    return plan_segments(text, voicing, options, first_index=first_index)
 
 
 def plan_segments(

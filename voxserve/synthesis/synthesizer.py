@@ -29,8 +29,10 @@ from voxserve.errors import InvalidRequestError, NoAudioError
 from voxserve.request import SpeechRequest
 from voxserve.synthesis.cache import SegmentCache
 from voxserve.synthesis.cost import segment_cost
-from voxserve.synthesis.plan import PlanOptions, Segment, plan_options, plan_text
+from voxserve.synthesis.plan import PlanOptions, Segment, plan_options
 from voxserve.synthesis.scheduler import EngineScheduler, EngineStats, StreamClock
+from voxserve.synthesis.ssml_plan import plan_input, spoken_text
+from voxserve.synthesis.word_alignment import WordAligner
 from voxserve.voices.resolution import CloneReference, VoiceResolver
 
 logger = logging.getLogger("voxserve.synthesis")
@@ -136,6 +138,7 @@ class Synthesizer:
         self.observer = observer
         self.stats = SynthesisStats()
         self.cache = SegmentCache(int(settings.cache_mb * 2**20))
+        self.aligner = WordAligner(settings.stt, lambda: self.resolver.transcriber)
         self._schedulers: dict[str, EngineScheduler] = {}
 
     def scheduler(self, engine: Engine) -> EngineScheduler:
@@ -171,14 +174,14 @@ class Synthesizer:
                 param="input",
                 code="input_too_long",
             )
-        voicing = self.resolver.voicing(request, reference, request.input)
+        voicing = self.resolver.voicing(request, reference, spoken_text(request))
+        if request.wants_words:
+            voicing = replace(voicing, timed_words=True)
         # No segments ("...", an emoji) is a request with nothing to say, not a bad one: clients
         # that speak an LLM's reply a sentence at a time send such pieces, and a refusal would
         # break their reply. It answers a moment of silence (``stream``); only blank input is
         # refused, by the request's own validation.
-        segments = plan_text(
-            request.input, voicing, self.plan_options(voicing.engine), normalize=request.normalize
-        )
+        segments = plan_input(self, request, voicing)  # SSML, or text with pause tags
         spoken = sum(len(segment.text) for segment in segments)
         check_spoken_length(spoken, self.settings.max_spoken_chars, "input", "input")
         return PreparedSpeech(request, voicing, segments)
@@ -195,7 +198,7 @@ class Synthesizer:
             return
         rendered = self.render(
             iterate(prepared.segments),
-            [prepared.engine],
+            [segment.engine for segment in prepared.segments],  # an SSML <voice> may add one
             prepared.sample_rate,
             total=len(prepared.segments),
             progress=progress,
@@ -324,7 +327,7 @@ class Synthesizer:
                     raise RuntimeError(f"render was not given engine {engine.name!r} to admit")
                 await ahead.acquire()
                 options = segment.voicing.options
-                key = (engine.name, segment.text, options)
+                key = (engine.name, segment.text, options, self._aligns(segment))
                 # A segment spoken in a context (the segments before it) sounds different in
                 # another: its audio is never cached, nor looked for.
                 cacheable = options.context_id is None and self.cache.wants(segment.text)
@@ -367,7 +370,10 @@ class Synthesizer:
         made: list[AudioChunk] = []
         async with scheduler.slot(clock):
             began = time.monotonic()
-            chunks = _positioned_stream(segment.engine.stream(segment))
+            made_chunks = segment.engine.stream(segment)
+            if self._aligns(segment):
+                made_chunks = self.aligner.aligned(segment, made_chunks)
+            chunks = _positioned_stream(made_chunks)
             async with contextlib.aclosing(chunks):
                 async for chunk, first, last in chunks:
                     if first:
@@ -376,6 +382,11 @@ class Synthesizer:
                     queue.put_nowait(_Piece(segment, chunk, first, last))
             scheduler.record(time.monotonic() - began, sum(chunk.duration for chunk in made))
         return made
+
+    @staticmethod
+    def _aligns(segment: Segment) -> bool:
+        """Whether the segment's words come from aligning its audio (and it is cached apart)."""
+        return segment.voicing.timed_words and not segment.engine.capabilities.word_timings
 
     def _bill(self, segment: Segment) -> None:
         # Here, at its first audio, the call has succeeded: the provider bills it even if the

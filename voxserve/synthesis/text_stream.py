@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
 from voxserve.engines.base import Voicing
-from voxserve.synthesis.plan import PlanOptions, Segment, plan_segments
-from voxserve.text import SentenceBuffer, normalize_for
+from voxserve.synthesis.paused_plan import plan_paused_text
+from voxserve.synthesis.plan import PlanOptions, Segment
+from voxserve.text import SentenceBuffer
 
 FENCE = "```"
 
@@ -114,9 +115,13 @@ class TextStream:
         planned: list[Segment] = []
         for sentence in sentences:
             voicing = self.voicing_for(self.voicing, sentence) if self.voicing_for else self.voicing
-            text = normalize_for(sentence, voicing.language) if self.normalize else sentence
             plan = self.plan if not self._planned else replace(self.plan, small_first=False)
-            segments = plan_segments(text, voicing, plan, first_index=self._planned, final=False)
+            # Pause tags are pauses inside a sentence; one that opens a sentence would follow
+            # a segment already released, so it is only taken out.
+            segments = plan_paused_text(
+                sentence, voicing, plan, normalize=self.normalize, first_index=self._planned,
+                final=False,
+            )  # fmt: skip
             self._planned += len(segments)
             planned.extend(segments)
         return planned
