@@ -13,7 +13,7 @@ import click
 from pydantic import ValidationError
 from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Column, Table
 
 from voxserve.config import ConfigError, Settings, load_settings
@@ -231,6 +231,66 @@ def _check_captions_path(path: Path) -> None:
         caption_format_for_path(path)
     except VoxserveError as error:
         raise click.BadParameter(error.message, param_hint="--captions") from error
+
+
+@main.command()
+@click.argument("document", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The book: .m4b, .mp4 or .mp3, with chapter markers.")  # fmt: skip
+@click.option("-v", "--voice", help="A voice id, alias or profile [default: the default voice].")
+@click.option("-m", "--model", help="The engine [default: the default engine].")
+@click.option("--speed", type=float)
+@click.option("--language", help="IETF tag, e.g. en-US.")
+@click.option("--document-format", type=click.Choice(["text", "markdown", "epub"]),
+              help="[default: from the file name]")  # fmt: skip
+@click.option("--chapter-pattern", help="A regex: plain-text lines that start a chapter.")
+@click.option("--loudness", type=float, default=-16.0, show_default=True,
+              help="Target LUFS (ITU-R BS.1770); --no-loudness keeps the level.")  # fmt: skip
+@click.option("--no-loudness", is_flag=True)
+@click.option("--chapters-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Also write each chapter as a file of its own here.")  # fmt: skip
+@click.pass_context
+def book(
+    context: click.Context, document: Path, output: Path, document_format: str | None,
+    chapter_pattern: str | None, loudness: float, no_loudness: bool, chapters_dir: Path | None,
+    **options: Any,
+) -> None:  # fmt: skip
+    """Speak DOCUMENT (text, Markdown or EPUB) into an audiobook, a chapter marker per chapter.
+    Stopped (Ctrl-C, a crash), the same command again goes on where it stopped."""
+    from voxserve.longform.audiobook import render_book, work_directory
+    from voxserve.longform.book_file import BOOK_FORMATS
+    from voxserve.longform.chapters import read_document
+    from voxserve.request import SpeechOptions
+    from voxserve.synthesis.synthesizer import Synthesizer
+
+    file_format = output.suffix.lower().lstrip(".")
+    if file_format not in BOOK_FORMATS:
+        raise click.BadParameter(f"should end in .{', .'.join(BOOK_FORMATS)}", param_hint="-o")
+    settings = _settings(context)
+    source = document.read_bytes()
+    with _errors():
+        read = read_document(source, document.name, document_format=document_format,
+                             chapter_pattern=chapter_pattern)  # fmt: skip
+        speech = SpeechOptions(**{key: value for key, value in options.items() if value})
+        fields = {**speech.model_dump(), "chapter_pattern": chapter_pattern}
+        work = work_directory(settings.data_path / "books", source, fields)
+        columns = (TextColumn("speaking"), BarColumn(),
+                   TextColumn("{task.completed}/{task.total} pieces"),
+                   TextColumn("chapter {task.fields[chapter]}/" + str(len(read.chapters))),
+                   TextColumn("{task.fields[audio]:.0f}s"), TimeRemainingColumn())  # fmt: skip
+        with Progress(*columns, console=stderr, disable=not stderr.is_terminal) as bar:
+            task = bar.add_task("speaking", total=None, chapter=1, audio=0.0)
+
+            def advance(done: Any) -> None:
+                bar.update(task, completed=done.pieces_done, total=done.pieces_total,
+                           chapter=done.chapters_done + 1, audio=done.audio_seconds)  # fmt: skip
+
+            starts = asyncio.run(render_book(
+                Synthesizer(settings), read, speech, output, work, file_format=file_format,
+                loudness=None if no_loudness else loudness, chapters_dir=chapters_dir,
+                progress=advance,
+            ))  # fmt: skip
+    stderr.print(f"wrote {output}: {len(starts)} chapters")
 
 
 @main.command()

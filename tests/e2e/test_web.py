@@ -49,6 +49,14 @@ VOICES = {
     "aliases": {"nova": "warm_female"},
 }
 RATE = 22050
+MODELS = {
+    "object": "list",
+    "data": [
+        {"id": "piper", "object": "model", "installed": True, "loaded": True,
+         "capabilities": {"sample_rate": RATE, "languages": ["en-US"], "speed_range": [0.25, 4.0],
+                          "cloning": False, "instructions": False, "sampling": False}},
+    ],
+}  # fmt: skip
 
 
 
@@ -99,6 +107,9 @@ def static_app(received: list) -> Starlette:
     async def conversations(request):
         return JSONResponse({"object": "list", "data": []})
 
+    async def models(request):
+        return JSONResponse(MODELS)
+
     async def access(request):
         return JSONResponse({"required": False, "authorized": True, "scope": None})
 
@@ -142,6 +153,7 @@ def static_app(received: list) -> Starlette:
     return Starlette(
         routes=[
             Route("/v1/audio/voices", voices),
+            Route("/v1/models", models),
             Route("/v1/chat/conversations", conversations),
             Route("/v1/auth", access),
             Route("/chat", chat_page),

@@ -1,0 +1,322 @@
+"""Audiobooks: documents read into chapters (text, Markdown, a real EPUB built here), loudness
+against pyloudnorm on real speech, book files whose chapter markers read back, and a render that
+is stopped and resumed (`voxserve book`)."""
+
+# ruff: noqa: E501  (the EPUB built here is XML written out as a reader sees it)
+from __future__ import annotations
+
+import asyncio
+import io
+import wave
+import zipfile
+from pathlib import Path
+
+import av
+import numpy as np
+import pyloudnorm
+import pytest
+from click.testing import CliRunner
+from mutagen.id3 import ID3
+
+from voxserve.audio.dsp import float_to_int16
+from voxserve.cli import main
+from voxserve.engines.base import SynthesisOptions
+from voxserve.errors import InvalidRequestError
+from voxserve.longform import audiobook
+from voxserve.longform import chapters as chapters_module
+from voxserve.longform.audiobook import pieces, render_book
+from voxserve.longform.book_file import ChapterAudio, write_book
+from voxserve.longform.chapters import read_document
+from voxserve.longform.loudness import LoudnessMeter, gain_db_to
+from voxserve.request import SpeechOptions
+
+MARKDOWN = """# The Beginning
+
+It was a bright cold day in April, and the clocks were striking thirteen.
+
+Some `code` and an ![image](x.png) and a [link](http://x).
+
+## The Middle
+
+Nothing much happened in the middle.
+
+# The End
+
+And so the story ends, quietly.
+"""
+
+
+def epub(chapters: list[tuple[str, str]], *, nav: bool = True, drm: bool = False) -> bytes:
+    """A small real EPUB: container, package (spine), a nav (EPUB 3) or an NCX (EPUB 2)."""
+    data = io.BytesIO()
+    with zipfile.ZipFile(data, "w") as book:
+        book.writestr("mimetype", "application/epub+zip")
+        book.writestr(
+            "META-INF/container.xml",
+            """<?xml version="1.0"?>
+<container version="1.0" xmlns="urn:oasis:names:tc:opendocument:xmlns:container">
+<rootfiles><rootfile full-path="OEBPS/content.opf" media-type="application/oebps-package+xml"/></rootfiles>
+</container>""",
+        )
+        if drm:
+            book.writestr("META-INF/encryption.xml", "<encryption/>")
+        items = "".join(
+            f'<item id="c{n}" href="text/c{n}.xhtml" media-type="application/xhtml+xml"/>'
+            for n in range(len(chapters))
+        )
+        spine = "".join(f'<itemref idref="c{n}"/>' for n in range(len(chapters)))
+        toc_item = ('<item id="nav" href="nav.xhtml" media-type="application/xhtml+xml" properties="nav"/>'
+                    if nav else '<item id="ncx" href="toc.ncx" media-type="application/x-dtbncx+xml"/>')  # fmt: skip
+        book.writestr(
+            "OEBPS/content.opf",
+            f"""<?xml version="1.0"?>
+<package xmlns="http://www.idpf.org/2007/opf" version="3.0">
+<metadata xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:title>A Test Book</dc:title>
+<dc:creator>Ada Writer</dc:creator></metadata>
+<manifest>{items}{toc_item}</manifest><spine{"" if nav else ' toc="ncx"'}>{spine}</spine></package>""",
+        )
+        for n, (title, text) in enumerate(chapters):
+            body = "".join(f"<p>{paragraph}</p>" for paragraph in text.split("\n"))
+            book.writestr(
+                f"OEBPS/text/c{n}.xhtml",
+                f"""<?xml version="1.0"?>
+<html xmlns="http://www.w3.org/1999/xhtml"><head><title>x</title><style>p {{}}</style></head>
+<body><h1>{title} heading</h1>{body}</body></html>""",
+            )
+        links = "".join(
+            f'<li><a href="text/c{n}.xhtml">{t}</a></li>' for n, (t, _) in enumerate(chapters)
+        )
+        book.writestr(
+            "OEBPS/nav.xhtml",
+            f"""<?xml version="1.0"?>
+<html xmlns="http://www.w3.org/1999/xhtml" xmlns:epub="http://www.idpf.org/2007/ops"><body>
+<nav epub:type="toc"><ol>{links}</ol></nav></body></html>""",
+        )
+        points = "".join(
+            f'<navPoint id="p{n}"><navLabel><text>{t}</text></navLabel><content src="text/c{n}.xhtml"/></navPoint>'
+            for n, (t, _) in enumerate(chapters)
+        )
+        book.writestr(
+            "OEBPS/toc.ncx",
+            f"""<?xml version="1.0"?>
+<ncx xmlns="http://www.daisy.org/z3986/2005/ncx/" version="2005-1"><navMap>{points}</navMap></ncx>""",
+        )
+    return data.getvalue()
+
+
+# Documents to chapters
+
+
+def test_markdown_headings_start_chapters_and_markup_is_not_read():
+    document = read_document(MARKDOWN.encode(), "story.md")
+    assert [c.title for c in document.chapters] == ["The Beginning", "The Middle", "The End"]
+    first = document.chapters[0].text
+    assert "bright cold day" in first and "code" in first and "link" in first
+    assert "image" not in first and "http" not in first and "#" not in first
+
+
+def test_plain_text_is_one_chapter_or_split_by_a_pattern():
+    text = "Prologue words.\nCHAPTER 1\nFirst words.\nCHAPTER 2\nSecond words.\n"
+    assert len(read_document(text.encode(), "b.txt").chapters) == 1
+    split = read_document(text.encode(), "b.txt", chapter_pattern=r"^CHAPTER \d+")
+    assert [(c.title, c.text) for c in split.chapters] == [
+        ("Opening", "Prologue words."), ("CHAPTER 1", "First words."), ("CHAPTER 2", "Second words."),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("nav", [True, False], ids=["epub3-nav", "epub2-ncx"])
+def test_an_epub_is_read_in_spine_order_titled_by_its_table_of_contents(nav):
+    book = epub(
+        [("Arrival", "The train came in.\nShe stepped down."), ("Home", "The door was open.")],
+        nav=nav,
+    )
+    document = read_document(book, "book.epub")
+    assert (document.title, document.author) == ("A Test Book", "Ada Writer")
+    assert [c.title for c in document.chapters] == ["Arrival", "Home"]
+    assert document.chapters[0].text == "Arrival heading\nThe train came in.\nShe stepped down."
+
+
+@pytest.mark.parametrize(
+    ("data", "name", "options", "param", "words"),
+    [
+        (b"\xff\xfe\x00bad", "b.txt", {}, "file", "UTF-8"),
+        (b"x", "b.txt", {"chapter_pattern": "(unclosed"}, "chapter_pattern", "regular expression"),
+        (b"not a zip", "b.epub", {}, "file", "not an EPUB"),
+        (epub([("A", "b")], drm=True), "b.epub", {}, "file", "DRM"),
+        (b"  \n ", "b.txt", {}, "file", "no text"),
+        (b"x", "b.txt", {"document_format": "pdf"}, "document_format", "one of"),
+    ],
+)
+def test_bad_documents_are_refused_naming_the_field(data, name, options, param, words):
+    with pytest.raises(InvalidRequestError, match=words) as refused:
+        read_document(data, name, **options)
+    assert refused.value.param == param
+
+
+def test_an_epub_that_unpacks_too_large_is_refused(monkeypatch):
+    monkeypatch.setattr(chapters_module, "MAX_UNPACKED_BYTES", 2000)
+    with pytest.raises(InvalidRequestError, match="unpacks to over") as refused:
+        read_document(epub([("A", "words " * 1000)]), "b.epub")
+    assert refused.value.param == "file"
+
+
+def test_long_chapters_go_in_pieces_of_a_requests_size():
+    text = "One sentence here. " * 40 + "\nA short paragraph.\n\n"
+    parts = pieces(text, 100)
+    assert all(len(part) <= 100 for part in parts) and parts[-1] == "A short paragraph."
+    assert " ".join(parts[:-1]).split() == ("One sentence here. " * 40).split()
+
+
+# Loudness
+
+
+@pytest.fixture(scope="module")
+def speech(piper_synthesizer) -> tuple[np.ndarray, int]:
+    engine = piper_synthesizer.registry.get("piper")
+    text = "Loudness is measured over the whole book. Quiet parts and loud parts are weighed."
+    chunks = list(engine.synthesize(text, SynthesisOptions(voice="joe")))
+    return np.concatenate([c.samples for c in chunks]), chunks[0].sample_rate
+
+
+def test_the_streamed_meter_agrees_with_pyloudnorm_on_real_speech(speech):
+    samples, rate = speech
+    meter = LoudnessMeter(rate)
+    for start in range(0, len(samples), 1234):  # pieces that cut blocks anywhere
+        meter.add(samples[start : start + 1234])
+    expected = pyloudnorm.Meter(rate).integrated_loudness(samples.astype(np.float64))
+    # They differ only at the end: pyloudnorm rounds the block count up and counts a last, short
+    # block as a whole one; the streamed meter counts whole blocks. On 5 s that is ~0.2 LU.
+    assert meter.integrated_lufs() == pytest.approx(expected, abs=0.3)
+    assert meter.peak == pytest.approx(float(np.max(np.abs(samples))))
+    silent = LoudnessMeter(rate)
+    silent.add(np.zeros(rate * 2, np.float32))
+    assert silent.integrated_lufs() == -np.inf and gain_db_to(-16, -np.inf) == 0
+
+
+def test_the_gain_reaches_the_target_without_passing_the_peak_limit():
+    assert gain_db_to(-16, -26, peak=0.1) == pytest.approx(10)
+    assert gain_db_to(-16, -26, peak=0.5) == pytest.approx(-1 - 20 * np.log10(0.5))
+
+
+# Book files
+
+
+def wav_file(path: Path, samples: np.ndarray, rate: int) -> Path:
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(float_to_int16(samples).tobytes())
+    return path
+
+
+@pytest.mark.parametrize("file_format", ["m4b", "mp4", "mp3"])
+def test_a_book_holds_its_chapters_in_order_with_markers(speech, tmp_path, file_format):
+    samples, rate = speech
+    first = [wav_file(tmp_path / f"a{n}.wav", samples, rate) for n in range(2)]
+    second = [wav_file(tmp_path / "b.wav", samples[:rate], rate)]
+    chapters = [ChapterAudio("Arrival", first), ChapterAudio("Home", second)]
+    path = tmp_path / f"book.{file_format}"
+    starts = write_book(
+        path, chapters, file_format=file_format, sample_rate=rate, title="T", author="A"
+    )
+    assert starts == [0.0, pytest.approx(2 * len(samples) / rate)]
+    with av.open(str(path)) as container:
+        marks = [
+            (c["metadata"]["title"], float(c["start"] * c["time_base"]))
+            for c in container.chapters()
+        ]
+        duration = container.duration / 1e6
+    marks.sort(key=lambda mark: mark[1])  # FFmpeg lists an MP3's CHAP frames last first
+    assert [title for title, _ in marks] == ["Arrival", "Home"]
+    assert marks[1][1] == pytest.approx(starts[1], abs=0.01)
+    assert duration == pytest.approx((2 * len(samples) + rate) / rate, abs=0.1)
+    if file_format == "mp3":
+        tags = ID3(path)
+        (table,) = tags.getall("CTOC")  # the chapters' order is the table's
+        chapters_by_id = {frame.element_id: frame for frame in tags.getall("CHAP")}
+        ordered = [chapters_by_id[element] for element in table.child_element_ids]
+        assert [str(frame.sub_frames["TIT2"]) for frame in ordered] == ["Arrival", "Home"]
+        assert [frame.start_time for frame in ordered] == [0, round(1000 * starts[1])]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_book_that_fails_to_write_leaves_nothing(speech, tmp_path):
+    samples, rate = speech
+    chapters = [
+        ChapterAudio("One", [wav_file(tmp_path / "a.wav", samples, rate), tmp_path / "gone.wav"])
+    ]
+    with pytest.raises(FileNotFoundError):
+        write_book(tmp_path / "book.m4b", chapters, file_format="m4b", sample_rate=rate)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav"]
+
+
+# Rendering, stopped and resumed
+
+
+class Stop(Exception):
+    pass
+
+
+def test_a_stopped_render_resumes_where_it_stopped(piper_synthesizer, tmp_path, monkeypatch):
+    document = read_document(MARKDOWN.encode(), "story.md")
+    work, output = tmp_path / "work", tmp_path / "book.m4b"
+    options = SpeechOptions(voice="joe")
+
+    def stop_after_two(progress):
+        if progress.pieces_done == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        asyncio.run(render_book(piper_synthesizer, document, options, output, work,
+                                file_format="m4b", progress=stop_after_two))  # fmt: skip
+    made = sorted(path.name for path in work.glob("*.wav"))
+    assert made == ["0001-00001.wav", "0001-00002.wav"] and not output.exists()
+    assert not list(work.glob("*.part"))
+    spoken = []
+    speak_piece = audiobook._speak_piece
+
+    async def counted(synthesizer, options, text, rate, pause, path):
+        spoken.append(path.name)
+        return await speak_piece(synthesizer, options, text, rate, pause, path)
+
+    monkeypatch.setattr(audiobook, "_speak_piece", counted)
+    seen = []
+    starts = asyncio.run(render_book(piper_synthesizer, document, options, output, work,
+                                     file_format="m4b", progress=seen.append))  # fmt: skip
+    assert len(starts) == 3 and not work.exists()  # the pieces go once the book is written
+    assert [p.pieces_done for p in seen] == [1, 2, 3, 4]
+    assert spoken == ["0002-00001.wav", "0003-00001.wav"]  # only what the first run had not made
+    # Loudness: the book is at the target (-16 LUFS), or as near as its peaks allow without
+    # passing -1 dBFS (there is no limiter), measured again from the file.
+    with av.open(str(output)) as container:
+        decoded = np.concatenate([f.to_ndarray()[0] for f in container.decode(audio=0)])
+        rate = container.streams.audio[0].rate
+    loudness = pyloudnorm.Meter(rate).integrated_loudness(decoded.astype(np.float64))
+    peak_dbfs = 20 * np.log10(np.max(np.abs(decoded)))
+    assert loudness == pytest.approx(-16, abs=1) or peak_dbfs == pytest.approx(-1, abs=1)
+    assert loudness <= -15 and peak_dbfs <= 0
+
+
+def test_the_command_writes_a_book_and_its_chapter_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("VOXSERVE_DATA_DIR", str(tmp_path / "data"))
+    source = tmp_path / "story.md"
+    source.write_text(MARKDOWN)
+    result = CliRunner().invoke(
+        main,
+        [
+            "book",
+            str(source),
+            "-o",
+            str(tmp_path / "story.mp3"),
+            "--chapters-dir",
+            str(tmp_path / "ch"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "3 chapters" in result.output
+    assert sorted(p.name for p in (tmp_path / "ch").iterdir()) == [
+        "01 The Beginning.mp3", "02 The Middle.mp3", "03 The End.mp3",
+    ]  # fmt: skip
+    refused = CliRunner().invoke(main, ["book", str(source), "-o", str(tmp_path / "story.ogg")])
+    assert refused.exit_code == 2 and ".m4b" in refused.output

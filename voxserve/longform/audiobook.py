@@ -1,0 +1,176 @@
+"""A document spoken into an audiobook: each chapter in pieces of a request's size, each piece's
+audio a WAV file of its own, then one book file at the target loudness (``voxserve book``).
+
+Pieces are files in a work directory named after the document and the options (a hash), each
+written under a temporary name and renamed when whole: a render stopped anywhere (Ctrl-C, a
+crash) and started again with the same file and options skips the pieces already made, and
+redoes at most the one it was in. The work directory is removed once the book is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import wave
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from voxserve.audio.dsp import float_to_int16, silence
+from voxserve.longform.book_file import ChapterAudio, write_book
+from voxserve.longform.chapters import Document
+from voxserve.longform.loudness import LoudnessMeter, gain_db_to
+from voxserve.request import SpeechOptions, SpeechRequest
+from voxserve.synthesis.synthesizer import Synthesizer
+from voxserve.text.sentences import split_sentences
+
+PARAGRAPH_PAUSE = 0.6
+CHAPTER_PAUSE = 2.0
+DEFAULT_LOUDNESS = -16.0
+"""LUFS: what podcast and audiobook platforms ask for."""
+
+
+@dataclass(frozen=True)
+class BookProgress:
+    pieces_done: int
+    pieces_total: int
+    chapters_done: int
+    audio_seconds: float
+
+
+def pieces(text: str, max_chars: int) -> list[str]:
+    """``text`` in pieces of at most ``max_chars``: whole paragraphs where they fit, else their
+    sentences gathered up to the limit (a sentence longer than that alone is its own piece, and
+    the planner cuts it)."""
+    result: list[str] = []
+    for paragraph in (line.strip() for line in text.splitlines()):
+        if not paragraph:
+            continue
+        if len(paragraph) <= max_chars:
+            result.append(paragraph)
+            continue
+        current = ""
+        for sentence in split_sentences(paragraph):
+            if current and len(current) + 1 + len(sentence) > max_chars:
+                result.append(current)
+                current = ""
+            current = f"{current} {sentence}".strip()
+        if current:
+            result.append(current)
+    return result
+
+
+def work_directory(root: Path, source: bytes, options: dict) -> Path:
+    """Where a render of ``source`` with ``options`` keeps its pieces: the same for the same
+    document and options, so a second run resumes the first."""
+    digest = hashlib.sha256(source + json.dumps(options, sort_keys=True).encode()).hexdigest()
+    return root / digest[:24]
+
+
+async def render_book(
+    synthesizer: Synthesizer,
+    document: Document,
+    options: SpeechOptions,
+    output: Path,
+    work: Path,
+    *,
+    file_format: str,
+    loudness: float | None = DEFAULT_LOUDNESS,
+    chapters_dir: Path | None = None,
+    progress: Callable[[BookProgress], None] | None = None,
+) -> list[float]:
+    """Speak ``document`` into ``output``; returns each chapter's start (seconds)."""
+    await asyncio.to_thread(work.mkdir, parents=True, exist_ok=True)
+    limit = synthesizer.settings.max_input_chars
+    plan = [pieces(chapter.text, limit) for chapter in document.chapters]
+    total = sum(len(chapter) for chapter in plan)
+    done, audio_seconds, rate = 0, 0.0, options.sample_rate
+    chapters = []
+    for number, (chapter, texts) in enumerate(zip(document.chapters, plan, strict=True), 1):
+        files = []
+        for index, text in enumerate(texts, 1):
+            path = work / f"{number:04d}-{index:05d}.wav"
+            pause = CHAPTER_PAUSE if index == len(texts) else PARAGRAPH_PAUSE
+            if not path.exists():
+                rate = await _speak_piece(synthesizer, options, text, rate, pause, path)
+            rate = rate or _rate_of(path)
+            files.append(path)
+            done += 1
+            audio_seconds += _seconds_of(path)
+            if progress is not None:
+                progress(BookProgress(done, total, number - 1, audio_seconds))
+        chapters.append(ChapterAudio(chapter.title, files))
+    gain = 0.0
+    if loudness is not None:
+        gain = await asyncio.to_thread(_gain_to, chapters, rate, loudness)
+    starts = await asyncio.to_thread(
+        write_book, output, chapters, file_format=file_format, sample_rate=rate,
+        title=document.title, author=document.author, gain_db=gain,
+    )  # fmt: skip
+    if chapters_dir is not None:
+        await asyncio.to_thread(chapters_dir.mkdir, parents=True, exist_ok=True)
+        for number, chapter in enumerate(chapters, 1):
+            name = chapters_dir / f"{number:02d} {_file_safe(chapter.title)}.{file_format}"
+            await asyncio.to_thread(
+                write_book, name, [chapter], file_format=file_format, sample_rate=rate,
+                title=chapter.title, author=document.author, gain_db=gain,
+            )  # fmt: skip
+    shutil.rmtree(work, ignore_errors=True)
+    return starts
+
+
+async def _speak_piece(
+    synthesizer: Synthesizer, options: SpeechOptions, text: str, rate: int | None,
+    pause: float, path: Path,
+) -> int:  # fmt: skip
+    """Speak ``text`` into the WAV file ``path`` (written whole or not at all); its rate."""
+    fields = options.model_dump(exclude_none=True) | {"input": text, "stream": True}
+    if rate:
+        fields["sample_rate"] = rate  # one rate for the whole book
+    request = SpeechRequest.model_validate(fields)
+    prepared = await asyncio.to_thread(synthesizer.prepare, request)
+    rate = prepared.sample_rate
+    temporary = path.with_suffix(".part")
+    with wave.open(str(temporary), "wb") as piece:
+        piece.setnchannels(1)
+        piece.setsampwidth(2)
+        piece.setframerate(rate)
+        async with contextlib.aclosing(synthesizer.stream(prepared)) as chunks:
+            async for chunk in chunks:
+                piece.writeframes(float_to_int16(chunk.samples).tobytes())
+        piece.writeframes(float_to_int16(silence(pause, rate)).tobytes())
+    with temporary.open("rb+") as written:
+        os.fsync(written.fileno())
+    os.replace(temporary, path)
+    return rate
+
+
+def _gain_to(chapters: list[ChapterAudio], rate: int, target: float) -> float:
+    meter = LoudnessMeter(rate)
+    for chapter in chapters:
+        for path in chapter.files:
+            with wave.open(str(path), "rb") as audio:
+                while data := audio.readframes(65536):
+                    meter.add(np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0)
+    return gain_db_to(target, meter.integrated_lufs(), peak=meter.peak)
+
+
+def _rate_of(path: Path) -> int:
+    with wave.open(str(path), "rb") as audio:
+        return audio.getframerate()
+
+
+def _seconds_of(path: Path) -> float:
+    with wave.open(str(path), "rb") as audio:
+        return audio.getnframes() / audio.getframerate()
+
+
+def _file_safe(title: str) -> str:
+    kept = "".join(c if c.isalnum() or c in " -_" else " " for c in title)
+    return " ".join(kept.split())[:60] or "chapter"

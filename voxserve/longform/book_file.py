@@ -1,0 +1,158 @@
+"""An audiobook file: chapters' audio, one after another, at one gain, with chapter markers.
+
+M4B and MP4 hold AAC with chapter atoms (PyAV's ``set_chapters``, read by every audiobook
+player); MP3 holds its chapters as ID3v2 ``CHAP`` frames under a ``CTOC`` table of contents
+(mutagen, the ``longform`` extra), which Apple Podcasts, VLC and most players show. The chapters'
+audio is read from WAV files a block at a time, so memory does not grow with the book, and the
+book is written under a temporary name, flushed to disk and renamed into place: it is whole, or
+not there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import wave
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from voxserve.audio.dsp import float_to_int16
+from voxserve.errors import InvalidRequestError
+
+BOOK_FORMATS = {"m4b": ("ipod", "aac"), "mp4": ("mp4", "aac"), "mp3": ("mp3", "libmp3lame")}
+"""Format -> (muxer, encoder)."""
+BIT_RATE = 64_000
+"""Speech in mono: transparent at 64 kb/s in AAC, and close in MP3."""
+_BLOCK = 65_536  # samples read from a chapter file at a time
+
+
+@dataclass(frozen=True)
+class ChapterAudio:
+    title: str
+    files: list[Path]
+    """16-bit PCM mono WAV files at the book's rate, in order: the chapter is their sum."""
+
+    def frames(self) -> int:
+        total = 0
+        for path in self.files:
+            with wave.open(str(path), "rb") as audio:
+                total += audio.getnframes()
+        return total
+
+
+def write_book(
+    path: Path,
+    chapters: Sequence[ChapterAudio],
+    *,
+    file_format: str,
+    sample_rate: int,
+    title: str | None = None,
+    author: str | None = None,
+    gain_db: float = 0.0,
+    progress: Callable[[float], None] | None = None,
+) -> list[float]:
+    """Write the book to ``path``; returns each chapter's start in seconds. ``progress`` is
+    given the share written (0 to 1) as it goes."""
+    if file_format not in BOOK_FORMATS:
+        raise InvalidRequestError(
+            f"the book's format should be one of {', '.join(BOOK_FORMATS)}, not {file_format!r}",
+            param="response_format",
+        )
+    lengths = [chapter.frames() for chapter in chapters]
+    starts = np.concatenate([[0], np.cumsum(lengths)]).astype(int)
+    muxer, encoder = BOOK_FORMATS[file_format]
+    with _in_place(path) as temporary:
+        _encode(temporary, muxer, encoder, chapters, starts, sample_rate, gain_db, progress,
+                title, author, with_chapters=file_format != "mp3")  # fmt: skip
+        if file_format == "mp3":
+            _id3_chapters(temporary, chapters, starts, sample_rate, title, author)
+    return [int(start) / sample_rate for start in starts[:-1]]
+
+
+def _encode(
+    path: Path, muxer: str, encoder: str, chapters: Sequence[ChapterAudio], starts: np.ndarray,
+    sample_rate: int, gain_db: float, progress: Callable[[float], None] | None,
+    title: str | None, author: str | None, *, with_chapters: bool,
+) -> None:  # fmt: skip
+    gain = 10 ** (gain_db / 20)
+    total = max(int(starts[-1]), 1)
+    with av.open(str(path), "w", format=muxer) as container:
+        stream = container.add_stream(encoder, rate=sample_rate, layout="mono")
+        stream.bit_rate = BIT_RATE
+        if title:
+            container.metadata["title"] = container.metadata["album"] = title
+        if author:
+            container.metadata["artist"] = author
+        if with_chapters:
+            container.set_chapters([
+                {"id": index + 1, "start": int(starts[index]), "end": int(starts[index + 1]),
+                 "time_base": Fraction(1, sample_rate), "metadata": {"title": chapter.title}}
+                for index, chapter in enumerate(chapters)
+            ])  # fmt: skip
+        written = 0
+        for block in _blocks(chapters):
+            frame = av.AudioFrame.from_ndarray(
+                float_to_int16(np.clip(block * gain, -1.0, 1.0))[None, :],
+                format="s16",
+                layout="mono",
+            )
+            frame.sample_rate = sample_rate
+            frame.pts = written
+            for packet in stream.encode(frame):
+                container.mux(packet)
+            written += len(block)
+            if progress is not None:
+                progress(written / total)
+        for packet in stream.encode(None):
+            container.mux(packet)
+
+
+def _blocks(chapters: Sequence[ChapterAudio]) -> Iterator[np.ndarray]:
+    """The book's samples (float32), a block at a time."""
+    for chapter in chapters:
+        for path in chapter.files:
+            with wave.open(str(path), "rb") as audio:
+                while data := audio.readframes(_BLOCK):
+                    yield np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+
+
+def _id3_chapters(path, chapters, starts, sample_rate, title, author) -> None:
+    from mutagen.id3 import CHAP, CTOC, ID3, TALB, TIT2, TPE1, CTOCFlags
+
+    tags = ID3()
+    element_ids = [f"chp{index}" for index in range(len(chapters))]
+    flags = CTOCFlags.TOP_LEVEL | CTOCFlags.ORDERED
+    table = [TIT2(text=[title or "Chapters"])]
+    tags.add(CTOC(element_id="toc", flags=flags, child_element_ids=element_ids, sub_frames=table))
+    for index, (element_id, chapter) in enumerate(zip(element_ids, chapters, strict=True)):
+        start_ms, end_ms = (round(1000 * starts[i] / sample_rate) for i in (index, index + 1))
+        tags.add(CHAP(element_id=element_id, start_time=start_ms, end_time=end_ms,
+                      sub_frames=[TIT2(text=[chapter.title])]))  # fmt: skip
+    if title:
+        tags.add(TIT2(text=[title]))
+        tags.add(TALB(text=[title]))
+    if author:
+        tags.add(TPE1(text=[author]))
+    tags.save(str(path))
+
+
+@contextlib.contextmanager
+def _in_place(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path``, flushed and renamed onto it when the block succeeds,
+    removed when it fails."""
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        yield temporary
+        with temporary.open("rb+") as written:
+            os.fsync(written.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
