@@ -286,6 +286,7 @@ def test_a_stopped_render_resumes_where_it_stopped(piper_synthesizer, tmp_path, 
                                      file_format="m4b", progress=seen.append))  # fmt: skip
     assert len(starts) == 3 and not work.exists()  # the pieces go once the book is written
     assert [p.pieces_done for p in seen] == [1, 2, 3, 4]
+    assert [p.pieces_made for p in seen] == [0, 0, 1, 2]
     assert spoken == ["0002-00001.wav", "0003-00001.wav"]  # only what the first run had not made
     # Loudness: the book is at the target (-16 LUFS), or as near as its peaks allow without
     # passing -1 dBFS (there is no limiter), measured again from the file.

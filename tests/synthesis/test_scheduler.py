@@ -10,7 +10,7 @@ import pytest
 from tests.fakes import FakeEngine, collect, make_synthesizer
 from voxserve.errors import OverloadedError
 from voxserve.request import SpeechRequest
-from voxserve.synthesis.scheduler import EngineScheduler, StreamClock
+from voxserve.synthesis.scheduler import EngineScheduler, StreamClock, background
 
 
 async def test_a_full_queue_refuses_with_a_retry_hint():
@@ -76,6 +76,25 @@ async def test_first_audio_goes_ahead_then_the_earliest_deadline():
         await asyncio.sleep(0)
     await asyncio.gather(*tasks)
     assert order == ["new", "running dry", "far ahead"]
+
+
+async def test_background_work_waits_for_every_live_stream():
+    scheduler = EngineScheduler(concurrency=1, max_streams=8, max_queue=8)
+    order: list[str] = []
+
+    async def take(name: str, live: bool) -> None:
+        if not live:
+            background.set(True)  # in this task only, as a job's runner sets it
+        async with scheduler.stream() as clock, scheduler.slot(clock):
+            order.append(name)
+
+    async with scheduler.slot(StreamClock()):
+        tasks = [asyncio.create_task(take("book", live=False))]
+        await asyncio.sleep(0)  # the book waits first
+        tasks.append(asyncio.create_task(take("far ahead", live=True)))
+        await asyncio.sleep(0)
+    await asyncio.gather(*tasks)
+    assert order == ["far ahead", "book"] and not background.get()
 
 
 async def test_concurrent_requests_share_the_engine_and_each_starts_quickly():

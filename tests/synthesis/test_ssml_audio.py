@@ -120,7 +120,8 @@ def test_prosody_x_slow_makes_that_part_longer_and_only_that_part(piper_synthesi
         "<speak>Quick words here. <prosody rate='x-slow'>Slow words there.</prosody></speak>",
     )
     assert slowed.between("Slow", "there") > 1.6 * plain.between("Slow", "there")
-    assert slowed.between("Quick", "here") == pytest.approx(plain.between("Quick", "here"), 0.1)
+    # Piper draws its durations (noise_w): the same words, spoken again, vary by ~15%.
+    assert slowed.between("Quick", "here") == pytest.approx(plain.between("Quick", "here"), 0.25)
 
 
 def test_say_as_characters_spells_the_word(piper_synthesizer):

@@ -42,6 +42,8 @@ class BookProgress:
     pieces_total: int
     chapters_done: int
     audio_seconds: float
+    pieces_made: int
+    """Of those done, the pieces spoken by this run (the rest a stopped run had made)."""
 
 
 def pieces(text: str, max_chars: int) -> list[str]:
@@ -90,7 +92,7 @@ async def render_book(
     limit = synthesizer.settings.max_input_chars
     plan = [pieces(chapter.text, limit) for chapter in document.chapters]
     total = sum(len(chapter) for chapter in plan)
-    done, audio_seconds, rate = 0, 0.0, options.sample_rate
+    done, made, audio_seconds, rate = 0, 0, 0.0, options.sample_rate
     chapters = []
     for number, (chapter, texts) in enumerate(zip(document.chapters, plan, strict=True), 1):
         files = []
@@ -99,12 +101,13 @@ async def render_book(
             pause = CHAPTER_PAUSE if index == len(texts) else PARAGRAPH_PAUSE
             if not path.exists():
                 rate = await _speak_piece(synthesizer, options, text, rate, pause, path)
+                made += 1
             rate = rate or _rate_of(path)
             files.append(path)
             done += 1
             audio_seconds += _seconds_of(path)
             if progress is not None:
-                progress(BookProgress(done, total, number - 1, audio_seconds))
+                progress(BookProgress(done, total, number - 1, audio_seconds, made))
         chapters.append(ChapterAudio(chapter.title, files))
     gain = 0.0
     if loudness is not None:

@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from voxserve import __version__
 from voxserve.chat.warmup import ChatWarmup
 from voxserve.config import Settings, load_settings
+from voxserve.longform.jobs import JobRunner, JobStore
 from voxserve.server.auth import AccessControl, AccessPolicy, redact_keys_in_logs
 from voxserve.server.auth import router as auth_router
 from voxserve.server.captioned_speech import router as captioned_speech_router
@@ -25,6 +26,7 @@ from voxserve.server.cross_site import CrossSiteGuard, SitePolicy
 from voxserve.server.dialogue import router as dialogue_router
 from voxserve.server.errors import install_error_handlers
 from voxserve.server.estimate import router as estimate_router
+from voxserve.server.jobs import router as jobs_router
 from voxserve.server.metrics import RequestCounter, ServerMetrics
 from voxserve.server.openai import router as openai_router
 from voxserve.server.spending import HoldSpending, Spending
@@ -82,6 +84,8 @@ def create_app(settings: Settings | None = None, synthesizer: Synthesizer | None
             await synthesizer.registry.ensure_loaded(settings.default_engine)
             logger.info("engine %r loaded", settings.default_engine)
         reaper = asyncio.create_task(_unload_idle_engines(synthesizer))
+        app.state.jobs = JobRunner(synthesizer, JobStore(settings.data_path))
+        app.state.jobs.start()  # jobs a stopped server left unfinished go on
         wyoming = None
         if settings.wyoming.port is not None:  # the same synthesizer, spending and rate limits
             limiter = access_policy.limiter
@@ -93,6 +97,8 @@ def create_app(settings: Settings | None = None, synthesizer: Synthesizer | None
         reaper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reaper
+        await app.state.jobs.close()  # a running job stays "running": the next start resumes it
+        app.state.jobs.store.close()
         await app.state.chat_warmup.close()
         synthesizer.registry.unload_all()
         if app.state.chat_llm is not None:  # the embedded one's child process ends with us
@@ -119,6 +125,7 @@ def create_app(settings: Settings | None = None, synthesizer: Synthesizer | None
     app.include_router(captioned_speech_router)
     app.include_router(voices_router)
     app.include_router(dialogue_router)
+    app.include_router(jobs_router)
     app.include_router(chat_router)
     app.include_router(speech_stream_router)
     app.include_router(tts_provider_router)

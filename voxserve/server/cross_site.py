@@ -47,6 +47,7 @@ UPLOAD_ROUTES = (
     ("POST", re.compile(r"/v1/audio/speech(/estimate)?")),
     ("POST", re.compile(r"/v1/audio/voices(/import|/import-folder)?")),
     ("PATCH", re.compile(r"/v1/audio/voices/[^/]+")),
+    ("POST", re.compile(r"/v1/jobs")),
 )
 """(method, whole path) of the routes that take a multipart upload: a clip to clone, a voice's
 reference, a voice package. Every other body under /v1/ is JSON."""

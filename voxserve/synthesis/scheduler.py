@@ -5,13 +5,16 @@ beyond it the request is refused with a retry hint). Slots: engine calls running
 engine's concurrency). Streams share slots segment by segment, earliest deadline first: a segment
 that produces a stream's *first* audio goes ahead of everything, then each segment is due when the
 audio already made for its stream has played out (started playing at first audio, real time). So a
-client about to run dry goes before one with seconds buffered, and no stream starves.
+client about to run dry goes before one with seconds buffered, and no stream starves. Background
+work (an audiobook job: ``background`` set in its task) goes after every live stream's segment:
+no one waits for its audio.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import heapq
 import itertools
 import math
@@ -20,6 +23,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from voxserve.errors import OverloadedError
+
+background: contextvars.ContextVar[bool] = contextvars.ContextVar("background", default=False)
+"""Set in a task whose syntheses are background work (its streams' clocks read it)."""
 
 
 @dataclass
@@ -46,8 +52,11 @@ class StreamClock:
     admitted_at: float = field(default_factory=time.monotonic)
     first_audio_at: float | None = None
     audio_seconds: float = 0.0
+    background: bool = field(default_factory=background.get)
 
     def deadline(self) -> tuple[int, float]:
+        if self.background:
+            return (2, self.admitted_at)
         if self.first_audio_at is None:
             return (0, self.admitted_at)
         return (1, self.first_audio_at + self.audio_seconds)

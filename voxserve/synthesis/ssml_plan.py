@@ -13,19 +13,28 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from voxserve.engines.base import Voicing
+from voxserve.config import Settings
+from voxserve.engines.base import Engine, Voicing
 from voxserve.errors import InvalidRequestError
 from voxserve.request import SpeechOptions, SpeechRequest
 from voxserve.synthesis.paused_plan import PausedPlan, plan_paused_text
-from voxserve.synthesis.plan import Segment
+from voxserve.synthesis.plan import PlanOptions, Segment
 from voxserve.text import normalize_for
 from voxserve.text.say_as import say_as
 from voxserve.text.ssml import Break, SsmlDocument, Words, looks_like_ssml, parse_ssml, refuse
+from voxserve.voices.resolution import VoiceResolver
 
-if TYPE_CHECKING:
-    from voxserve.synthesis.synthesizer import Synthesizer
+
+class Planner(Protocol):
+    """What planning an input takes of the synthesizer (which calls it: named, not imported)."""
+
+    settings: Settings
+    resolver: VoiceResolver
+
+    def plan_options(self, engine: Engine) -> PlanOptions: ...
+
 
 _LEADING_PUNCTUATION = re.compile(r"\s*[.,!?;:\u2026]+")
 
@@ -43,7 +52,7 @@ def spoken_text(request: SpeechRequest) -> str:
     return parse_ssml(request.input).text if is_ssml(request) else request.input
 
 
-def plan_input(synthesizer: Synthesizer, request: SpeechRequest, voicing: Voicing) -> list[Segment]:
+def plan_input(synthesizer: Planner, request: SpeechRequest, voicing: Voicing) -> list[Segment]:
     """The request's segments, ``voicing`` speaking all but what a ``<voice>`` gives another.
     Blocking."""
     if not is_ssml(request):
@@ -53,7 +62,7 @@ def plan_input(synthesizer: Synthesizer, request: SpeechRequest, voicing: Voicin
 
 
 class _SsmlPlanner:
-    def __init__(self, synthesizer: Synthesizer, request: SpeechRequest, voicing: Voicing):
+    def __init__(self, synthesizer: Planner, request: SpeechRequest, voicing: Voicing):
         self.synthesizer = synthesizer
         self.request = request
         self.voicing = voicing
