@@ -249,14 +249,21 @@ def _check_captions_path(path: Path) -> None:
 @click.option("--no-loudness", is_flag=True)
 @click.option("--chapters-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Also write each chapter as a file of its own here.")  # fmt: skip
+@click.option("--music", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A music bed under the speech, ducked while it plays.")  # fmt: skip
+@click.option("--music-level", type=float, default=-20.0, show_default=True,
+              help="The music's level (dBFS) with no speech.")  # fmt: skip
+@click.option("--music-duck", type=float, default=-12.0, show_default=True,
+              help="How far (dB) it dips under speech.")  # fmt: skip
 @click.pass_context
 def book(
     context: click.Context, document: Path, output: Path, document_format: str | None,
     chapter_pattern: str | None, loudness: float, no_loudness: bool, chapters_dir: Path | None,
-    **options: Any,
+    music: Path | None, music_level: float, music_duck: float, **options: Any,
 ) -> None:  # fmt: skip
     """Speak DOCUMENT (text, Markdown or EPUB) into an audiobook, a chapter marker per chapter.
     Stopped (Ctrl-C, a crash), the same command again goes on where it stopped."""
+    from voxserve.audio.music_bed import MusicBed
     from voxserve.longform.audiobook import render_book, work_directory
     from voxserve.longform.book_file import BOOK_FORMATS
     from voxserve.longform.chapters import read_document
@@ -272,6 +279,9 @@ def book(
         read = read_document(source, document.name, document_format=document_format,
                              chapter_pattern=chapter_pattern)  # fmt: skip
         speech = SpeechOptions(**{key: value for key, value in options.items() if value})
+        bed = None
+        if music is not None:
+            bed = (music.read_bytes(), MusicBed(level_db=music_level, duck_db=music_duck))
         fields = {**speech.model_dump(), "chapter_pattern": chapter_pattern}
         work = work_directory(settings.data_path / "books", source, fields)
         columns = (TextColumn("speaking"), BarColumn(),
@@ -288,7 +298,7 @@ def book(
             starts = asyncio.run(render_book(
                 Synthesizer(settings), read, speech, output, work, file_format=file_format,
                 loudness=None if no_loudness else loudness, chapters_dir=chapters_dir,
-                progress=advance,
+                music=bed, progress=advance,
             ))  # fmt: skip
     stderr.print(f"wrote {output}: {len(starts)} chapters")
 
@@ -677,5 +687,8 @@ def _read(path: Path | None) -> bytes | None:
 def _errors() -> Iterator[None]:
     try:
         yield
+    except ValidationError as error:  # an option out of its range
+        first = error.errors()[0]
+        raise click.BadParameter(first["msg"], param_hint=str(first["loc"][0])) from error
     except VoxserveError as error:
         raise click.ClickException(error.message) from error

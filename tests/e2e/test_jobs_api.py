@@ -116,6 +116,52 @@ def test_bad_jobs_are_refused_naming_the_field(server_url, fields, name, documen
     assert response.json()["error"]["param"] == param
 
 
+def tone_wav(seconds: float, level: float) -> bytes:
+    import numpy as np
+
+    from voxserve.audio import create_encoder, fix_wav_header
+
+    time_ = np.arange(round(seconds * 22050)) / 22050
+    encoder = create_encoder("wav", 22050)
+    samples = (level * np.sin(2 * np.pi * 220 * time_)).astype(np.float32)
+    return fix_wav_header(encoder.encode(samples) + encoder.finish())
+
+
+def test_a_book_with_a_music_bed_has_the_music_under_it_and_after(server_url):
+    files = {
+        "file": ("book.md", BOOK.encode(), "text/markdown"),
+        "music": ("bed.wav", tone_wav(2.0, 0.5), "audio/wav"),
+    }
+    data = {"music_level_db": "-24", "music_fade_out": "2", "response_format": "mp3"}
+    created = httpx.post(f"{server_url}/v1/jobs", files=files, data=data, timeout=30)
+    assert created.status_code == 202, created.text
+    job = wait_for(server_url, created.json()["id"], "done", "failed")
+    assert job["status"] == "done" and job["options"]["music"]["level_db"] == -24
+    book = httpx.get(f"{server_url}/v1/jobs/{job['id']}/audio", timeout=30).content
+    with av.open(io.BytesIO(book)) as container:
+        duration = container.duration / 1e6
+    assert duration == pytest.approx(job["progress"]["audio_seconds"] + 2, abs=0.3)  # the tail
+
+
+@pytest.mark.parametrize(
+    ("files", "data", "param"),
+    [
+        ({"music": ("bed.wav", b"not audio", "audio/wav")}, {}, "music"),
+        ({}, {"music_level_db": "-20"}, "music_level_db"),
+        (
+            {"music": ("bed.wav", tone_wav(1, 0.5), "audio/wav")},
+            {"music_duck_db": "3"},
+            "music_duck_db",
+        ),
+    ],
+)
+def test_bad_music_is_refused_naming_the_field(server_url, files, data, param):
+    files = {"file": ("book.md", BOOK.encode(), "text/markdown"), **files}
+    response = httpx.post(f"{server_url}/v1/jobs", files=files, data=data, timeout=30)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
+
+
 def test_a_text_job_in_json_and_an_unknown_job(server_url):
     created = httpx.post(
         f"{server_url}/v1/jobs", json={"input": "Short and sweet.", "response_format": "mp3"}

@@ -319,5 +319,17 @@ def test_the_command_writes_a_book_and_its_chapter_files(tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "ch").iterdir()) == [
         "01 The Beginning.mp3", "02 The Middle.mp3", "03 The End.mp3",
     ]  # fmt: skip
+    music = tmp_path / "bed.wav"
+    wav_file(music, 0.3 * np.sin(np.arange(22050) / 22050 * 2 * np.pi * 220), 22050)
+    with_music = CliRunner().invoke(
+        main, ["book", str(source), "-o", str(tmp_path / "bed.m4b"), "--music", str(music)]
+    )
+    assert with_music.exit_code == 0, with_music.output
+    with av.open(str(tmp_path / "bed.m4b")) as container, av.open(str(tmp_path / "story.mp3")) as plain:
+        assert container.duration > plain.duration + 2.5e6  # the bed's 3 s fade-out after the last word
+    out_of_range = CliRunner().invoke(
+        main, ["book", str(source), "-o", str(tmp_path / "x.m4b"), "--music", str(music), "--music-level", "5"]
+    )
+    assert out_of_range.exit_code == 2 and "level_db" in out_of_range.output
     refused = CliRunner().invoke(main, ["book", str(source), "-o", str(tmp_path / "story.ogg")])
     assert refused.exit_code == 2 and ".m4b" in refused.output

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from voxserve.audio.dsp import float_to_int16, silence
+from voxserve.audio.music_bed import BedMixer, MusicBed
 from voxserve.longform.book_file import ChapterAudio, write_book
 from voxserve.longform.chapters import Document
 from voxserve.longform.loudness import LoudnessMeter, gain_db_to
@@ -85,9 +86,11 @@ async def render_book(
     file_format: str,
     loudness: float | None = DEFAULT_LOUDNESS,
     chapters_dir: Path | None = None,
+    music: tuple[bytes, MusicBed] | None = None,
     progress: Callable[[BookProgress], None] | None = None,
 ) -> list[float]:
-    """Speak ``document`` into ``output``; returns each chapter's start (seconds)."""
+    """Speak ``document`` into ``output``; returns each chapter's start (seconds). ``music``:
+    a music file and how it sits under the speech (the book and each chapter file)."""
     await asyncio.to_thread(work.mkdir, parents=True, exist_ok=True)
     limit = synthesizer.settings.max_input_chars
     plan = [pieces(chapter.text, limit) for chapter in document.chapters]
@@ -112,18 +115,19 @@ async def render_book(
     gain = 0.0
     if loudness is not None:
         gain = await asyncio.to_thread(_gain_to, chapters, rate, loudness)
-    starts = await asyncio.to_thread(
-        write_book, output, chapters, file_format=file_format, sample_rate=rate,
-        title=document.title, author=document.author, gain_db=gain,
-    )  # fmt: skip
+
+    def write(path: Path, parts: list[ChapterAudio], title: str | None) -> list[float]:
+        # In a worker thread: the music is decoded, the book encoded.
+        bed = None if music is None else BedMixer(music[0], music[1], rate)
+        return write_book(path, parts, file_format=file_format, sample_rate=rate, title=title,
+                          author=document.author, gain_db=gain, music=bed)  # fmt: skip
+
+    starts = await asyncio.to_thread(write, output, chapters, document.title)
     if chapters_dir is not None:
         await asyncio.to_thread(chapters_dir.mkdir, parents=True, exist_ok=True)
         for number, chapter in enumerate(chapters, 1):
             name = chapters_dir / f"{number:02d} {_file_safe(chapter.title)}.{file_format}"
-            await asyncio.to_thread(
-                write_book, name, [chapter], file_format=file_format, sample_rate=rate,
-                title=chapter.title, author=document.author, gain_db=gain,
-            )  # fmt: skip
+            await asyncio.to_thread(write, name, [chapter], chapter.title)
     shutil.rmtree(work, ignore_errors=True)
     return starts
 

@@ -23,6 +23,7 @@ import av
 import numpy as np
 
 from voxserve.audio.dsp import float_to_int16
+from voxserve.audio.music_bed import BedMixer
 from voxserve.errors import InvalidRequestError
 
 BOOK_FORMATS = {"m4b": ("ipod", "aac"), "mp4": ("mp4", "aac"), "mp3": ("mp3", "libmp3lame")}
@@ -55,10 +56,12 @@ def write_book(
     title: str | None = None,
     author: str | None = None,
     gain_db: float = 0.0,
+    music: BedMixer | None = None,
     progress: Callable[[float], None] | None = None,
 ) -> list[float]:
-    """Write the book to ``path``; returns each chapter's start in seconds. ``progress`` is
-    given the share written (0 to 1) as it goes."""
+    """Write the book to ``path``; returns each chapter's start in seconds. ``music``: a bed
+    mixed under the speech (after ``gain_db``), its fade-out after the last chapter.
+    ``progress`` is given the share written (0 to 1) as it goes."""
     if file_format not in BOOK_FORMATS:
         raise InvalidRequestError(
             f"the book's format should be one of {', '.join(BOOK_FORMATS)}, not {file_format!r}",
@@ -68,7 +71,8 @@ def write_book(
     starts = np.concatenate([[0], np.cumsum(lengths)]).astype(int)
     muxer, encoder = BOOK_FORMATS[file_format]
     with _in_place(path) as temporary:
-        _encode(temporary, muxer, encoder, chapters, starts, sample_rate, gain_db, progress,
+        blocks = _mixed(_blocks(chapters), gain_db, music)
+        _encode(temporary, muxer, encoder, blocks, chapters, starts, sample_rate, progress,
                 title, author, with_chapters=file_format != "mp3")  # fmt: skip
         if file_format == "mp3":
             _id3_chapters(temporary, chapters, starts, sample_rate, title, author)
@@ -76,11 +80,11 @@ def write_book(
 
 
 def _encode(
-    path: Path, muxer: str, encoder: str, chapters: Sequence[ChapterAudio], starts: np.ndarray,
-    sample_rate: int, gain_db: float, progress: Callable[[float], None] | None,
-    title: str | None, author: str | None, *, with_chapters: bool,
+    path: Path, muxer: str, encoder: str, blocks: Iterator[np.ndarray],
+    chapters: Sequence[ChapterAudio], starts: np.ndarray, sample_rate: int,
+    progress: Callable[[float], None] | None, title: str | None, author: str | None, *,
+    with_chapters: bool,
 ) -> None:  # fmt: skip
-    gain = 10 ** (gain_db / 20)
     total = max(int(starts[-1]), 1)
     with av.open(str(path), "w", format=muxer) as container:
         stream = container.add_stream(encoder, rate=sample_rate, layout="mono")
@@ -96,9 +100,9 @@ def _encode(
                 for index, chapter in enumerate(chapters)
             ])  # fmt: skip
         written = 0
-        for block in _blocks(chapters):
+        for block in blocks:
             frame = av.AudioFrame.from_ndarray(
-                float_to_int16(np.clip(block * gain, -1.0, 1.0))[None, :],
+                float_to_int16(np.clip(block, -1.0, 1.0))[None, :],
                 format="s16",
                 layout="mono",
             )
@@ -108,7 +112,7 @@ def _encode(
                 container.mux(packet)
             written += len(block)
             if progress is not None:
-                progress(written / total)
+                progress(min(written / total, 1.0))
         for packet in stream.encode(None):
             container.mux(packet)
 
@@ -120,6 +124,17 @@ def _blocks(chapters: Sequence[ChapterAudio]) -> Iterator[np.ndarray]:
             with wave.open(str(path), "rb") as audio:
                 while data := audio.readframes(_BLOCK):
                     yield np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+
+
+def _mixed(
+    blocks: Iterator[np.ndarray], gain_db: float, music: BedMixer | None
+) -> Iterator[np.ndarray]:
+    """The speech at ``gain_db``, with the music bed under it and its tail after."""
+    gain = 10 ** (gain_db / 20)
+    for block in blocks:
+        yield block * gain if music is None else music.mix(block * gain)
+    if music is not None:
+        yield music.finish()
 
 
 def _id3_chapters(path, chapters, starts, sample_rate, title, author) -> None:

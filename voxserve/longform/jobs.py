@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from voxserve.audio.music_bed import MusicBed
 from voxserve.errors import ConflictError, NotFoundError, VoxserveError
 from voxserve.longform.audiobook import BookProgress, render_book
 from voxserve.longform.chapters import read_document
@@ -71,11 +72,15 @@ class JobStore:
     def directory(self, job_id: str) -> Path:
         return self.root / job_id
 
-    def create(self, filename: str, document: bytes, options: dict[str, Any]) -> Job:
+    def create(
+        self, filename: str, document: bytes, options: dict[str, Any], music: bytes | None = None
+    ) -> Job:
         job = Job(uuid.uuid4().hex[:16], "queued", filename, options, time.time())
         directory = self.directory(job.id)
         directory.mkdir(parents=True)
         (directory / "input").write_bytes(document)
+        if music is not None:
+            (directory / "music").write_bytes(music)
         self.save(job)
         return job
 
@@ -147,8 +152,10 @@ class JobRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
 
-    async def submit(self, filename: str, document: bytes, options: dict[str, Any]) -> Job:
-        job = await asyncio.to_thread(self.store.create, filename, document, options)
+    async def submit(
+        self, filename: str, document: bytes, options: dict[str, Any], music: bytes | None = None
+    ) -> Job:
+        job = await asyncio.to_thread(self.store.create, filename, document, options, music)
         await self._queue.put(job.id)
         return job
 
@@ -247,11 +254,15 @@ class JobRunner:
                 chapter_pattern=options.get("chapter_pattern"),
             )  # fmt: skip
             file_format = options["response_format"]
+            music = None
+            if options.get("music") is not None:
+                music_file = await asyncio.to_thread((directory / "music").read_bytes)
+                music = (music_file, MusicBed(**options["music"]))
             starts = await render_book(
                 self.synthesizer, document, SpeechOptions(**options["speech"]),
                 directory / f"book.{file_format}", directory / "pieces",
                 file_format=file_format, loudness=options.get("loudness"),
-                chapters_dir=directory / "chapters", progress=on_progress,
+                chapters_dir=directory / "chapters", music=music, progress=on_progress,
             )  # fmt: skip
             await asyncio.gather(*pending)
             numbered = enumerate(zip(document.chapters, starts, strict=True), 1)

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
+from voxserve.audio.music_bed import BedMixer, MusicBed
 from voxserve.errors import ConflictError, InvalidRequestError, NotFoundError
 from voxserve.longform.audiobook import DEFAULT_LOUDNESS
 from voxserve.longform.book_file import BOOK_FORMATS
@@ -30,6 +31,8 @@ from voxserve.server.uploads import parse_json_object, read_body, read_files_for
 router = APIRouter(prefix="/v1/jobs")
 JOB_FIELDS = ("response_format", "document_format", "chapter_pattern", "loudness")
 SPEECH_FIELDS = ("voice", "model", "speed", "language", "normalize", "sample_rate")
+MUSIC_FIELDS = {f"music_{name}": name for name in MusicBed.model_fields}
+"""The music bed's settings as form fields: ``music_level_db``, ``music_duck_db``, ..."""
 CONTENT_TYPES = {"m4b": "audio/mp4", "mp4": "audio/mp4", "mp3": "audio/mpeg"}
 
 
@@ -39,20 +42,22 @@ def _runner(request: Request) -> JobRunner:
 
 @router.post("", status_code=202)
 async def create_job(request: Request) -> JSONResponse:
-    fields, filename, document = await _read_job(request)
-    unknown = sorted(fields.keys() - {*JOB_FIELDS, *SPEECH_FIELDS})
+    fields, filename, document, music = await _read_job(request)
+    unknown = sorted(fields.keys() - {*JOB_FIELDS, *SPEECH_FIELDS, *MUSIC_FIELDS})
     if unknown:
         raise InvalidRequestError(
             f"unknown field {unknown[0]!r}; a job takes file (or input), "
             f"{', '.join(SPEECH_FIELDS + JOB_FIELDS)}",
             param=unknown[0],
         )
-    options = _job_options(fields)
+    options = _job_options(fields, music is not None)
     await asyncio.to_thread(
         read_document, document, filename, document_format=options["document_format"],
         chapter_pattern=options["chapter_pattern"],
     )  # fmt: skip
-    job = await _runner(request).submit(filename, document, options)
+    if music is not None:  # a file that is no music is refused now, not when the book is done
+        await asyncio.to_thread(BedMixer, music, MusicBed(**options["music"]), 22050)
+    job = await _runner(request).submit(filename, document, options, music)
     return JSONResponse(job.to_dict(), status_code=202)
 
 
@@ -136,29 +141,40 @@ def _check_done(status: str) -> None:
         )
 
 
-async def _read_job(request: Request) -> tuple[dict[str, Any], str, bytes]:
-    """The fields, the document's file name and its bytes."""
+async def _read_job(request: Request) -> tuple[dict[str, Any], str, bytes, bytes | None]:
+    """The fields, the document's file name and its bytes, and the music bed's file if any."""
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        fields, files = await read_files_form(request, "file", max_files=1)
-        if not files:
-            raise InvalidRequestError("file is required: the document to read", param="file")
-        name, document = files[0]
-        return dict(fields), name or "document.txt", document
+        fields, files = await read_files_form(request, "file", "music", max_files=2)
+        uploads = {upload.field: upload for upload in files}
+        if "file" not in uploads or len(uploads) < len(files):
+            raise InvalidRequestError("file is required, once: the document to read", param="file")
+        music = uploads["music"].data if "music" in uploads else None
+        return dict(fields), uploads["file"].filename or "document.txt", uploads["file"].data, music
     body = await read_body(request, request.app.state.settings.max_input_chars * 64)
     fields = parse_json_object(body)
     text = fields.pop("input", None)
     if not isinstance(text, str) or not text.strip():
         raise InvalidRequestError("input is required: the text to read (or a multipart file)",
                                   param="input")  # fmt: skip
-    return fields, "input.txt", text.encode()
+    return fields, "input.txt", text.encode(), None
 
 
-def _job_options(fields: dict[str, Any]) -> dict[str, Any]:
+def _job_options(fields: dict[str, Any], has_music: bool) -> dict[str, Any]:
     speech = {key: fields[key] for key in SPEECH_FIELDS if key in fields}
+    bed = {name: fields[field] for field, name in MUSIC_FIELDS.items() if field in fields}
+    if bed and not has_music:
+        raise InvalidRequestError("music settings without a music file", param=next(
+            field for field in MUSIC_FIELDS if field in fields))  # fmt: skip
     try:
         speech_options = SpeechOptions.model_validate(speech)
     except ValidationError as error:
         raise validation_error(error) from error
+    try:
+        music_bed = MusicBed.model_validate(bed)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        field = f"music_{problem['loc'][0]}"
+        raise InvalidRequestError(f"{field}: {problem['msg']}", param=field) from error
     file_format = fields.get("response_format", "m4b")
     if file_format not in BOOK_FORMATS:
         raise InvalidRequestError(
@@ -171,6 +187,7 @@ def _job_options(fields: dict[str, Any]) -> dict[str, Any]:
         "document_format": fields.get("document_format") or None,
         "chapter_pattern": fields.get("chapter_pattern") or None,
         "loudness": _loudness(fields.get("loudness", DEFAULT_LOUDNESS)),
+        "music": music_bed.model_dump() if has_music else None,
     }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastapi import Request
 from starlette.datastructures import UploadFile
@@ -24,14 +24,21 @@ a small fraction of this."""
 async def read_audio_form(request: Request, file_field: str) -> tuple[dict[str, str], bytes | None]:
     """The form's text fields, and the audio of ``file_field`` (the one file allowed)."""
     fields, files = await read_files_form(request, file_field, max_files=1)
-    return fields, files[0][1] if files else None
+    return fields, files[0].data if files else None
+
+
+class Upload(NamedTuple):
+    field: str
+    filename: str
+    data: bytes
 
 
 async def read_files_form(
-    request: Request, file_field: str, *, max_files: int, max_total_bytes: int = MAX_AUDIO_BYTES
-) -> tuple[dict[str, str], list[tuple[str, bytes]]]:
-    """The form's text fields, and the files of ``file_field`` as (file name, bytes): at most
+    request: Request, *file_fields: str, max_files: int, max_total_bytes: int = MAX_AUDIO_BYTES
+) -> tuple[dict[str, str], list[Upload]]:
+    """The form's text fields, and its files, which only ``file_fields`` may hold: at most
     ``max_files``, each at most MAX_AUDIO_BYTES and all together ``max_total_bytes``."""
+    file_field = file_fields[0]
     too_large = PayloadTooLargeError(
         f"{file_field} is over {max_total_bytes // 2**20} MB", param=file_field,
         code="upload_too_large",
@@ -45,20 +52,21 @@ async def read_files_form(
     counted = capped(request, limit, too_large)
     form = await counted.form(max_files=max_files, max_fields=32, max_part_size=FORM_FIELDS_BYTES)
     fields: dict[str, str] = {}
-    files: list[tuple[str, bytes]] = []
+    files: list[Upload] = []
     for key, value in form.multi_items():
         if not isinstance(value, UploadFile):
             fields[key] = value
-        elif key != file_field:
-            raise InvalidRequestError(f"only {file_field} may be a file, not {key!r}", param=key)
+        elif key not in file_fields:
+            allowed = " or ".join(file_fields)
+            raise InvalidRequestError(f"only {allowed} may be a file, not {key!r}", param=key)
         else:
             data = await value.read(MAX_AUDIO_BYTES + 1)
             if len(data) > MAX_AUDIO_BYTES:
                 raise PayloadTooLargeError(
-                    f"{file_field} {value.filename or ''} is over {MAX_AUDIO_BYTES // 2**20} MB",
-                    param=file_field, code="upload_too_large",
+                    f"{key} {value.filename or ''} is over {MAX_AUDIO_BYTES // 2**20} MB",
+                    param=key, code="upload_too_large",
                 )  # fmt: skip
-            files.append((value.filename or "", data))
+            files.append(Upload(key, value.filename or "", data))
     return fields, files
 
 

@@ -131,7 +131,10 @@ async def import_folder(request: Request) -> JSONResponse:
     if "tags" in fields:
         fields["tags"] = [tag.strip() for tag in fields["tags"].split(",") if tag.strip()]
     # A directory upload names files by their path in it ("voices/ada.wav"): the name is last.
-    files = [ClipFile(PurePath(name).name, lambda data=data: data) for name, data in uploaded]
+    files = [
+        ClipFile(PurePath(upload.filename).name, lambda data=upload.data: data)
+        for upload in uploaded
+    ]
     results = await asyncio.to_thread(
         import_clips, _library(request), files, fields=fields, replace=replace
     )
