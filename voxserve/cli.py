@@ -241,7 +241,7 @@ def _check_captions_path(path: Path) -> None:
 @click.option("-m", "--model", help="The engine [default: the default engine].")
 @click.option("--speed", type=float)
 @click.option("--language", help="IETF tag, e.g. en-US.")
-@click.option("--document-format", type=click.Choice(["text", "markdown", "epub"]),
+@click.option("--document-format", type=click.Choice(["text", "markdown", "epub", "script"]),
               help="[default: from the file name]")  # fmt: skip
 @click.option("--chapter-pattern", help="A regex: plain-text lines that start a chapter.")
 @click.option("--loudness", type=float, default=-16.0, show_default=True,

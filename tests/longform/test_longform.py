@@ -276,9 +276,9 @@ def test_a_stopped_render_resumes_where_it_stopped(piper_synthesizer, tmp_path, 
     spoken = []
     speak_piece = audiobook._speak_piece
 
-    async def counted(synthesizer, options, text, rate, pause, path):
+    async def counted(synthesizer, options, text, rate, pause, path, voices):
         spoken.append(path.name)
-        return await speak_piece(synthesizer, options, text, rate, pause, path)
+        return await speak_piece(synthesizer, options, text, rate, pause, path, voices)
 
     monkeypatch.setattr(audiobook, "_speak_piece", counted)
     seen = []
@@ -325,11 +325,64 @@ def test_the_command_writes_a_book_and_its_chapter_files(tmp_path, monkeypatch):
         main, ["book", str(source), "-o", str(tmp_path / "bed.m4b"), "--music", str(music)]
     )
     assert with_music.exit_code == 0, with_music.output
-    with av.open(str(tmp_path / "bed.m4b")) as container, av.open(str(tmp_path / "story.mp3")) as plain:
-        assert container.duration > plain.duration + 2.5e6  # the bed's 3 s fade-out after the last word
+    with (
+        av.open(str(tmp_path / "bed.m4b")) as container,
+        av.open(str(tmp_path / "story.mp3")) as plain,
+    ):
+        assert (
+            container.duration > plain.duration + 2.5e6
+        )  # the bed's 3 s fade-out after the last word
     out_of_range = CliRunner().invoke(
-        main, ["book", str(source), "-o", str(tmp_path / "x.m4b"), "--music", str(music), "--music-level", "5"]
+        main,
+        [
+            "book",
+            str(source),
+            "-o",
+            str(tmp_path / "x.m4b"),
+            "--music",
+            str(music),
+            "--music-level",
+            "5",
+        ],
     )
     assert out_of_range.exit_code == 2 and "level_db" in out_of_range.output
     refused = CliRunner().invoke(main, ["book", str(source), "-o", str(tmp_path / "story.ogg")])
     assert refused.exit_code == 2 and ".m4b" in refused.output
+
+
+SCRIPT = """Welcome to the show about bread.
+Host|||Today we talk about sourdough.
+Guest|||I love sourdough! It takes patience.
+It also takes flour.
+Host|||Thank you for coming.
+"""
+
+
+def test_a_script_is_read_as_one_and_cut_a_turn_a_piece():
+    document = read_document(SCRIPT.encode(), "show.txt")
+    assert document.is_script and len(document.chapters) == 1
+    assert audiobook.script_pieces(document.chapters[0].text, 4096) == [
+        "Welcome to the show about bread.",
+        "Host|||Today we talk about sourdough.",
+        "Guest|||I love sourdough! It takes patience.",
+        "Guest|||It also takes flour.",  # a turn's lines: its paragraphs, each in its voice
+        "Host|||Thank you for coming.",
+    ]
+    long_turn = "Host|||" + "A sentence of the host. " * 20
+    assert all(piece.startswith("Host|||") and len(piece) <= 100
+               for piece in audiobook.script_pieces(long_turn, 100))  # fmt: skip
+    with pytest.raises(InvalidRequestError, match="no speaker") as refused:
+        read_document(b"|||nobody said this", "show.txt", document_format="script")
+    assert refused.value.param == "file"
+
+
+def test_a_podcast_script_keeps_each_speakers_voice_all_through(piper_synthesizer, tmp_path):
+    document = read_document(SCRIPT.encode(), "show.txt")
+    voices = audiobook.script_voices(piper_synthesizer, document, SpeechOptions())
+    assert len({voices[""], voices["Host"], voices["Guest"]}) == 3
+    seen = []
+    starts = asyncio.run(render_book(piper_synthesizer, document, SpeechOptions(), tmp_path / "show.mp3",
+                                     tmp_path / "work", file_format="mp3", progress=seen.append))  # fmt: skip
+    assert starts == [0.0] and seen[-1].pieces_total == 5
+    with av.open(str(tmp_path / "show.mp3")) as container:
+        assert container.duration / 1e6 > 6

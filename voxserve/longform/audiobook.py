@@ -19,16 +19,20 @@ import wave
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from voxserve.audio.dsp import float_to_int16, silence
+from voxserve.audio.frames import AudioChunk
 from voxserve.audio.music_bed import BedMixer, MusicBed
 from voxserve.longform.book_file import ChapterAudio, write_book
 from voxserve.longform.chapters import Document
 from voxserve.longform.loudness import LoudnessMeter, gain_db_to
-from voxserve.request import SpeechOptions, SpeechRequest
+from voxserve.request import DialogueRequest, SpeechOptions, SpeechRequest
+from voxserve.synthesis.dialogue import assign_voices, prepare_dialogue, render_dialogue
 from voxserve.synthesis.synthesizer import Synthesizer
+from voxserve.text.dialogue import parse_dialogue
 from voxserve.text.sentences import split_sentences
 
 PARAGRAPH_PAUSE = 0.6
@@ -69,6 +73,16 @@ def pieces(text: str, max_chars: int) -> list[str]:
     return result
 
 
+def script_pieces(text: str, max_chars: int) -> list[str]:
+    """A script's turns, one a piece (as ``Speaker|||line``; the narrator's as plain text), a
+    turn longer than ``max_chars`` in several, each with its speaker."""
+    result = []
+    for turn in parse_dialogue(text):
+        prefix = f"{turn.speaker}|||" if turn.speaker else ""
+        result += [prefix + part for part in pieces(turn.text, max_chars - len(prefix))]
+    return result
+
+
 def work_directory(root: Path, source: bytes, options: dict) -> Path:
     """Where a render of ``source`` with ``options`` keeps its pieces: the same for the same
     document and options, so a second run resumes the first."""
@@ -93,7 +107,11 @@ async def render_book(
     a music file and how it sits under the speech (the book and each chapter file)."""
     await asyncio.to_thread(work.mkdir, parents=True, exist_ok=True)
     limit = synthesizer.settings.max_input_chars
-    plan = [pieces(chapter.text, limit) for chapter in document.chapters]
+    cut = script_pieces if document.is_script else pieces
+    plan = [cut(chapter.text, limit) for chapter in document.chapters]
+    voices = None
+    if document.is_script:  # a podcast: each speaker in the same voice all through
+        voices = await asyncio.to_thread(script_voices, synthesizer, document, options)
     total = sum(len(chapter) for chapter in plan)
     done, made, audio_seconds, rate = 0, 0, 0.0, options.sample_rate
     chapters = []
@@ -103,7 +121,7 @@ async def render_book(
             path = work / f"{number:04d}-{index:05d}.wav"
             pause = CHAPTER_PAUSE if index == len(texts) else PARAGRAPH_PAUSE
             if not path.exists():
-                rate = await _speak_piece(synthesizer, options, text, rate, pause, path)
+                rate = await _speak_piece(synthesizer, options, text, rate, pause, path, voices)
                 made += 1
             rate = rate or _rate_of(path)
             files.append(path)
@@ -134,28 +152,49 @@ async def render_book(
 
 async def _speak_piece(
     synthesizer: Synthesizer, options: SpeechOptions, text: str, rate: int | None,
-    pause: float, path: Path,
+    pause: float, path: Path, script_voices: dict[str, str] | None,
 ) -> int:  # fmt: skip
-    """Speak ``text`` into the WAV file ``path`` (written whole or not at all); its rate."""
-    fields = options.model_dump(exclude_none=True) | {"input": text, "stream": True}
+    """Speak ``text`` (a script's lines, with ``script_voices``) into the WAV file ``path``,
+    written whole or not at all; returns its rate."""
+    fields = options.model_dump(exclude_none=True) | {"stream": True}
     if rate:
         fields["sample_rate"] = rate  # one rate for the whole book
-    request = SpeechRequest.model_validate(fields)
-    prepared = await asyncio.to_thread(synthesizer.prepare, request)
-    rate = prepared.sample_rate
+    if script_voices is None:
+        request = SpeechRequest.model_validate(fields | {"input": text})
+        prepared = await asyncio.to_thread(synthesizer.prepare, request)
+        rate, audio = prepared.sample_rate, synthesizer.stream(prepared)
+    else:
+        turns = [{"speaker": turn.speaker, "text": turn.text} for turn in parse_dialogue(text)]
+        request = DialogueRequest.model_validate(fields | {"turns": turns, "voices": script_voices})
+        dialogue = await asyncio.to_thread(prepare_dialogue, synthesizer, request)
+        rate, audio = dialogue.sample_rate, render_dialogue(synthesizer, dialogue)
     temporary = path.with_suffix(".part")
     with wave.open(str(temporary), "wb") as piece:
         piece.setnchannels(1)
         piece.setsampwidth(2)
         piece.setframerate(rate)
-        async with contextlib.aclosing(synthesizer.stream(prepared)) as chunks:
+        async with contextlib.aclosing(audio) as chunks:
             async for chunk in chunks:
-                piece.writeframes(float_to_int16(chunk.samples).tobytes())
+                if isinstance(chunk, AudioChunk):  # a dialogue's turn timings are not kept
+                    piece.writeframes(float_to_int16(chunk.samples).tobytes())
         piece.writeframes(float_to_int16(silence(pause, rate)).tobytes())
     with temporary.open("rb+") as written:
         os.fsync(written.fileno())
     os.replace(temporary, path)
     return rate
+
+
+def script_voices(synthesizer: Synthesizer, document: Document, options: SpeechOptions) -> dict:
+    """A voice for each speaker of a script, the same in every piece: each speaker's first
+    turn decides, as in one dialogue request."""
+    first_turns: dict[str, Any] = {}
+    for chapter in document.chapters:
+        for turn in parse_dialogue(chapter.text):
+            first_turns.setdefault(turn.speaker, {"speaker": turn.speaker, "text": turn.text})
+    request = DialogueRequest.model_validate(
+        options.model_dump(exclude_none=True) | {"turns": list(first_turns.values())}
+    )
+    return assign_voices(synthesizer, request)
 
 
 def _gain_to(chapters: list[ChapterAudio], rate: int, target: float) -> float:

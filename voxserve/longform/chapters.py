@@ -2,6 +2,8 @@
 
 - Plain text: one chapter, or chapters where a line matches ``chapter_pattern`` (a regex: the
   matching line is the chapter's title).
+- Dialogue scripts (``Speaker|||line`` or ``[SPEAKER0] line``, a text file that holds such
+  lines, or ``document_format="script"``): chapters as plain text's, spoken as dialogues.
 - Markdown: each ``#`` or ``##`` heading starts a chapter; the markup is rendered away with
   markdown-it (code blocks and images are not read aloud).
 - EPUB: the spine's documents in reading order, each titled from the table of contents (EPUB 3
@@ -22,8 +24,9 @@ from pathlib import PurePath
 from xml.etree import ElementTree
 
 from voxserve.errors import InvalidRequestError
+from voxserve.text.dialogue import is_dialogue, parse_dialogue
 
-DOCUMENT_FORMATS = ("text", "markdown", "epub")
+DOCUMENT_FORMATS = ("text", "markdown", "epub", "script")
 MAX_UNPACKED_BYTES = 200 * 2**20
 """An EPUB's text, unpacked: a long novel is a few megabytes."""
 _SKIPPED_TAGS = frozenset({"script", "style", "head", "title", "nav", "figure", "table"})
@@ -53,6 +56,9 @@ class Document:
     author: str | None
     chapters: list[Chapter]
     """Never empty: a document without chapters is one."""
+    is_script: bool = False
+    """A dialogue script (``Speaker|||line``, ``[SPEAKER0] line``): each chapter's text is its
+    lines, spoken in its speakers' voices."""
 
 
 def read_document(
@@ -75,12 +81,25 @@ def read_document(
         title = PurePath(filename).stem or None
         if kind == "markdown":
             document = Document(title, None, _markdown_chapters(text))
+        elif kind == "script" or (document_format is None and is_dialogue(text)):
+            document = Document(title, None, _text_chapters(text, chapter_pattern), True)
+            _check_script(document)
         else:
             document = Document(title, None, _text_chapters(text, chapter_pattern))
     chapters = [chapter for chapter in document.chapters if chapter.text.strip()]
     if not chapters:
         raise InvalidRequestError(f"{filename} has no text to read", param="file")
-    return Document(document.title, document.author, chapters)
+    return Document(document.title, document.author, chapters, document.is_script)
+
+
+def _check_script(document: Document) -> None:
+    for chapter in document.chapters:
+        try:
+            parse_dialogue(chapter.text)
+        except ValueError as error:
+            raise InvalidRequestError(
+                f"the script's {chapter.title}: {error}", param="file"
+            ) from error
 
 
 def _format_from_name(filename: str) -> str:
