@@ -169,10 +169,28 @@ def test_a_dialogue_renders_with_its_lines_highlighted(page) -> None:
     assert page.errors == []
 
 
+def test_a_book_is_made_from_an_upload_followed_and_downloaded(page, tmp_path: Path) -> None:
+    book = tmp_path / "book.md"
+    book.write_text("# Arrival\n\nThe train came in.\n\n# Home\n\nThe door was open.\n")
+    page.click("[data-tab=books]")
+    page.set_input_files("#book-file", str(book))
+    page.select_option("#book-voice", "joe")
+    page.select_option("#book-format", "mp3")
+    page.click("#start-book")
+    done = page.wait_for_selector("#job-list li[data-status=done]", timeout=60_000)
+    assert "2/2 pieces" in done.inner_text()
+    assert done.query_selector("text=Arrival") and done.query_selector("text=Home")
+    with page.expect_download() as downloaded:
+        done.query_selector("text=Download mp3").click()
+    path = downloaded.value.path()
+    assert downloaded.value.suggested_filename == "book.mp3" and Path(path).stat().st_size > 1000
+    assert page.locator("#job-errors li").count() == 0 and page.errors == []
+
+
 @pytest.mark.parametrize("width", [360, 1280])
 def test_nothing_is_wider_than_its_container(page, width: int) -> None:
     page.set_viewport_size({"width": width, "height": 900})
-    for tab in ("playground", "library", "dialogue"):
+    for tab in ("playground", "library", "dialogue", "books"):
         page.click(f"[data-tab={tab}]")
         overflowing = page.evaluate(OVERFLOWS)
         assert overflowing == [], f"{tab}: {overflowing}"

@@ -104,7 +104,7 @@ def static_app(received: list) -> Starlette:
     async def voices(request):
         return JSONResponse(VOICES)
 
-    async def conversations(request):
+    async def empty_list(request):  # no saved conversations, no jobs
         return JSONResponse({"object": "list", "data": []})
 
     async def models(request):
@@ -154,7 +154,8 @@ def static_app(received: list) -> Starlette:
         routes=[
             Route("/v1/audio/voices", voices),
             Route("/v1/models", models),
-            Route("/v1/chat/conversations", conversations),
+            Route("/v1/chat/conversations", empty_list),
+            Route("/v1/jobs", empty_list),
             Route("/v1/auth", access),
             Route("/chat", chat_page),
             WebSocketRoute("/v1/chat/ws", chat),
