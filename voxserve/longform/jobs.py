@@ -99,7 +99,11 @@ class JobStore:
             row = self._db.execute("SELECT data FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 return
-            data = json.loads(row[0]) | {"progress": progress}
+            data = json.loads(row[0])
+            # Reports are written from worker threads and may arrive out of order: keep the newest.
+            if data["progress"].get("pieces_done", -1) >= progress["pieces_done"]:
+                return
+            data["progress"] = progress
             self._db.execute("UPDATE jobs SET data = ? WHERE id = ?", (json.dumps(data), job_id))
             self._db.commit()
 
@@ -231,9 +235,11 @@ class JobRunner:
         async def report(progress: BookProgress) -> None:
             elapsed = time.monotonic() - started
             left = progress.pieces_total - progress.pieces_done
+            # From the pieces this run spoke: those a stopped run made took it no time.
+            made = progress.pieces_made
             job.progress = {
                 **asdict(progress),
-                "eta_seconds": round(elapsed / max(progress.pieces_done, 1) * left, 1),
+                "eta_seconds": round(elapsed / made * left, 1) if made else None,
             }
             await asyncio.to_thread(self.store.update_progress, job.id, job.progress)
             async with self._changed:
