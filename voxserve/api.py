@@ -15,6 +15,7 @@ from typing import Any, BinaryIO, TypeVar
 from voxserve.audio import AUDIO_FORMATS, format_for_path
 from voxserve.audio.captions import caption_format_for_path, render_captions
 from voxserve.audio.frames import AudioChunk, WordTiming
+from voxserve.audio.music_bed import BedMixer, MusicBed, under_speech
 from voxserve.config import load_settings
 from voxserve.errors import InvalidRequestError
 from voxserve.request import DialogueRequest, SpeechOptions, SpeechRequest
@@ -150,11 +151,13 @@ def dialogue_to_file(
     *,
     synthesizer: Synthesizer | None = None,
     progress: ProgressCallback | None = None,
+    music: tuple[bytes, MusicBed] | None = None,
 ) -> list[TurnTiming]:
-    """Blocking: render a dialogue into a file (atomically); returns where each turn sits."""
-    return run_blocking(
-        dialogue_to_file_async(request, path, synthesizer=synthesizer, progress=progress)
-    )
+    """Blocking: render a dialogue into a file (atomically); returns where each turn sits.
+    ``music``: a music file (any format FFmpeg reads) and how its bed sits under the turns."""
+    return run_blocking(dialogue_to_file_async(
+        request, path, synthesizer=synthesizer, progress=progress, music=music
+    ))  # fmt: skip
 
 
 async def dialogue_to_file_async(
@@ -163,6 +166,7 @@ async def dialogue_to_file_async(
     *,
     synthesizer: Synthesizer | None = None,
     progress: ProgressCallback | None = None,
+    music: tuple[bytes, MusicBed] | None = None,
 ) -> list[TurnTiming]:
     """``dialogue_to_file`` for async code."""
     path = Path(path)
@@ -170,9 +174,12 @@ async def dialogue_to_file_async(
     synthesizer = synthesizer or default_synthesizer()
     dialogue = prepare_dialogue(synthesizer, request)
     timings: list[TurnTiming] = []
+    rendered = render_dialogue(synthesizer, dialogue, progress)
+    if music is not None:
+        rendered = under_speech(rendered, BedMixer(*music, dialogue.sample_rate))
 
     async def audio() -> AsyncIterator[AudioChunk]:
-        async for item in render_dialogue(synthesizer, dialogue, progress):
+        async for item in rendered:
             if isinstance(item, TurnTiming):
                 timings.append(item)
             else:

@@ -233,6 +233,28 @@ def _check_captions_path(path: Path) -> None:
         raise click.BadParameter(error.message, param_hint="--captions") from error
 
 
+def music_options(command: Callable) -> Callable:
+    """``--music``, ``--music-level`` and ``--music-duck``: a music bed under the speech."""
+    options = [
+        click.option("--music", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="A music bed under the speech, ducked while it plays."),
+        click.option("--music-level", type=float, default=-20.0, show_default=True,
+                     help="The music's level (dBFS) with no speech."),
+        click.option("--music-duck", type=float, default=-12.0, show_default=True,
+                     help="How far (dB) it dips under speech."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _music_bed(music: Path | None, level: float, duck: float) -> tuple[bytes, Any] | None:
+    """The music file and its bed's settings (a setting out of range: ValidationError)."""
+    from voxserve.audio.music_bed import MusicBed
+
+    return None if music is None else (music.read_bytes(), MusicBed(level_db=level, duck_db=duck))
+
+
 @main.command()
 @click.argument("document", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
@@ -249,12 +271,7 @@ def _check_captions_path(path: Path) -> None:
 @click.option("--no-loudness", is_flag=True)
 @click.option("--chapters-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Also write each chapter as a file of its own here.")  # fmt: skip
-@click.option("--music", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="A music bed under the speech, ducked while it plays.")  # fmt: skip
-@click.option("--music-level", type=float, default=-20.0, show_default=True,
-              help="The music's level (dBFS) with no speech.")  # fmt: skip
-@click.option("--music-duck", type=float, default=-12.0, show_default=True,
-              help="How far (dB) it dips under speech.")  # fmt: skip
+@music_options
 @click.pass_context
 def book(
     context: click.Context, document: Path, output: Path, document_format: str | None,
@@ -263,7 +280,6 @@ def book(
 ) -> None:  # fmt: skip
     """Speak DOCUMENT (text, Markdown or EPUB) into an audiobook, a chapter marker per chapter.
     Stopped (Ctrl-C, a crash), the same command again goes on where it stopped."""
-    from voxserve.audio.music_bed import MusicBed
     from voxserve.longform.audiobook import render_book, work_directory
     from voxserve.longform.book_file import BOOK_FORMATS
     from voxserve.longform.chapters import read_document
@@ -279,11 +295,11 @@ def book(
         read = read_document(source, document.name, document_format=document_format,
                              chapter_pattern=chapter_pattern)  # fmt: skip
         speech = SpeechOptions(**{key: value for key, value in options.items() if value})
-        bed = None
-        if music is not None:
-            bed = (music.read_bytes(), MusicBed(level_db=music_level, duck_db=music_duck))
+        bed = _music_bed(music, music_level, music_duck)
         fields = {**speech.model_dump(), "chapter_pattern": chapter_pattern}
         work = work_directory(settings.data_path / "books", source, fields)
+        if made := len(list(work.glob("*.wav"))):
+            stderr.print(f"going on from where it stopped: {made} made already")
         columns = (TextColumn("speaking"), BarColumn(),
                    TextColumn("{task.completed}/{task.total} pieces"),
                    TextColumn("chapter {task.fields[chapter]}/" + str(len(read.chapters))),
@@ -313,10 +329,12 @@ def book(
 @click.option("--delimiter", help="Between speaker and text [default: |||].")
 @click.option("--timing", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write each turn's speaker, voice, start and end as JSON.")  # fmt: skip
+@music_options
 @click.pass_context
 def dialog(
     context: click.Context, script: Any, output: str, mapping: tuple[str, ...],
     narrator: str | None, pause: float, delimiter: str | None, timing: Path | None,
+    music: Path | None, music_level: float, music_duck: float,
 ) -> None:  # fmt: skip
     """Render a dialogue SCRIPT (one turn per line: Speaker|||text, or [SPEAKER0] text; - for
     standard input) into one audio file."""
@@ -345,10 +363,12 @@ def dialog(
             turns=[{"speaker": turn.speaker, "text": turn.text} for turn in turns],
             voices=voices, voice=narrator, pause_between_turns=pause,
         )  # fmt: skip
+        bed = _music_bed(music, music_level, music_duck)
         with _progress_bar(len(turns), unit="turns") as on_progress:
             timings = dialogue_to_file(
-                request, output, synthesizer=Synthesizer(settings), progress=on_progress
-            )
+                request, output, synthesizer=Synthesizer(settings), progress=on_progress,
+                music=bed,
+            )  # fmt: skip
     except ValidationError as error:
         first = error.errors()[0]
         raise click.BadParameter(first["msg"], param_hint=str(first["loc"][0])) from error

@@ -19,3 +19,17 @@ def dominant_frequency(samples: np.ndarray, sample_rate: int) -> float:
 
 def rms(samples: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+
+
+def wav_bytes(samples: np.ndarray, sample_rate: int) -> bytes:
+    """A 16-bit mono WAV file of float samples."""
+    import io
+    import wave
+
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(sample_rate)
+        out.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+    return buffer.getvalue()

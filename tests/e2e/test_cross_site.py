@@ -112,9 +112,12 @@ def test_a_simple_request_body_cannot_create_a_profile(url, content_type):
 def test_multipart_is_taken_only_where_a_route_takes_an_upload(url):
     form = {"input": (None, "Hello there."), "voice": (None, "tone")}
     assert httpx.post(f"{url}/v1/audio/speech", files=form, timeout=30).status_code == 200
-    for path in ("/v1/audio/dialogue", "/v1/audio/voices/restore"):
+    for path in ("/v1/audio/dialogue/estimate", "/v1/audio/voices/restore"):
         refused = httpx.post(url + path, files={"name": (None, "x")})
         assert refused.status_code == 415, path
+    # A dialogue's form (with a music bed) is read, and its unknown field named.
+    taken = httpx.post(f"{url}/v1/audio/dialogue", files={"name": (None, "x")})
+    assert taken.status_code == 400 and taken.json()["error"]["param"] == "name"
 
 
 def test_a_foreign_origin_changes_nothing_but_others_go_on(url, app_url):

@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from tests.audio.signals import dominant_frequency, rms, sine, wav_bytes
 from voxserve.audio import decode_audio
 from voxserve.cli import main
 
@@ -81,3 +83,51 @@ def test_the_dialog_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     )
     bad = CliRunner().invoke(main, ["dialog", str(script), "-o", "x.mp3", "--voice", "oops"])
     assert bad.exit_code != 0 and "NAME=VOICE" in bad.output
+    bed = tmp_path / "bed.wav"
+    bed.write_bytes(wav_bytes(sine(220, 1.0, 22050), 22050))
+    with_music = CliRunner().invoke(
+        main, ["dialog", str(script), "-o", str(tmp_path / "bed.wav.out.wav"), "--music", str(bed)]
+    )
+    assert with_music.exit_code == 0, with_music.output
+    assert decode_audio(tmp_path / "bed.wav.out.wav").duration == pytest.approx(
+        timings[-1]["end_ms"] / 1000 + 3, abs=0.1
+    )  # the bed's 3 s fade-out after the last word
+
+
+def test_a_dialogue_form_has_its_music_bed_under_the_turns_and_after(server_url):
+    turns = [{"speaker": "Host", "text": "Welcome to the show."},
+             {"speaker": "Guest", "text": "Glad to be here."}]  # fmt: skip
+    body = {"turns": turns, "response_format": "wav"}
+    plain = httpx.post(f"{server_url}/v1/audio/dialogue", json=body, timeout=60)
+    files = {"music": ("bed.wav", wav_bytes(sine(220, 1.5, 22050), 22050), "audio/wav")}
+    form = {"dialogue": json.dumps(body), "music_level_db": "-24", "music_fade_out": "2"}
+    mixed = httpx.post(f"{server_url}/v1/audio/dialogue", files=files, data=form, timeout=60)
+    assert mixed.status_code == 200, mixed.text
+    speech, music = decode_audio(plain.content), decode_audio(mixed.content)
+    assert music.duration == pytest.approx(speech.duration + 2, abs=0.05)  # the fade-out
+    # After the last word: the bed's tone, at its level as it starts to fade.
+    tail = music.samples[len(speech.samples) : len(speech.samples) + 11025]
+    assert dominant_frequency(tail, 22050) == pytest.approx(220, abs=5)
+    assert 20 * np.log10(rms(tail)) == pytest.approx(-24 - 3, abs=4)  # at level, fading out
+    timing = httpx.get(server_url + mixed.headers["x-timing-url"]).json()
+    assert [turn["speaker"] for turn in timing["turns"]] == ["Host", "Guest"]
+
+
+@pytest.mark.parametrize(
+    ("form", "music", "param"),
+    [
+        ({"music_level_db": "-20"}, None, "dialogue"),
+        ({"dialogue": "{}", "voice": "joe"}, None, "voice"),
+        ({"dialogue": '{"turns": []}'}, None, "turns"),
+        ({"dialogue": '{"turns": [{"text": "Hi."}]}', "music_duck_db": "-6"}, None,
+         "music_duck_db"),  # settings without a file
+        ({"dialogue": '{"turns": [{"text": "Hi."}]}'}, b"not audio", "music"),
+    ],
+)  # fmt: skip
+def test_bad_dialogue_forms_name_the_field(server_url, form, music, param):
+    parts = {name: (None, value) for name, value in form.items()}  # text fields, as multipart
+    if music is not None:
+        parts["music"] = ("bed.wav", music, "audio/wav")
+    response = httpx.post(f"{server_url}/v1/audio/dialogue", files=parts, timeout=30)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param

@@ -18,6 +18,7 @@ import av
 import httpx
 import pytest
 
+from tests.audio.signals import sine, wav_bytes
 from tests.conftest import free_port, serving
 
 BOOK = """# Arrival
@@ -99,6 +100,24 @@ def test_a_job_pauses_resumes_and_cancels(server_url):
     assert httpx.post(f"{server_url}/v1/jobs/{job_id}/resume").status_code == 409
 
 
+def test_a_finished_chapter_downloads_before_the_book_is_done(server_url):
+    document = "# Short\n\nOne line to begin with.\n\n" + LONG_BOOK.replace("# One", "# Long")
+    job_id = submit(server_url, document).json()["id"]
+    deadline = time.monotonic() + 60
+    while not (job := httpx.get(f"{server_url}/v1/jobs/{job_id}").json())["chapters"]:
+        assert time.monotonic() < deadline and job["status"] in ("queued", "running"), job
+        time.sleep(0.05)
+    assert job["status"] == "running" and job["progress"]["chapters_total"] == 2
+    assert [(c["number"], c["title"]) for c in job["chapters"]] == [(1, "Short")]
+    first = httpx.get(f"{server_url}/v1/jobs/{job_id}/chapters/1/audio", timeout=30)
+    assert first.status_code == 200 and chapters_of(first.content) == [("Short", 0.0)]
+    not_yet = httpx.get(f"{server_url}/v1/jobs/{job_id}/chapters/2/audio")
+    assert not_yet.status_code == 409 and not_yet.json()["error"]["code"] == "job_not_done"
+    assert httpx.get(f"{server_url}/v1/jobs/{job_id}/chapters/3/audio").status_code == 404
+    httpx.post(f"{server_url}/v1/jobs/{job_id}/cancel", timeout=30)
+    assert httpx.get(f"{server_url}/v1/jobs/{job_id}/chapters/1/audio").status_code == 404
+
+
 @pytest.mark.parametrize(
     ("fields", "name", "document", "param"),
     [
@@ -117,14 +136,7 @@ def test_bad_jobs_are_refused_naming_the_field(server_url, fields, name, documen
 
 
 def tone_wav(seconds: float, level: float) -> bytes:
-    import numpy as np
-
-    from voxserve.audio import create_encoder, fix_wav_header
-
-    time_ = np.arange(round(seconds * 22050)) / 22050
-    encoder = create_encoder("wav", 22050)
-    samples = (level * np.sin(2 * np.pi * 220 * time_)).astype(np.float32)
-    return fix_wav_header(encoder.encode(samples) + encoder.finish())
+    return wav_bytes(sine(220, seconds, 22050, amplitude=level), 22050)
 
 
 def test_a_book_with_a_music_bed_has_the_music_under_it_and_after(server_url):

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from playwright import sync_api as playwright_sync
 
+from tests.audio.signals import sine, wav_bytes
 from tests.conftest import running
 from tests.e2e.test_web import CHROMIUM, LAUNCH_ARGS
 from voxserve.config import Settings
@@ -167,6 +168,20 @@ def test_a_dialogue_renders_with_its_lines_highlighted(page) -> None:
     assert all(a["end"] <= b["start"] for a, b in zip(turns, turns[1:], strict=False))
     page.wait_for_selector("#lines li:nth-child(3)[data-heard]", timeout=15_000)
     assert page.errors == []
+
+
+def test_a_dialogue_with_a_music_bed_is_sent_as_a_form(page, tmp_path: Path) -> None:
+    bed = tmp_path / "bed.wav"
+    bed.write_bytes(wav_bytes(sine(220, 1.0, 22050), 22050))
+    page.click("[data-tab=dialogue]")
+    page.set_input_files("#dialogue-music", str(bed))
+    with page.expect_response("**/v1/audio/dialogue") as answered:
+        page.click("#render-dialogue")
+    response = answered.value
+    assert response.status == 200
+    assert response.request.headers["content-type"].startswith("multipart/form-data")
+    page.wait_for_selector("#dialogue-status:has-text('turns')", timeout=30_000)
+    assert page.locator("#dialogue-errors li").count() == 0 and page.errors == []
 
 
 def test_a_book_is_made_from_an_upload_followed_and_downloaded(page, tmp_path: Path) -> None:

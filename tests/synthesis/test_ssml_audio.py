@@ -113,6 +113,17 @@ def test_a_pause_tag_in_plain_text_is_silence_and_is_not_spoken(piper_synthesize
     assert tagged.seconds - plain.seconds > 1.4
 
 
+def test_a_pause_written_before_anything_is_silence_at_the_start(piper_synthesizer):
+    plain = render(piper_synthesizer, "One two three.")
+    for text in (
+        "<speak><break time='1200ms'/>One two three.</speak>", "[pause:1.2s] One two three."
+    ):
+        led = render(piper_synthesizer, text)
+        assert led.seconds - plain.seconds == pytest.approx(1.2, abs=0.01), text
+        assert np.max(np.abs(led.samples[: int(1.1 * led.rate)])) < 1e-3  # silence first
+        assert led.word("One").start == pytest.approx(plain.word("One").start + 1.2, abs=0.01)
+
+
 def test_prosody_x_slow_makes_that_part_longer_and_only_that_part(piper_synthesizer):
     plain = render(piper_synthesizer, "<speak>Quick words here. Slow words there.</speak>")
     slowed = render(

@@ -190,3 +190,20 @@ def test_the_openai_sdk_still_gets_plain_audio(url: str):
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="not-needed")
     speech = client.audio.speech.create(model="tts-1", voice="alloy", input=TEXT)
     assert decode_audio(speech.read()).duration > 2.0  # the whole text, as MP3
+
+
+def test_a_dialogue_with_captions_has_every_turns_words_aligned(url: str):
+    first, second = TEXT.split(". ")
+    turns = [{"speaker": "Host", "text": first + "."}, {"speaker": "Guest", "text": second}]
+    response = httpx.post(
+        f"{url}/v1/audio/dialogue", timeout=60,
+        json={"turns": turns, "stream": False, "captions": "srt", "response_format": "pcm",
+              "sample_rate": RATE},
+    )  # fmt: skip
+    assert response.status_code == 200, response.text
+    body = response.json()
+    seconds = decode_pcm16(base64.b64decode(body["audio"]), RATE).duration
+    check_words(body["timestamps"], seconds)
+    guest = TEXT.split().index("Then")  # the second turn's words come after the first's pause
+    assert body["timestamps"][guest]["start"] >= body["timestamps"][guest - 1]["end"] + 0.3
+    assert body["captions"].startswith("1\n00:00:00,")

@@ -10,11 +10,19 @@ decibels with a fast attack (the music dips before a word is lost under it) and 
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator
+from typing import TypeVar
+
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from voxserve.audio.decode import decode_audio
+from voxserve.audio.frames import AudioChunk
 from voxserve.errors import InvalidRequestError
+
+Item = TypeVar("Item")
 
 FRAME_SECONDS = 0.01
 SPEECH_THRESHOLD_DBFS = -45.0
@@ -99,3 +107,16 @@ class BedMixer:
         ramp = np.clip((self._position + np.arange(len(gain))) / max(fade_in, 1), 0, 1)
         self._position += len(gain)
         return self.track[indices] * gain * ramp.astype(np.float32)
+
+
+async def under_speech(
+    items: AsyncIterator[Item], mixer: BedMixer
+) -> AsyncIterator[Item | AudioChunk]:
+    """A stream of speech (its ``AudioChunk``s; anything else, such as a dialogue's turn
+    timings, passes as it is) with the music bed under it, then the bed's fade-out."""
+    async with contextlib.aclosing(items) as stream:
+        async for item in stream:
+            if isinstance(item, AudioChunk):
+                item = dataclasses.replace(item, samples=mixer.mix(item.samples))
+            yield item
+    yield AudioChunk(mixer.finish(), mixer.rate)

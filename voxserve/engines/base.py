@@ -252,6 +252,8 @@ class Segment:
     voicing: Voicing
     pause_after: float
     """Seconds of silence after this segment's audio."""
+    pause_before: float = 0.0
+    """Seconds of silence before it: only a pause written before anything is spoken."""
     neighbours: tuple[str, str] = ("", "")
     """The texts of the segments before and after it in its plan ("" at an end), for engines
     that speak a piece better knowing what surrounds it (ElevenLabs' previous_text, next_text)."""

@@ -13,10 +13,11 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import wave
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,9 @@ import numpy as np
 from voxserve.audio.dsp import float_to_int16, silence
 from voxserve.audio.frames import AudioChunk
 from voxserve.audio.music_bed import BedMixer, MusicBed
-from voxserve.longform.book_file import ChapterAudio, write_book
+from voxserve.longform.book_file import ChapterAudio, limited, speech_blocks, write_book
 from voxserve.longform.chapters import Document
-from voxserve.longform.loudness import LoudnessMeter, gain_db_to
+from voxserve.longform.loudness import MAX_GAIN_DB, LoudnessMeter, gain_db_to
 from voxserve.request import DialogueRequest, SpeechOptions, SpeechRequest
 from voxserve.synthesis.dialogue import assign_voices, prepare_dialogue, render_dialogue
 from voxserve.synthesis.synthesizer import Synthesizer
@@ -39,6 +40,9 @@ PARAGRAPH_PAUSE = 0.6
 CHAPTER_PAUSE = 2.0
 DEFAULT_LOUDNESS = -16.0
 """LUFS: what podcast and audiobook platforms ask for."""
+LOUDNESS_TOLERANCE = 0.25
+"""LU either side of the target."""
+MAX_LOUDNESS_PASSES = 4
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,20 @@ class BookProgress:
     audio_seconds: float
     pieces_made: int
     """Of those done, the pieces spoken by this run (the rest a stopped run had made)."""
+    chapters_total: int
+
+
+@dataclass(frozen=True)
+class ChapterDone:
+    """A chapter whose audio is all made (and its own file written, where asked for)."""
+
+    number: int
+    title: str
+    start: float
+    """Seconds into the book."""
+    seconds: float
+    file: Path | None
+    """Its own file (in the work directory until the book is written), or None."""
 
 
 def pieces(text: str, max_chars: int) -> list[str]:
@@ -102,9 +120,14 @@ async def render_book(
     chapters_dir: Path | None = None,
     music: tuple[bytes, MusicBed] | None = None,
     progress: Callable[[BookProgress], None] | None = None,
+    chapter_done: Callable[[ChapterDone], None] | None = None,
 ) -> list[float]:
     """Speak ``document`` into ``output``; returns each chapter's start (seconds). ``music``:
-    a music file and how it sits under the speech (the book and each chapter file)."""
+    a music file and how it sits under the speech (the book and each chapter file).
+
+    Each chapter is brought to ``loudness`` on its own (so its file is right alone, and the book
+    is at the target too), and with ``chapters_dir`` its file is written as soon as its pieces
+    are made (``chapter_done`` is told), then moved there with the book."""
     await asyncio.to_thread(work.mkdir, parents=True, exist_ok=True)
     limit = synthesizer.settings.max_input_chars
     cut = script_pieces if document.is_script else pieces
@@ -112,11 +135,14 @@ async def render_book(
     voices = None
     if document.is_script:  # a podcast: each speaker in the same voice all through
         voices = await asyncio.to_thread(script_voices, synthesizer, document, options)
+    # Chapter files depend on how the book is finished, the pieces only on how it is spoken.
+    finish = {"format": file_format, "loudness": loudness, "music": _music_key(music)}
+    chapter_files = work_directory(work, b"chapters", finish)
     total = sum(len(chapter) for chapter in plan)
     done, made, audio_seconds, rate = 0, 0, 0.0, options.sample_rate
-    chapters = []
+    chapters: list[ChapterAudio] = []
     for number, (chapter, texts) in enumerate(zip(document.chapters, plan, strict=True), 1):
-        files = []
+        files, start = [], audio_seconds
         for index, text in enumerate(texts, 1):
             path = work / f"{number:04d}-{index:05d}.wav"
             pause = CHAPTER_PAUSE if index == len(texts) else PARAGRAPH_PAUSE
@@ -127,27 +153,52 @@ async def render_book(
             files.append(path)
             done += 1
             audio_seconds += _seconds_of(path)
-            if progress is not None:
-                progress(BookProgress(done, total, number - 1, audio_seconds, made))
-        chapters.append(ChapterAudio(chapter.title, files))
-    gain = 0.0
-    if loudness is not None:
-        gain = await asyncio.to_thread(_gain_to, chapters, rate, loudness)
-
-    def write(path: Path, parts: list[ChapterAudio], title: str | None) -> list[float]:
-        # In a worker thread: the music is decoded, the book encoded.
-        bed = None if music is None else BedMixer(music[0], music[1], rate)
-        return write_book(path, parts, file_format=file_format, sample_rate=rate, title=title,
-                          author=document.author, gain_db=gain, music=bed)  # fmt: skip
-
-    starts = await asyncio.to_thread(write, output, chapters, document.title)
+            if progress is not None and index < len(texts):  # the last once the chapter is done
+                progress(BookProgress(done, total, number - 1, audio_seconds, made, len(plan)))
+        gain = 0.0 if loudness is None else await asyncio.to_thread(_gain_to, files, rate, loudness)
+        chapters.append(ChapterAudio(chapter.title, files, gain))
+        file = None
+        if chapters_dir is not None:
+            file = chapter_files / f"{number:02d} {_file_safe(chapter.title)}.{file_format}"
+            if not file.exists():
+                await asyncio.to_thread(chapter_files.mkdir, parents=True, exist_ok=True)
+                await asyncio.to_thread(
+                    _write, file, [chapters[-1]], chapter.title, document, file_format, rate, music
+                )
+        if chapter_done is not None:
+            chapter_done(ChapterDone(number, chapter.title, start, audio_seconds - start, file))
+        if progress is not None:
+            progress(BookProgress(done, total, number, audio_seconds, made, len(plan)))
+    starts = await asyncio.to_thread(
+        _write, output, chapters, document.title, document, file_format, rate, music
+    )
     if chapters_dir is not None:
-        await asyncio.to_thread(chapters_dir.mkdir, parents=True, exist_ok=True)
-        for number, chapter in enumerate(chapters, 1):
-            name = chapters_dir / f"{number:02d} {_file_safe(chapter.title)}.{file_format}"
-            await asyncio.to_thread(write, name, [chapter], chapter.title)
+        await asyncio.to_thread(_move_all, chapter_files, chapters_dir)
     shutil.rmtree(work, ignore_errors=True)
     return starts
+
+
+def _write(
+    path: Path, chapters: list[ChapterAudio], title: str | None, document: Document,
+    file_format: str, rate: int, music: tuple[bytes, MusicBed] | None,
+) -> list[float]:  # fmt: skip
+    """The book or one chapter's file (in a worker thread: the music is decoded, the audio
+    encoded); a music bed starts afresh under each file."""
+    bed = None if music is None else BedMixer(music[0], music[1], rate)
+    return write_book(path, chapters, file_format=file_format, sample_rate=rate, title=title,
+                      author=document.author, music=bed)  # fmt: skip
+
+
+def _music_key(music: tuple[bytes, MusicBed] | None) -> str | None:
+    if music is None:
+        return None
+    return hashlib.sha256(music[0]).hexdigest() + music[1].model_dump_json()
+
+
+def _move_all(source: Path, destination: Path) -> None:
+    destination.mkdir(parents=True, exist_ok=True)
+    for path in sorted(source.iterdir()) if source.exists() else []:
+        shutil.move(path, destination / path.name)
 
 
 async def _speak_piece(
@@ -197,14 +248,31 @@ def script_voices(synthesizer: Synthesizer, document: Document, options: SpeechO
     return assign_voices(synthesizer, request)
 
 
-def _gain_to(chapters: list[ChapterAudio], rate: int, target: float) -> float:
+def _gain_to(files: list[Path], rate: int, target: float) -> float:
+    """The gain that brings the audio of ``files`` to ``target`` LUFS as it will be heard:
+    through the limiter. Speech's peaks stand well above its loudness, so a gain that lifts it
+    to -16 LUFS lifts them past the ceiling, and the limiter takes back part of each decibel
+    added: the gain is found by the secant method on the loudness measured through the
+    limiter, to within ``LOUDNESS_TOLERANCE`` (three passes over the audio, as a rule)."""
+    gain = gain_db_to(target, _loudness(speech_blocks([ChapterAudio("", files)]), rate))
+    tried: list[tuple[float, float]] = []  # (gain, loudness heard)
+    while gain > 0 and len(tried) < MAX_LOUDNESS_PASSES:  # under 0, nothing is lifted
+        heard = _loudness(limited(speech_blocks([ChapterAudio("", files, gain)]), rate), rate)
+        if not math.isfinite(heard) or abs(target - heard) <= LOUDNESS_TOLERANCE:
+            break
+        tried.append((gain, heard))
+        slope = 1.0  # LU per dB: at first, as if the limiter took nothing more
+        if len(tried) > 1 and tried[-1][0] != tried[-2][0]:
+            slope = (tried[-1][1] - tried[-2][1]) / (tried[-1][0] - tried[-2][0])
+        gain = min(gain + (target - heard) / max(slope, 0.1), MAX_GAIN_DB)
+    return gain
+
+
+def _loudness(blocks: Iterator[np.ndarray], rate: int) -> float:
     meter = LoudnessMeter(rate)
-    for chapter in chapters:
-        for path in chapter.files:
-            with wave.open(str(path), "rb") as audio:
-                while data := audio.readframes(65536):
-                    meter.add(np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0)
-    return gain_db_to(target, meter.integrated_lufs(), peak=meter.peak)
+    for block in blocks:
+        meter.add(block)
+    return meter.integrated_lufs()
 
 
 def _rate_of(path: Path) -> int:

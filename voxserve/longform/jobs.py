@@ -27,7 +27,7 @@ from typing import Any
 
 from voxserve.audio.music_bed import MusicBed
 from voxserve.errors import ConflictError, NotFoundError, VoxserveError
-from voxserve.longform.audiobook import BookProgress, render_book
+from voxserve.longform.audiobook import BookProgress, ChapterDone, render_book
 from voxserve.longform.chapters import read_document
 from voxserve.request import SpeechOptions
 from voxserve.synthesis.scheduler import background
@@ -72,6 +72,15 @@ class JobStore:
     def directory(self, job_id: str) -> Path:
         return self.root / job_id
 
+    def chapter_file(self, job_id: str, number: int) -> Path | None:
+        """A chapter's own file: among the pieces from when it is done, in ``chapters/`` once
+        the book is."""
+        directory = self.directory(job_id)
+        for pattern in (f"chapters/{number:02d} *", f"pieces/*/{number:02d} *"):
+            if found := sorted(directory.glob(pattern)):
+                return found[0]
+        return None
+
     def create(
         self, filename: str, document: bytes, options: dict[str, Any], music: bytes | None = None
     ) -> Job:
@@ -93,17 +102,19 @@ class JobStore:
             )
             self._db.commit()
 
-    def update_progress(self, job_id: str, progress: dict[str, Any]) -> None:
-        """Only the progress: a pause or cancel saved meanwhile stands."""
+    def update_progress(
+        self, job_id: str, progress: dict[str, Any], chapters: list[dict[str, Any]]
+    ) -> None:
+        """Only the progress and the chapters done: a pause or cancel saved meanwhile stands."""
         with self._lock:
             row = self._db.execute("SELECT data FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 return
             data = json.loads(row[0])
             # Reports are written from worker threads and may arrive out of order: keep the newest.
-            if data["progress"].get("pieces_done", -1) >= progress["pieces_done"]:
+            if _order(data["progress"]) >= _order(progress):
                 return
-            data["progress"] = progress
+            data["progress"], data["chapters"] = progress, chapters
             self._db.execute("UPDATE jobs SET data = ? WHERE id = ?", (json.dumps(data), job_id))
             self._db.commit()
 
@@ -130,6 +141,10 @@ class JobStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _order(progress: dict[str, Any]) -> tuple[int, int]:
+    return progress.get("pieces_done", -1), progress.get("chapters_done", -1)
 
 
 class JobRunner:
@@ -169,6 +184,8 @@ class JobRunner:
     async def cancel(self, job_id: str) -> Job:
         job = await self._stop(job_id, "cancelled", ("queued", "running", "paused"))
         await asyncio.to_thread(shutil.rmtree, self.store.directory(job_id) / "pieces", True)
+        job.chapters = []  # their files went with the pieces
+        await self._save(job)
         return job
 
     async def resume(self, job_id: str) -> Job:
@@ -228,7 +245,7 @@ class JobRunner:
     async def _run(self, job: Job) -> None:
         directory = self.store.directory(job.id)
         options = job.options
-        job.status, job.error = "running", None
+        job.status, job.error, job.chapters = "running", None, []
         await self._save(job)
         started = time.monotonic()
 
@@ -241,11 +258,18 @@ class JobRunner:
                 **asdict(progress),
                 "eta_seconds": round(elapsed / made * left, 1) if made else None,
             }
-            await asyncio.to_thread(self.store.update_progress, job.id, job.progress)
+            chapters = list(job.chapters)  # as they are at this report
+            await asyncio.to_thread(self.store.update_progress, job.id, job.progress, chapters)
             async with self._changed:
                 self._changed.notify_all()
 
         pending: set[asyncio.Task] = set()
+
+        def on_chapter(chapter: ChapterDone) -> None:  # told before the progress that counts it
+            job.chapters.append(
+                {"number": chapter.number, "title": chapter.title, "start": round(chapter.start, 3),
+                 "seconds": round(chapter.seconds, 3)}
+            )  # fmt: skip
 
         def on_progress(progress: BookProgress) -> None:
             task = asyncio.get_running_loop().create_task(report(progress))
@@ -264,18 +288,14 @@ class JobRunner:
             if options.get("music") is not None:
                 music_file = await asyncio.to_thread((directory / "music").read_bytes)
                 music = (music_file, MusicBed(**options["music"]))
-            starts = await render_book(
+            await render_book(
                 self.synthesizer, document, SpeechOptions(**options["speech"]),
                 directory / f"book.{file_format}", directory / "pieces",
                 file_format=file_format, loudness=options.get("loudness"),
                 chapters_dir=directory / "chapters", music=music, progress=on_progress,
+                chapter_done=on_chapter,
             )  # fmt: skip
             await asyncio.gather(*pending)
-            numbered = enumerate(zip(document.chapters, starts, strict=True), 1)
-            job.chapters = [
-                {"number": number, "title": chapter.title, "start": round(start, 3)}
-                for number, (chapter, start) in numbered
-            ]
             job.status = "done"
         except VoxserveError as error:
             job.status, job.error = "failed", error.message

@@ -1,5 +1,6 @@
 """Integrated loudness (ITU-R BS.1770-4) of speech streamed block by block, and the gain that
-brings a book to its target (-16 LUFS by default, what podcast and audiobook platforms ask for).
+brings a book to its target (-16 LUFS by default, what podcast and audiobook platforms ask
+for).
 
 The K-weighting filters are pyloudnorm's own design, run with scipy's ``lfilter`` keeping their
 state from one ``add`` to the next, so a book is measured as it is made without holding its
@@ -70,15 +71,14 @@ class LoudnessMeter:
         return -0.691 + 10 * math.log10(float(np.mean(gated)))
 
 
-def gain_db_to(
-    target_lufs: float, measured_lufs: float, *, peak: float = 0.0, peak_limit_dbfs: float = -1.0
-) -> float:
-    """The gain (dB) that brings audio measured at ``measured_lufs`` to ``target_lufs``, less
-    where its loudest sample (``peak``, linear) would then pass ``peak_limit_dbfs``; 0 for
-    silence."""
+MAX_GAIN_DB = 20.0
+"""A near-silent chapter is not raised into its noise floor."""
+
+
+def gain_db_to(target_lufs: float, measured_lufs: float) -> float:
+    """The gain (dB) that brings audio measured at ``measured_lufs`` to ``target_lufs``, at most
+    ``MAX_GAIN_DB``; 0 for silence. Peaks the gain lifts past the ceiling are the true-peak
+    limiter's (audio/limiter.py)."""
     if not math.isfinite(measured_lufs):
         return 0.0
-    gain = target_lufs - measured_lufs
-    if peak > 0:
-        gain = min(gain, peak_limit_dbfs - 20 * math.log10(peak))
-    return gain
+    return min(target_lufs - measured_lufs, MAX_GAIN_DB)

@@ -48,9 +48,10 @@ UPLOAD_ROUTES = (
     ("POST", re.compile(r"/v1/audio/voices(/import|/import-folder)?")),
     ("PATCH", re.compile(r"/v1/audio/voices/[^/]+")),
     ("POST", re.compile(r"/v1/jobs")),
+    ("POST", re.compile(r"/v1/audio/dialogue")),
 )
 """(method, whole path) of the routes that take a multipart upload: a clip to clone, a voice's
-reference, a voice package. Every other body under /v1/ is JSON."""
+reference, a voice package, a book, a music bed. Every other body under /v1/ is JSON."""
 EXPOSED_HEADERS = "X-Sample-Rate, X-Engine, X-Voice, X-Timing-Url, X-Ignored-Fields, Retry-After"
 PREFLIGHT_MAX_AGE = "600"
 

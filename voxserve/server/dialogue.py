@@ -1,5 +1,8 @@
 """``POST /v1/audio/dialogue``, and dialogue scripts sent to ``/v1/audio/speech``.
 
+The dialogue route also takes a form: the request's JSON in ``dialogue`` and a music bed's file
+in ``music`` (with ``music_*`` settings), mixed under the turns as they stream.
+
 Turn timings come as ``dialogue.turn`` events in SSE mode; with plain audio, the ``X-Timing-Url``
 header names where they can be read (complete once the audio has ended).
 """
@@ -17,11 +20,13 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from voxserve.audio import AudioChunk
+from voxserve.audio.music_bed import BedMixer, MusicBed, under_speech
 from voxserve.config import Settings
-from voxserve.errors import InvalidRequestError, NotFoundError
+from voxserve.errors import InvalidRequestError, NotFoundError, PayloadTooLargeError
 from voxserve.request import DialogueRequest, SpeechRequest
 from voxserve.server.auth import charge_characters
 from voxserve.server.errors import validation_error
+from voxserve.server.music_upload import MUSIC_FIELDS, music_bed
 from voxserve.server.speech_response import (
     Piece,
     check_timestamps,
@@ -30,7 +35,7 @@ from voxserve.server.speech_response import (
     usage,
 )
 from voxserve.server.spending import check_budget
-from voxserve.server.uploads import parse_json_object, read_body
+from voxserve.server.uploads import parse_json_object, read_body, read_files_form
 from voxserve.streaming import check_word_timings, encode_stream
 from voxserve.synthesis.dialogue import (
     PreparedDialogue,
@@ -46,7 +51,10 @@ KEPT_TIMINGS = 256
 
 
 async def read_dialogue(request: Request, settings: Settings) -> DialogueRequest:
-    body = await read_body(request, settings.max_dialogue_chars)
+    return _dialogue_of(await read_body(request, settings.max_dialogue_chars))
+
+
+def _dialogue_of(body: bytes) -> DialogueRequest:
     try:
         dialogue = DialogueRequest.model_validate(parse_json_object(body))
     except ValidationError as error:
@@ -55,12 +63,44 @@ async def read_dialogue(request: Request, settings: Settings) -> DialogueRequest
     return dialogue
 
 
+async def read_dialogue_form(
+    request: Request, settings: Settings
+) -> tuple[DialogueRequest, bytes | None, MusicBed | None]:
+    """A multipart dialogue: the request's JSON in the ``dialogue`` field, a music bed's file in
+    ``music`` and its settings in ``music_*`` fields."""
+    fields, files = await read_files_form(request, "music", max_files=1)
+    unknown = sorted(fields.keys() - {"dialogue", *MUSIC_FIELDS})
+    if unknown:
+        raise InvalidRequestError(
+            f"unknown field {unknown[0]!r}; a dialogue form takes dialogue (the request's "
+            f"JSON), a music file and {', '.join(MUSIC_FIELDS)}",
+            param=unknown[0],
+        )
+    if "dialogue" not in fields:
+        raise InvalidRequestError("dialogue is required: the request's JSON", param="dialogue")
+    if len(fields["dialogue"]) > 4 * settings.max_dialogue_chars:
+        raise PayloadTooLargeError(
+            f"dialogue is over {settings.max_dialogue_chars} characters", param="dialogue"
+        )
+    music = files[0].data if files else None
+    bed = music_bed(fields, music is not None)
+    return _dialogue_of(fields["dialogue"].encode()), music, bed
+
+
 @router.post("/v1/audio/dialogue")
 async def create_dialogue(request: Request) -> Response:
+    """A dialogue in JSON, or as a form with a music bed under it."""
     synthesizer: Synthesizer = request.app.state.synthesizer
-    dialogue = await read_dialogue(request, synthesizer.settings)
+    music, bed = None, None
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        dialogue, music, bed = await read_dialogue_form(request, synthesizer.settings)
+    else:
+        dialogue = await read_dialogue(request, synthesizer.settings)
     prepared = await asyncio.to_thread(prepare_dialogue, synthesizer, dialogue)
-    return await dialogue_response(request, prepared, dialogue)
+    mixer = None
+    if music is not None and bed is not None:  # the file decoded before any speech is made
+        mixer = await asyncio.to_thread(BedMixer, music, bed, prepared.sample_rate)
+    return await dialogue_response(request, prepared, dialogue, mixer)
 
 
 async def speech_as_dialogue(request: Request, speech: SpeechRequest) -> Response:
@@ -102,10 +142,13 @@ async def dialogue_response(
     request: Request,
     dialogue: PreparedDialogue,
     options: DialogueRequest,
+    music: BedMixer | None = None,
 ) -> Response:
     synthesizer: Synthesizer = request.app.state.synthesizer
     if options.wants_words:
-        check_word_timings((v for _, v in dialogue.turns), None, options.words_field)
+        check_word_timings(
+            (v for _, v in dialogue.turns), synthesizer.aligner, options.words_field
+        )
     charge_characters(dialogue.characters)
     check_budget(request.app, [segment for plan in dialogue.plans for segment in plan])
     timing_id = uuid.uuid4().hex
@@ -118,8 +161,11 @@ async def dialogue_response(
         "X-Sample-Rate": str(dialogue.sample_rate),
         "X-Timing-Url": f"/v1/audio/dialogue/{timing_id}/timing",
     } | ignored_header(dialogue.ignored)
+    rendered = render_dialogue(synthesizer, dialogue)
+    if music is not None:
+        rendered = under_speech(rendered, music)
     return await speech_response(
-        _pieces(render_dialogue(synthesizer, dialogue), dialogue, record),
+        _pieces(rendered, dialogue, record),
         request=request,
         audio_format=dialogue.response_format,
         sample_rate=dialogue.sample_rate,

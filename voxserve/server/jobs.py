@@ -26,13 +26,12 @@ from voxserve.longform.chapters import read_document
 from voxserve.longform.jobs import JobRunner
 from voxserve.request import SpeechOptions
 from voxserve.server.errors import validation_error
+from voxserve.server.music_upload import MUSIC_FIELDS, music_bed
 from voxserve.server.uploads import parse_json_object, read_body, read_files_form
 
 router = APIRouter(prefix="/v1/jobs")
 JOB_FIELDS = ("response_format", "document_format", "chapter_pattern", "loudness")
 SPEECH_FIELDS = ("voice", "model", "speed", "language", "normalize", "sample_rate")
-MUSIC_FIELDS = {f"music_{name}": name for name in MusicBed.model_fields}
-"""The music bed's settings as form fields: ``music_level_db``, ``music_duck_db``, ..."""
 CONTENT_TYPES = {"m4b": "audio/mp4", "mp4": "audio/mp4", "mp3": "audio/mpeg"}
 
 
@@ -124,14 +123,20 @@ async def job_audio(request: Request, job_id: str) -> FileResponse:
 
 @router.get("/{job_id}/chapters/{number}/audio")
 async def chapter_audio(request: Request, job_id: str, number: int) -> FileResponse:
+    """A chapter's file, there as soon as the chapter is done (before the book is)."""
     runner = _runner(request)
     job = await asyncio.to_thread(runner.store.get, job_id)
-    _check_done(job.status)
     file_format = job.options["response_format"]
-    found = sorted((runner.store.directory(job_id) / "chapters").glob(f"{number:02d} *"))
-    if not found:
+    if any(chapter["number"] == number for chapter in job.chapters):
+        path = await asyncio.to_thread(runner.store.chapter_file, job_id, number)
+        if path is not None:
+            return FileResponse(path, media_type=CONTENT_TYPES[file_format], filename=path.name)
+    chapters_total = job.progress.get("chapters_total")
+    if job.status in ("done", "cancelled") or not 1 <= number <= (chapters_total or number):
         raise NotFoundError(f"the job has no chapter {number}", param="number")
-    return FileResponse(found[0], media_type=CONTENT_TYPES[file_format], filename=found[0].name)
+    raise ConflictError(
+        f"the job is {job.status}: chapter {number} is there once it is made", code="job_not_done"
+    )
 
 
 def _check_done(status: str) -> None:
@@ -161,20 +166,11 @@ async def _read_job(request: Request) -> tuple[dict[str, Any], str, bytes, bytes
 
 def _job_options(fields: dict[str, Any], has_music: bool) -> dict[str, Any]:
     speech = {key: fields[key] for key in SPEECH_FIELDS if key in fields}
-    bed = {name: fields[field] for field, name in MUSIC_FIELDS.items() if field in fields}
-    if bed and not has_music:
-        raise InvalidRequestError("music settings without a music file", param=next(
-            field for field in MUSIC_FIELDS if field in fields))  # fmt: skip
+    bed = music_bed(fields, has_music)
     try:
         speech_options = SpeechOptions.model_validate(speech)
     except ValidationError as error:
         raise validation_error(error) from error
-    try:
-        music_bed = MusicBed.model_validate(bed)
-    except ValidationError as error:
-        problem = error.errors()[0]
-        field = f"music_{problem['loc'][0]}"
-        raise InvalidRequestError(f"{field}: {problem['msg']}", param=field) from error
     file_format = fields.get("response_format", "m4b")
     if file_format not in BOOK_FORMATS:
         raise InvalidRequestError(
@@ -187,7 +183,7 @@ def _job_options(fields: dict[str, Any], has_music: bool) -> dict[str, Any]:
         "document_format": fields.get("document_format") or None,
         "chapter_pattern": fields.get("chapter_pattern") or None,
         "loudness": _loudness(fields.get("loudness", DEFAULT_LOUDNESS)),
-        "music": music_bed.model_dump() if has_music else None,
+        "music": None if bed is None else bed.model_dump(),
     }
 
 

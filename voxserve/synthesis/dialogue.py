@@ -109,7 +109,10 @@ def prepare_dialogue(synthesizer: Synthesizer, request: DialogueRequest) -> Prep
             ) from error  # fmt: skip
         rate = rate or voicing.sample_rate
         prepared.append((Turn(turn.speaker, turn.text), voicing))
-    turns = [(turn, replace(voicing, sample_rate=rate)) for turn, voicing in prepared]
+    # Words asked of an engine that times none are aligned to its audio, as in a speech request.
+    timed = request.wants_words
+    turns = [(turn, replace(voicing, sample_rate=rate, timed_words=voicing.timed_words or timed))
+             for turn, voicing in prepared]  # fmt: skip
     turns, tags = _as_one_cast(turns)
     plans: list[list[Segment]] = []
     for number, (turn, voicing) in enumerate(turns):

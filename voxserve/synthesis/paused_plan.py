@@ -3,8 +3,8 @@
 
 A written pause replaces the pause the planner would have put there (the sentence pause after
 "Hello."), and pauses written one after another add up; the end of an SSML sentence or
-paragraph only lengthens the pause to its own. A pause before anything is spoken has no segment
-to follow and is not made: a plan's silences are the pauses after its segments.
+paragraph only lengthens the pause to its own. A pause written before anything is spoken is
+the first segment's ``pause_before``; every other silence is a pause after a segment.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class PausedPlan:
         self.segments: list[Segment] = []
         self._written = False  # the pause after the last segment was written (a tag, a break)
         self._open_end = False  # the last run stopped without punctuation
+        self._leading = 0.0  # written pauses before the first segment
 
     def add(self, text: str, voicing: Voicing) -> None:
         """A run of text, normalized already (or to be spoken as written)."""
@@ -44,6 +45,8 @@ class PausedPlan:
             return
         if self.segments and self._open_end and not self._written:
             self.segments[-1] = replace(self.segments[-1], pause_after=0.0)
+        if not self.segments and self._leading:
+            planned[0] = replace(planned[0], pause_before=self._leading)
         self.segments.extend(planned)
         self._written = False
         self._open_end = _PAUSING_END.search(text) is None
@@ -53,6 +56,7 @@ class PausedPlan:
         and adds to other written ones; otherwise (the end of an SSML sentence) it is at least
         ``seconds``."""
         if not self.segments:
+            self._leading += seconds if written else 0.0
             return
         last = self.segments[-1]
         if written:

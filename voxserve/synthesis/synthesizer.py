@@ -268,6 +268,7 @@ class Synthesizer:
                         resampler = StreamResampler(chunk.sample_rate, sample_rate)
                     if piece.first:
                         segment_start = elapsed
+                        elapsed += piece.segment.pause_before  # before its audio (_shape_piece)
                     words = tuple(word.shifted(elapsed) for word in chunk.words)
                     elapsed += chunk.duration
                     speech_end = elapsed
@@ -491,7 +492,7 @@ def _split_tail(chunk: AudioChunk, tail: int) -> tuple[AudioChunk | None, AudioC
 
 
 def _shape_piece(piece: _Piece) -> np.ndarray:
-    """Apply the voicing's volume, fade the segment's outer edges and append its pause."""
+    """Apply the voicing's volume, fade the segment's outer edges and add its pauses."""
     rate = piece.chunk.sample_rate
     samples = piece.chunk.samples
     if (volume := piece.segment.voicing.volume) != 1.0:
@@ -502,6 +503,8 @@ def _shape_piece(piece: _Piece) -> np.ndarray:
         fade_in_ms=FADE_MS if piece.first else 0.0,
         fade_out_ms=FADE_MS if piece.last else 0.0,
     )
+    if piece.first and piece.segment.pause_before > 0:
+        samples = np.concatenate([silence(piece.segment.pause_before, rate), samples])
     if piece.last and piece.segment.pause_after > 0:
         samples = np.concatenate([samples, silence(piece.segment.pause_after, rate)])
     return samples

@@ -95,17 +95,26 @@ function markLine(index) {
   if (lineList.children[index]) lineList.children[index].dataset.heard = "true";
 }
 
+// JSON, or with a music bed a form: the same body in its "dialogue" field, the file in "music".
+function dialogueRequest(body) {
+  const music = byId("dialogue-music").files[0];
+  if (!music) {
+    const headers = { "Content-Type": "application/json" };
+    return { method: "POST", headers, body: JSON.stringify(body) };
+  }
+  const form = new FormData();
+  form.append("dialogue", JSON.stringify(body));
+  form.append("music", music);
+  return { method: "POST", body: form };
+}
+
 async function renderDialogue() {
   byId("render-dialogue").disabled = true;
   dialogueErrors.replaceChildren();
   dialogueStatus.textContent = "rendering…";
   try {
     const body = { ...dialogueBody(), response_format: "pcm", stream_format: "sse" };
-    const response = await checked(authorizedFetch("/v1/audio/dialogue", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify(body),
-    }));
+    const response = await checked(authorizedFetch("/v1/audio/dialogue", dialogueRequest(body)));
     const sampleRate = Number(response.headers.get("X-Sample-Rate")) || 24000;
     const turns = []; // {start, end} in seconds, as followTimings takes them
     let startedAt = null;

@@ -1,6 +1,6 @@
 // The Books tab: an audiobook or podcast made from an uploaded file as a job (POST /v1/jobs),
 // its progress live from /v1/jobs/{id}/events, pause, resume and cancel, and the book and its
-// chapters to download once done. Loaded after studio.js.
+// chapters to download (each as soon as it is made). Loaded after studio.js.
 
 // ---- state ---------------------------------------------------------------------------------
 
@@ -20,15 +20,17 @@ function jobActions(job) {
     actions.push(button("Pause", post("pause")), button("Cancel", post("cancel")));
   } else if (job.status === "paused" || job.status === "failed") {
     actions.push(button("Resume", post("resume")), button("Cancel", post("cancel")));
-  } else if (job.status === "done") {
-    const format = job.options.response_format;
+  }
+  const format = job.options.response_format;
+  if (job.status === "done") {
     const book = `/v1/jobs/${job.id}/audio`;
     actions.push(button(`Download ${format}`, () => downloadJobFile(book, `book.${format}`)));
-    for (const chapter of job.chapters) {
-      const url = `/v1/jobs/${job.id}/chapters/${chapter.number}/audio`;
-      const name = `${chapter.number} ${chapter.title}.${format}`;
-      actions.push(button(chapter.title, () => downloadJobFile(url, name)));
-    }
+  }
+  // A chapter is there to download as soon as it is made, before the book is done.
+  for (const chapter of job.status === "cancelled" ? [] : job.chapters) {
+    const url = `/v1/jobs/${job.id}/chapters/${chapter.number}/audio`;
+    const name = `${chapter.number} ${chapter.title}.${format}`;
+    actions.push(button(chapter.title, () => downloadJobFile(url, name)));
   }
   return actions;
 }
