@@ -4,6 +4,8 @@ same run.
     throughput   a book through POST /v1/jobs (chapters, loudness, M4B) vs raw Piper on the same
                  paragraphs (target >= 0.95)
     memory       the server's RSS over the job: first vs last tenth (target: within 5%)
+    loudness     the book as downloaded, decoded: integrated LUFS (target -16, BS.1770 by
+                 pyloudnorm) and its true peak (ceiling -1 dBTP), vs Piper's own level
     resume       a server killed with SIGKILL mid-book, started again: pieces spoken again that
                  the first run had finished (target: at most one piece in flight)
     fair share   live first audio of a short reply while a book renders vs idle (target <= 1.5x)
@@ -15,6 +17,7 @@ bench/results/longform.json. Full mode is a one-hour audiobook with Piper's joe.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import signal
 import statistics
@@ -84,6 +87,32 @@ def wait(job_id: str, *states: str) -> dict:
     return current
 
 
+def book_loudness(job_id: str, some_paragraphs: list[str]) -> dict:
+    """The downloaded book's loudness and true peak, and raw Piper's loudness (the baseline)."""
+    import av
+    import numpy as np
+    import pyloudnorm
+
+    from voxserve.audio.limiter import true_peaks
+
+    book = httpx.get(f"{URL}/v1/jobs/{job_id}/audio", timeout=300).content
+    with av.open(io.BytesIO(book)) as container:
+        rate = container.streams.audio[0].rate
+        samples = np.concatenate([f.to_ndarray()[0] for f in container.decode(audio=0)])
+    engine = PiperEngine()
+    engine.load()
+    options = SynthesisOptions("joe")
+    spoken = (engine.synthesize(paragraph, options) for paragraph in some_paragraphs)
+    raw = np.concatenate([chunk.samples for chunks in spoken for chunk in chunks])
+    meter, raw_meter = pyloudnorm.Meter(rate), pyloudnorm.Meter(22050)
+    return {
+        "book_lufs": round(meter.integrated_loudness(samples.astype(np.float64)), 2),
+        "true_peak_dbtp": round(20 * float(np.log10(np.max(true_peaks(samples)))), 2),
+        "raw_piper_lufs": round(raw_meter.integrated_loudness(raw.astype(np.float64)), 2),
+        "raw_piper_peak_dbfs": round(20 * float(np.log10(np.max(np.abs(raw)))), 2),
+    }
+
+
 def first_audio_seconds(repeats: int, round_: int) -> float:
     """Median time to the first audio byte of a short reply, each one new (none cached)."""
     times = []
@@ -126,6 +155,7 @@ def main() -> None:
             "audio_minutes": round(audio / 60, 1),
         }
         results["memory"] = rss_summary(samples)
+        results["loudness"] = book_loudness(job_id, paragraphs[:20])
 
         busy_id = submit(book_text(minutes, edition=1)[0])
         wait(busy_id, "running")

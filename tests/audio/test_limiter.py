@@ -12,7 +12,7 @@ from voxserve.audio.limiter import PeakLimiter, true_peaks
 from voxserve.engines.base import SynthesisOptions
 
 RATE = 22050
-CEILING = 10 ** (-1 / 20)
+CEILING = 10 ** (-1.5 / 20)
 
 
 def limited(samples: np.ndarray, blocks: list[int]) -> np.ndarray:

@@ -68,7 +68,7 @@ def write_book(
 ) -> list[float]:
     """Write the book to ``path``; returns each chapter's start in seconds. Each chapter is at
     its ``gain_db``; ``music``: a bed mixed under the speech, its fade-out after the last
-    chapter; then the true-peak limiter keeps the whole under -1 dBTP. ``progress`` is given the
+    chapter; then the true-peak limiter keeps the whole under -1.5 dBTP. ``progress`` is given the
     share written (0 to 1) as it goes."""
     if file_format not in BOOK_FORMATS:
         raise InvalidRequestError(
@@ -147,7 +147,7 @@ def _mixed(blocks: Iterator[np.ndarray], music: BedMixer | None) -> Iterator[np.
 
 
 def limited(blocks: Iterator[np.ndarray], sample_rate: int) -> Iterator[np.ndarray]:
-    """The blocks through the true-peak limiter (the same audio, its peaks under -1 dBTP)."""
+    """The blocks through the true-peak limiter (the same audio, its peaks under -1.5 dBTP)."""
     limiter = PeakLimiter(sample_rate)
     for block in blocks:
         yield limiter.process(block)
