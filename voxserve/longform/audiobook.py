@@ -160,11 +160,9 @@ async def render_book(
         file = None
         if chapters_dir is not None:
             file = chapter_files / f"{number:02d} {_file_safe(chapter.title)}.{file_format}"
-            if not file.exists():
-                await asyncio.to_thread(chapter_files.mkdir, parents=True, exist_ok=True)
-                await asyncio.to_thread(
-                    _write, file, [chapters[-1]], chapter.title, document, file_format, rate, music
-                )
+            await asyncio.to_thread(
+                _write_once, file, chapters[-1], document, file_format, rate, music
+            )
         if chapter_done is not None:
             chapter_done(ChapterDone(number, chapter.title, start, audio_seconds - start, file))
         if progress is not None:
@@ -187,6 +185,16 @@ def _write(
     bed = None if music is None else BedMixer(music[0], music[1], rate)
     return write_book(path, chapters, file_format=file_format, sample_rate=rate, title=title,
                       author=document.author, music=bed)  # fmt: skip
+
+
+def _write_once(
+    path: Path, chapter: ChapterAudio, document: Document, file_format: str, rate: int,
+    music: tuple[bytes, MusicBed] | None,
+) -> None:  # fmt: skip
+    """A chapter's own file, unless a stopped render made it already."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write(path, [chapter], chapter.title, document, file_format, rate, music)
 
 
 def _music_key(music: tuple[bytes, MusicBed] | None) -> str | None:
