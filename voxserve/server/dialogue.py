@@ -65,9 +65,9 @@ def _dialogue_of(body: bytes) -> DialogueRequest:
 
 async def read_dialogue_form(
     request: Request, settings: Settings
-) -> tuple[DialogueRequest, bytes | None, MusicBed | None]:
+) -> tuple[DialogueRequest, tuple[bytes, MusicBed] | None]:
     """A multipart dialogue: the request's JSON in the ``dialogue`` field, a music bed's file in
-    ``music`` and its settings in ``music_*`` fields."""
+    ``music`` and its settings in ``music_*`` fields (the bed: None without a file)."""
     fields, files = await read_files_form(request, "music", max_files=1)
     unknown = sorted(fields.keys() - {"dialogue", *MUSIC_FIELDS})
     if unknown:
@@ -78,28 +78,29 @@ async def read_dialogue_form(
         )
     if "dialogue" not in fields:
         raise InvalidRequestError("dialogue is required: the request's JSON", param="dialogue")
-    if len(fields["dialogue"]) > 4 * settings.max_dialogue_chars:
+    if len(fields["dialogue"]) > 4 * settings.max_dialogue_chars:  # as read_body's bound
         raise PayloadTooLargeError(
-            f"dialogue is over {settings.max_dialogue_chars} characters", param="dialogue"
+            f"dialogue is over {4 * settings.max_dialogue_chars} characters of JSON",
+            param="dialogue",
         )
-    music = files[0].data if files else None
-    bed = music_bed(fields, music is not None)
-    return _dialogue_of(fields["dialogue"].encode()), music, bed
+    bed = music_bed(fields, bool(files))
+    music = None if bed is None else (files[0].data, bed)
+    return _dialogue_of(fields["dialogue"].encode()), music
 
 
 @router.post("/v1/audio/dialogue")
 async def create_dialogue(request: Request) -> Response:
     """A dialogue in JSON, or as a form with a music bed under it."""
     synthesizer: Synthesizer = request.app.state.synthesizer
-    music, bed = None, None
+    music = None
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        dialogue, music, bed = await read_dialogue_form(request, synthesizer.settings)
+        dialogue, music = await read_dialogue_form(request, synthesizer.settings)
     else:
         dialogue = await read_dialogue(request, synthesizer.settings)
     prepared = await asyncio.to_thread(prepare_dialogue, synthesizer, dialogue)
     mixer = None
-    if music is not None and bed is not None:  # the file decoded before any speech is made
-        mixer = await asyncio.to_thread(BedMixer, music, bed, prepared.sample_rate)
+    if music is not None:  # the file decoded before any speech is made
+        mixer = await asyncio.to_thread(BedMixer, *music, prepared.sample_rate)
     return await dialogue_response(request, prepared, dialogue, mixer)
 
 
