@@ -32,6 +32,7 @@ FRAME = 32
 CANDIDATE_MARGIN = 0.5
 """A frame whose samples are all under half the ceiling (-6 dB) has its true peak under it."""
 _REACH = 16  # samples either side of a frame that its oversampling reads (the filter's span)
+_BATCH = 2048  # frames oversampled at a time (about 2 MB of work arrays)
 
 
 def true_peaks(samples: np.ndarray) -> np.ndarray:
@@ -52,7 +53,7 @@ class PeakLimiter:
         self, sample_rate: int, *, ceiling_dbtp: float = CEILING_DBTP, window: float = 0.02
     ) -> None:
         self.ceiling = 10 ** (ceiling_dbtp / 20)
-        self._half = max(1, round(window * sample_rate / FRAME))  # half a window, in frames
+        self._half = half_window(sample_rate, window)
         # Samples either side of an output frame that its gain depends on: two half-windows of
         # frames, the neighbour it is interpolated with, and the oversampling's reach.
         self._context = (2 * self._half + 2) * FRAME
@@ -81,29 +82,66 @@ class PeakLimiter:
         if end <= start:
             return np.zeros(0, np.float32)
         whole = len(self._buffer) // FRAME * FRAME
-        needed = self._needed(self._buffer[:whole])
-        width = 2 * self._half + 1
-        lowest = minimum_filter1d(needed, width, mode="nearest")
-        frame_gain = np.minimum(uniform_filter1d(lowest, width, mode="nearest"), needed)
-        first, last = start // FRAME, -(-end // FRAME)  # the frames the output spans
-        centres = (np.arange(first - 1, last + 1) + 0.5) * FRAME
-        gain = np.interp(np.arange(start, end), centres, frame_gain[first - 1 : last + 1])
-        # Between two frames' gains, never above the own frame's need.
-        gain = np.minimum(gain, np.repeat(needed[first:last], FRAME)[: end - start])
+        frames = np.arange(whole // FRAME)
+        needed = frame_needs(self._buffer[:whole], frames, frame_peaks(self._buffer[:whole]),
+                             self.ceiling)  # fmt: skip
+        gain = sample_gains(smoothed_gains(needed, self._half), needed, start, end)
         self.gain_reduction_db = min(self.gain_reduction_db, 20 * float(np.log10(gain.min())))
         limited = (self._buffer[start:end] * gain).astype(np.float32)
         self._buffer = self._buffer[end - self._context :]
         return limited
 
-    def _needed(self, samples: np.ndarray) -> np.ndarray:
-        """Each frame's gain to bring its true peak to the ceiling (1 where it is under)."""
-        frames = np.abs(samples).reshape(-1, FRAME).max(axis=1)
-        needed = np.ones(len(frames))
-        candidates = np.flatnonzero(frames > self.ceiling * CANDIDATE_MARGIN)
-        if len(candidates):
-            padded = np.pad(samples, _REACH)
-            offsets = np.arange(FRAME + 2 * _REACH)
-            windows = padded[candidates[:, None] * FRAME + offsets]
-            peaks = true_peaks(windows)[:, _REACH : _REACH + FRAME].max(axis=1)
-            needed[candidates] = np.minimum(1.0, self.ceiling / np.maximum(peaks, 1e-12))
-        return needed
+
+def half_window(sample_rate: int, window: float = 0.02) -> int:
+    """Half the gain's smoothing window, in frames."""
+    return max(1, round(window * sample_rate / FRAME))
+
+
+def frame_peaks(samples: np.ndarray) -> np.ndarray:
+    """Each whole frame's largest sample magnitude."""
+    return np.abs(samples[: len(samples) // FRAME * FRAME]).reshape(-1, FRAME).max(axis=1)
+
+
+def frame_true_peaks(samples: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """The true peak of each of ``frames`` (indices) of ``samples`` (any array that indexes, a
+    memory map too), its oversampling reading the samples either side (zeros past the ends)."""
+    found = np.empty(len(frames), np.float32)
+    # A batch at a time: all of a chapter's frames at once took a few hundred megabytes for a
+    # moment, which the allocator kept (the server's memory rose in steps through a book).
+    for batch in range(0, len(frames), _BATCH):
+        at = frames[batch : batch + _BATCH, None] * FRAME + np.arange(-_REACH, FRAME + _REACH)
+        inside = (at >= 0) & (at < len(samples))
+        windows = np.where(inside, np.asarray(samples[np.clip(at, 0, len(samples) - 1)]), 0)
+        found[batch : batch + _BATCH] = true_peaks(windows)[:, _REACH : _REACH + FRAME].max(1)
+    return found
+
+
+def frame_needs(
+    samples: np.ndarray, frames: np.ndarray, peaks: np.ndarray, ceiling: float
+) -> np.ndarray:
+    """The gain that brings each of ``frames`` (their sample ``peaks``) to ``ceiling``: 1 for
+    those under it; only frames within 6 dB of it are oversampled."""
+    needed = np.ones(len(frames))
+    candidates = np.flatnonzero(peaks > ceiling * CANDIDATE_MARGIN)
+    if len(candidates):
+        found = frame_true_peaks(samples, frames[candidates])
+        needed[candidates] = np.minimum(1.0, ceiling / np.maximum(found, 1e-12))
+    return needed
+
+
+def smoothed_gains(needed: np.ndarray, half: int) -> np.ndarray:
+    """Each frame's gain: the lowest needed within ``half`` frames either side, averaged over
+    the same window, and never above the frame's own need."""
+    width = 2 * half + 1
+    lowest = minimum_filter1d(needed, width, mode="nearest")
+    return np.minimum(uniform_filter1d(lowest, width, mode="nearest"), needed)
+
+
+def sample_gains(gains: np.ndarray, needed: np.ndarray, start: int, end: int) -> np.ndarray:
+    """The gain of each sample in ``[start, end)``: the frames' gains interpolated between
+    their centres, and never above the own frame's need (arrays indexed by frame from 0)."""
+    first, last = start // FRAME, -(-end // FRAME)  # the frames the samples span
+    low, high = max(first - 1, 0), min(last + 1, len(gains))
+    centres = (np.arange(low, high) + 0.5) * FRAME
+    gain = np.interp(np.arange(start, end), centres, gains[low:high])
+    return np.minimum(gain, np.repeat(needed[first:last], FRAME)[: end - start])

@@ -46,9 +46,10 @@ from voxserve.engines.kokoro_model import (
 )
 from voxserve.engines.kokoro_voices import make_voice, mixed_voice, parse_mix, voice_ids
 from voxserve.engines.kokoro_words import time_words
-from voxserve.engines.onnx_runtime import package_version, release_freed_memory, session_options
+from voxserve.engines.onnx_runtime import package_version, session_options
 from voxserve.engines.piper_words import plan_words
 from voxserve.errors import EngineUnavailableError, InvalidRequestError
+from voxserve.native_memory import release_freed_memory
 
 logger = logging.getLogger("voxserve.engines.kokoro")
 

@@ -1,9 +1,8 @@
-"""What the ONNX Runtime engines (Piper, Kokoro) share: their sessions' tuning, memory given back
-after loading, and the installed version of the library an engine builds on."""
+"""What the ONNX Runtime engines (Piper, Kokoro) share: their sessions' tuning and the installed
+version of the library an engine builds on."""
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import importlib.metadata
 from typing import Any
@@ -23,15 +22,6 @@ def session_options(onnxruntime: Any, threads: int, *, spinning: bool = True) ->
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
-
-
-def release_freed_memory() -> None:
-    """A session parses the whole model and frees the copy once loaded; glibc keeps freed
-    memory for reuse unless told (~40 MB a session)."""
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
 
 
 @functools.cache

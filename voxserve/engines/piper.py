@@ -40,9 +40,10 @@ from voxserve.engines.base import (
     Voice,
 )
 from voxserve.engines.builtin_voices import BUILTIN_VOICES, Rendering, builtin_voice
-from voxserve.engines.onnx_runtime import package_version, release_freed_memory, session_options
+from voxserve.engines.onnx_runtime import package_version, session_options
 from voxserve.engines.piper_words import PlannedWord, plan_words, time_words
 from voxserve.errors import EngineUnavailableError, InvalidRequestError
+from voxserve.native_memory import release_freed_memory
 
 logger = logging.getLogger("voxserve.engines.piper")
 

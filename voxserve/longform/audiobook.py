@@ -13,23 +13,28 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import math
 import os
 import shutil
 import wave
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from voxserve.audio.dsp import float_to_int16, silence
 from voxserve.audio.frames import AudioChunk
 from voxserve.audio.music_bed import BedMixer, MusicBed
-from voxserve.longform.book_file import ChapterAudio, limited, speech_blocks, write_book
+from voxserve.longform.book_file import (
+    ChapterAudio,
+    book_starts,
+    join_chapters,
+    packet_span,
+    write_book,
+)
 from voxserve.longform.chapters import Document
-from voxserve.longform.loudness import MAX_GAIN_DB, LoudnessMeter, gain_db_to
+from voxserve.longform.levels import ChapterLevels
+from voxserve.native_memory import release_freed_memory
 from voxserve.request import DialogueRequest, SpeechOptions, SpeechRequest
 from voxserve.synthesis.dialogue import assign_voices, prepare_dialogue, render_dialogue
 from voxserve.synthesis.synthesizer import Synthesizer
@@ -40,9 +45,6 @@ PARAGRAPH_PAUSE = 0.6
 CHAPTER_PAUSE = 2.0
 DEFAULT_LOUDNESS = -16.0
 """LUFS: what podcast and audiobook platforms ask for."""
-LOUDNESS_TOLERANCE = 0.25
-"""LU either side of the target."""
-MAX_LOUDNESS_PASSES = 4
 
 
 @dataclass(frozen=True)
@@ -137,64 +139,144 @@ async def render_book(
         voices = await asyncio.to_thread(script_voices, synthesizer, document, options)
     # Chapter files depend on how the book is finished, the pieces only on how it is spoken.
     finish = {"format": file_format, "loudness": loudness, "music": _music_key(music)}
-    chapter_files = work_directory(work, b"chapters", finish)
+    book = _Book(document, file_format, loudness, music,
+                 work_directory(work, b"chapters", finish), work)  # fmt: skip
     total = sum(len(chapter) for chapter in plan)
     done, made, audio_seconds, rate = 0, 0, 0.0, options.sample_rate
-    chapters: list[ChapterAudio] = []
-    for number, (chapter, texts) in enumerate(zip(document.chapters, plan, strict=True), 1):
-        files, start = [], audio_seconds
-        for index, text in enumerate(texts, 1):
-            path = work / f"{number:04d}-{index:05d}.wav"
-            pause = CHAPTER_PAUSE if index == len(texts) else PARAGRAPH_PAUSE
-            if not path.exists():
-                rate = await _speak_piece(synthesizer, options, text, rate, pause, path, voices)
-                made += 1
-            rate = rate or _rate_of(path)
-            files.append(path)
-            done += 1
-            audio_seconds += _seconds_of(path)
-            if progress is not None and index < len(texts):  # the last once the chapter is done
-                progress(BookProgress(done, total, number - 1, audio_seconds, made, len(plan)))
-        gain = 0.0 if loudness is None else await asyncio.to_thread(_gain_to, files, rate, loudness)
-        chapters.append(ChapterAudio(chapter.title, files, gain))
-        file = None
-        if chapters_dir is not None:
-            file = chapter_files / f"{number:02d} {_file_safe(chapter.title)}.{file_format}"
-            await asyncio.to_thread(
-                _write_once, file, chapters[-1], document, file_format, rate, music
-            )
-        if chapter_done is not None:
-            chapter_done(ChapterDone(number, chapter.title, start, audio_seconds - start, file))
-        if progress is not None:
-            progress(BookProgress(done, total, number, audio_seconds, made, len(plan)))
-    starts = await asyncio.to_thread(
-        _write, output, chapters, document.title, document, file_format, rate, music
-    )
+    # The chapter before is finished (its gain, its file) in a thread while this one is spoken:
+    # a piece keeps both cores busier than Piper alone does. Its report goes out before any
+    # report of the chapter after, so progress only moves forward.
+    finishing: asyncio.Task | None = None
+
+    async def settle() -> None:
+        nonlocal finishing
+        if finishing is not None:
+            task, finishing = finishing, None
+            await task
+
+    try:
+        for number, (chapter, texts) in enumerate(zip(document.chapters, plan, strict=True), 1):
+            files, start = [], audio_seconds
+            for index, text in enumerate(texts, 1):
+                path = work / f"{number:04d}-{index:05d}.wav"
+                pause = CHAPTER_PAUSE if index == len(texts) else PARAGRAPH_PAUSE
+                if not path.exists():
+                    rate = await _speak_piece(synthesizer, options, text, rate, pause, path, voices)
+                    made += 1
+                rate = rate or _rate_of(path)
+                files.append(path)
+                done += 1
+                audio_seconds += _seconds_of(path)
+                await settle()
+                if progress is not None and index < len(texts):  # the last: once it is finished
+                    progress(BookProgress(done, total, number - 1, audio_seconds, made, len(plan)))
+            await settle()
+            told = BookProgress(done, total, number, audio_seconds, made, len(plan))
+            finishing = asyncio.create_task(book.finish_chapter(
+                number, chapter.title, files, rate, (start, audio_seconds - start),
+                lambda finished, told=told: _tell(finished, told, progress, chapter_done),
+            ))  # fmt: skip
+        await settle()
+    finally:
+        if finishing is not None:  # stopped: its thread writes into the work directory
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await finishing
+    starts = await book.write(output, rate)
     if chapters_dir is not None:
-        await asyncio.to_thread(_move_all, chapter_files, chapters_dir)
+        await asyncio.to_thread(_move_all, book.chapter_files, chapters_dir)
     shutil.rmtree(work, ignore_errors=True)
     return starts
 
 
-def _write(
-    path: Path, chapters: list[ChapterAudio], title: str | None, document: Document,
-    file_format: str, rate: int, music: tuple[bytes, MusicBed] | None,
-) -> list[float]:  # fmt: skip
-    """The book or one chapter's file (in a worker thread: the music is decoded, the audio
-    encoded); a music bed starts afresh under each file."""
-    bed = None if music is None else BedMixer(music[0], music[1], rate)
-    return write_book(path, chapters, file_format=file_format, sample_rate=rate, title=title,
-                      author=document.author, music=bed)  # fmt: skip
-
-
-def _write_once(
-    path: Path, chapter: ChapterAudio, document: Document, file_format: str, rate: int,
-    music: tuple[bytes, MusicBed] | None,
+def _tell(
+    finished: ChapterDone, told: BookProgress, progress: Callable[[BookProgress], None] | None,
+    chapter_done: Callable[[ChapterDone], None] | None,
 ) -> None:  # fmt: skip
-    """A chapter's own file, unless a stopped render made it already."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _write(path, [chapter], chapter.title, document, file_format, rate, music)
+    if chapter_done is not None:
+        chapter_done(finished)
+    if progress is not None:
+        progress(told)
+
+
+class _Book:
+    """How a render's chapters are finished and joined into the book.
+
+    Each chapter's file is written once, the first time its pieces are all made (its loudness
+    measured from its own 16-bit file, ``levels``). The book is the chapters' files joined, their
+    packets copied; with a music bed it is encoded whole, so the bed runs on under it all."""
+
+    def __init__(
+        self, document: Document, file_format: str, loudness: float | None,
+        music: tuple[bytes, MusicBed] | None, chapter_files: Path, work: Path,
+    ) -> None:  # fmt: skip
+        self.document, self.file_format, self.loudness = document, file_format, loudness
+        self.music, self.chapter_files, self._work = music, chapter_files, work
+        self._finished: list[tuple[ChapterAudio, Path, tuple[Fraction, Fraction]]] = []
+
+    async def finish_chapter(
+        self, number: int, title: str, files: list[Path], rate: int,
+        place: tuple[float, float], tell: Callable[[ChapterDone], None],
+    ) -> None:  # fmt: skip
+        """Write chapter ``number``'s file (unless a stopped render did), then ``tell`` it
+        done: where it is in the book (``place``, from its samples, where the book is encoded
+        whole) and its file."""
+        file = self.chapter_files / f"{number:02d} {_file_safe(title)}.{self.file_format}"
+        audio = await asyncio.to_thread(self._chapter_file, file, ChapterAudio(title, files), rate)
+        span = await asyncio.to_thread(packet_span, file)
+        self._finished.append((audio, file, span))
+        if self.music is None:  # joined from the files: their packets place the chapters
+            starts = book_starts([span for _, _, span in self._finished])
+            place = (starts[-2], starts[-1] - starts[-2])
+        tell(ChapterDone(number, title, *place, file))
+
+    def _chapter_file(self, file: Path, chapter: ChapterAudio, rate: int) -> ChapterAudio:
+        """``chapter`` at its gain, its file written if not there; returns it with its gain
+        (needed again only to encode the book whole, under a music bed)."""
+        if file.exists() and self.music is None:
+            return chapter
+        pcm = self._work / f"{file.stem}.pcm"
+        _join_pieces(chapter.files, pcm)
+        try:
+            levels = ChapterLevels(pcm, rate)
+            gain = 0.0 if self.loudness is None else levels.gain_to(self.loudness)
+            chapter = replace(chapter, gain_db=gain)
+            if not file.exists():
+                file.parent.mkdir(parents=True, exist_ok=True)
+                self._write(file, [replace(chapter, levels=levels)], chapter.title, rate)
+            return chapter
+        finally:
+            pcm.unlink(missing_ok=True)
+            # Measuring and encoding a chapter frees its work arrays: given back, the memory a
+            # server holds stays flat through a book (bench/longform.py).
+            release_freed_memory()
+
+    async def write(self, output: Path, rate: int) -> list[float]:
+        """The book, from the chapters finished; returns each chapter's start (seconds)."""
+        if self.music is not None:
+            chapters = [audio for audio, _, _ in self._finished]
+            return await asyncio.to_thread(self._write, output, chapters, self.document.title, rate)
+        parts = [(audio.title, file) for audio, file, _ in self._finished]
+        return await asyncio.to_thread(
+            join_chapters, output, parts, file_format=self.file_format,
+            title=self.document.title, author=self.document.author,
+        )  # fmt: skip
+
+    def _write(
+        self, path: Path, chapters: list[ChapterAudio], title: str | None, rate: int
+    ) -> list[float]:
+        """The book or one chapter's file, encoded (in a worker thread); a music bed starts
+        afresh under each file."""
+        bed = None if self.music is None else BedMixer(self.music[0], self.music[1], rate)
+        return write_book(path, chapters, file_format=self.file_format, sample_rate=rate,
+                          title=title, author=self.document.author, music=bed)  # fmt: skip
+
+
+def _join_pieces(files: list[Path], pcm: Path) -> None:
+    """The pieces' 16-bit samples, one after another, in one raw file."""
+    with pcm.open("wb") as joined:
+        for path in files:
+            with wave.open(str(path), "rb") as piece:
+                joined.write(piece.readframes(piece.getnframes()))
 
 
 def _music_key(music: tuple[bytes, MusicBed] | None) -> str | None:
@@ -254,33 +336,6 @@ def script_voices(synthesizer: Synthesizer, document: Document, options: SpeechO
         options.model_dump(exclude_none=True) | {"turns": list(first_turns.values())}
     )
     return assign_voices(synthesizer, request)
-
-
-def _gain_to(files: list[Path], rate: int, target: float) -> float:
-    """The gain that brings the audio of ``files`` to ``target`` LUFS as it will be heard:
-    through the limiter. Speech's peaks stand well above its loudness, so a gain that lifts it
-    to -16 LUFS lifts them past the ceiling, and the limiter takes back part of each decibel
-    added: the gain is found by the secant method on the loudness measured through the
-    limiter, to within ``LOUDNESS_TOLERANCE`` (three passes over the audio, as a rule)."""
-    gain = gain_db_to(target, _loudness(speech_blocks([ChapterAudio("", files)]), rate))
-    tried: list[tuple[float, float]] = []  # (gain, loudness heard)
-    while gain > 0 and len(tried) < MAX_LOUDNESS_PASSES:  # under 0, nothing is lifted
-        heard = _loudness(limited(speech_blocks([ChapterAudio("", files, gain)]), rate), rate)
-        if not math.isfinite(heard) or abs(target - heard) <= LOUDNESS_TOLERANCE:
-            break
-        tried.append((gain, heard))
-        slope = 1.0  # LU per dB: at first, as if the limiter took nothing more
-        if len(tried) > 1 and tried[-1][0] != tried[-2][0]:
-            slope = (tried[-1][1] - tried[-2][1]) / (tried[-1][0] - tried[-2][0])
-        gain = min(gain + (target - heard) / max(slope, 0.1), MAX_GAIN_DB)
-    return gain
-
-
-def _loudness(blocks: Iterator[np.ndarray], rate: int) -> float:
-    meter = LoudnessMeter(rate)
-    for block in blocks:
-        meter.add(block)
-    return meter.integrated_lufs()
 
 
 def _rate_of(path: Path) -> int:

@@ -19,14 +19,15 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
 
-from voxserve.audio.dsp import float_to_int16
 from voxserve.audio.limiter import PeakLimiter
 from voxserve.audio.music_bed import BedMixer
 from voxserve.errors import InvalidRequestError
+from voxserve.longform.levels import ChapterLevels
 
 BOOK_FORMATS = {"m4b": ("ipod", "aac"), "mp4": ("mp4", "aac"), "mp3": ("mp3", "libmp3lame")}
 """Format -> (muxer, encoder)."""
@@ -46,6 +47,9 @@ class ChapterAudio:
     """16-bit PCM mono WAV files at the book's rate, in order: the chapter is their sum."""
     gain_db: float = 0.0
     """Its loudness gain (each chapter is brought to the target on its own)."""
+    levels: ChapterLevels | None = None
+    """Its frames as measured for the gain, where they were: the limiter's gain comes from
+    their peaks, and the audio from their file, not the pieces."""
 
     def frames(self) -> int:
         total = 0
@@ -79,12 +83,90 @@ def write_book(
     starts = np.concatenate([[0], np.cumsum(lengths)]).astype(int)
     muxer, encoder = BOOK_FORMATS[file_format]
     with _in_place(path) as temporary:
-        blocks = limited(_mixed(speech_blocks(chapters), music), sample_rate)
-        _encode(temporary, muxer, encoder, blocks, chapters, starts, sample_rate, progress,
-                title, author, with_chapters=file_format != "mp3")  # fmt: skip
+        _encode(temporary, muxer, encoder, _limited_speech(chapters, music, sample_rate),
+                chapters, starts, sample_rate, progress, title, author,
+                with_chapters=file_format != "mp3")  # fmt: skip
         if file_format == "mp3":
-            _id3_chapters(temporary, chapters, starts, sample_rate, title, author)
+            bounds = [int(start) / sample_rate for start in starts]
+            _id3_chapters(temporary, [chapter.title for chapter in chapters], bounds, title, author)
     return [int(start) / sample_rate for start in starts[:-1]]
+
+
+def _limited_speech(
+    chapters: Sequence[ChapterAudio], music: BedMixer | None, sample_rate: int
+) -> Iterator[np.ndarray]:
+    """The chapters at their gains, limited: from their measured levels where every chapter
+    has them and no music changes the peaks, else through the streamed limiter."""
+    if music is None and all(chapter.levels is not None for chapter in chapters):
+        for chapter in chapters:
+            assert chapter.levels is not None
+            yield from chapter.levels.limited(chapter.gain_db)
+        return
+    yield from limited(_mixed(speech_blocks(chapters), music), sample_rate)
+
+
+def join_chapters(
+    path: Path, chapters: Sequence[tuple[str, Path]], *, file_format: str,
+    title: str | None = None, author: str | None = None,
+) -> list[float]:  # fmt: skip
+    """The book as its chapters' files (title, file: each written by ``write_book``) one after
+    another, their encoded packets copied, not encoded again; returns each chapter's start in
+    seconds (``book_starts``). Each AAC chapter keeps its encoder's priming, 46 ms of silence
+    at its start, inside the pause before it."""
+    muxer, _ = BOOK_FORMATS[file_format]
+    spans = []
+    with _in_place(path) as temporary:
+        with av.open(str(temporary), "w", format=muxer) as book:
+            stream = None
+            _tag(book, title, author)
+            cursor = None  # where the next chapter's first packet goes, in the stream's time base
+            for _, chapter_file in chapters:
+                with av.open(str(chapter_file)) as source:
+                    audio = source.streams.audio[0]
+                    if stream is None:
+                        stream = book.add_stream_from_template(audio)
+                    first, length = None, 0
+                    for packet in source.demux(audio):
+                        if packet.dts is None:  # the demuxer's end-of-stream packet
+                            continue
+                        first = packet.pts if first is None else first
+                        cursor = packet.pts if cursor is None else cursor
+                        packet.pts = packet.dts = cursor + packet.pts - first
+                        length += packet.duration
+                        packet.stream = stream
+                        book.mux(packet)
+                    spans.append((first * audio.time_base, length * audio.time_base))
+                    cursor = (cursor or 0) + length
+            starts = book_starts(spans)
+            if file_format != "mp3":
+                book.set_chapters([
+                    {"id": index + 1, "start": round(start * 1000), "end": round(end * 1000),
+                     "time_base": Fraction(1, 1000), "metadata": {"title": chapter_title}}
+                    for index, ((chapter_title, _), start, end) in enumerate(
+                        zip(chapters, starts, starts[1:], strict=False))
+                ])  # fmt: skip
+        if file_format == "mp3":
+            _id3_chapters(temporary, [name for name, _ in chapters], starts, title, author)
+    return starts[:-1]
+
+
+def packet_span(path: Path) -> tuple[Fraction, Fraction]:
+    """(first packet's time, length) of an encoded file's audio, in seconds: an AAC file's
+    first packet is its encoder's priming, before time 0."""
+    with av.open(str(path)) as source:
+        audio = source.streams.audio[0]
+        packets = [packet for packet in source.demux(audio) if packet.dts is not None]
+        first = packets[0].pts if packets else 0
+        return first * audio.time_base, sum(p.duration for p in packets) * audio.time_base
+
+
+def book_starts(spans: Sequence[tuple[Fraction, Fraction]]) -> list[float]:
+    """Where each chapter of ``spans`` (``packet_span``) starts in the book their files make
+    (``join_chapters``), and the book's end, in seconds."""
+    if not spans:
+        return [0.0]
+    positions = np.cumsum([spans[0][0], *(length for _, length in spans)])
+    return [max(0.0, float(position)) for position in positions]
 
 
 def _encode(
@@ -98,10 +180,7 @@ def _encode(
         stream = container.add_stream(encoder, rate=sample_rate, layout="mono")
         stream.bit_rate = BIT_RATE
         stream.codec_context.options = ENCODER_OPTIONS[encoder]
-        if title:
-            container.metadata["title"] = container.metadata["album"] = title
-        if author:
-            container.metadata["artist"] = author
+        _tag(container, title, author)
         if with_chapters:
             container.set_chapters([
                 {"id": index + 1, "start": int(starts[index]), "end": int(starts[index + 1]),
@@ -112,10 +191,10 @@ def _encode(
         for block in blocks:
             if not len(block):  # the limiter holds back its look-ahead at first
                 continue
+            # Float samples: both encoders take them as they are (from 16-bit ints, FFmpeg
+            # converts them first, a tenth of the encoding's time).
             frame = av.AudioFrame.from_ndarray(
-                float_to_int16(np.clip(block, -1.0, 1.0))[None, :],
-                format="s16",
-                layout="mono",
+                np.clip(block, -1.0, 1.0).astype(np.float32)[None, :], format="fltp", layout="mono"
             )
             frame.sample_rate = sample_rate
             frame.pts = written
@@ -154,18 +233,26 @@ def limited(blocks: Iterator[np.ndarray], sample_rate: int) -> Iterator[np.ndarr
     yield limiter.flush()
 
 
-def _id3_chapters(path, chapters, starts, sample_rate, title, author) -> None:
+def _tag(container: Any, title: str | None, author: str | None) -> None:
+    if title:
+        container.metadata["title"] = container.metadata["album"] = title
+    if author:
+        container.metadata["artist"] = author
+
+
+def _id3_chapters(path, titles, bounds, title, author) -> None:
+    """ID3 chapters: ``titles``, each from its bound to the next (seconds, one more)."""
     from mutagen.id3 import CHAP, CTOC, ID3, TALB, TIT2, TPE1, CTOCFlags
 
     tags = ID3()
-    element_ids = [f"chp{index}" for index in range(len(chapters))]
+    element_ids = [f"chp{index}" for index in range(len(titles))]
     flags = CTOCFlags.TOP_LEVEL | CTOCFlags.ORDERED
     table = [TIT2(text=[title or "Chapters"])]
     tags.add(CTOC(element_id="toc", flags=flags, child_element_ids=element_ids, sub_frames=table))
-    for index, (element_id, chapter) in enumerate(zip(element_ids, chapters, strict=True)):
-        start_ms, end_ms = (round(1000 * starts[i] / sample_rate) for i in (index, index + 1))
+    for index, (element_id, chapter_title) in enumerate(zip(element_ids, titles, strict=True)):
+        start_ms, end_ms = (round(1000 * bounds[i]) for i in (index, index + 1))
         tags.add(CHAP(element_id=element_id, start_time=start_ms, end_time=end_ms,
-                      sub_frames=[TIT2(text=[chapter.title])]))  # fmt: skip
+                      sub_frames=[TIT2(text=[chapter_title])]))  # fmt: skip
     if title:
         tags.add(TIT2(text=[title]))
         tags.add(TALB(text=[title]))

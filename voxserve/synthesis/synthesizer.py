@@ -355,7 +355,9 @@ class Synthesizer:
                     continue
                 spoken = True
                 self.stats.segments += 1
-                if cacheable:
+                # A book's sentences are said once: kept, they would push out of the cache the
+                # short replies live clients say again, and hold its 32 MB through the book.
+                if cacheable and not clocks[engine.name].background:
                     self.cache.put(key, made)
             if unspoken is not None and not spoken:
                 raise unspoken
