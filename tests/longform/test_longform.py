@@ -26,8 +26,16 @@ from voxserve.errors import InvalidRequestError
 from voxserve.longform import audiobook
 from voxserve.longform import chapters as chapters_module
 from voxserve.longform.audiobook import pieces, render_book
-from voxserve.longform.book_file import ChapterAudio, write_book
+from voxserve.longform.book_file import (
+    ChapterAudio,
+    join_chapters,
+    limited,
+    packet_span,
+    speech_blocks,
+    write_book,
+)
 from voxserve.longform.chapters import read_document
+from voxserve.longform.levels import ChapterLevels
 from voxserve.longform.loudness import MAX_GAIN_DB, LoudnessMeter, gain_db_to
 from voxserve.request import SpeechOptions
 
@@ -241,6 +249,55 @@ def test_a_book_holds_its_chapters_in_order_with_markers(speech, tmp_path, file_
         assert [str(frame.sub_frames["TIT2"]) for frame in ordered] == ["Arrival", "Home"]
         assert [frame.start_time for frame in ordered] == [0, round(1000 * starts[1])]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_chapters_levels_find_its_gain_and_limit_it_as_the_streamed_limiter(speech, tmp_path):
+    samples, rate = speech
+    chapter = np.tile(samples, 3)
+    pcm = tmp_path / "chapter.pcm"
+    pcm.write_bytes(float_to_int16(chapter).tobytes())
+    levels = ChapterLevels(pcm, rate)
+    gain = levels.gain_to(-16.0)
+    assert gain > 16 - 21  # more than the loudness alone asks: the limiter takes some back
+    made = np.concatenate(list(levels.limited(gain)))
+    wav = wav_file(tmp_path / "chapter.wav", chapter, rate)
+    streamed = np.concatenate(list(limited(speech_blocks([ChapterAudio("", [wav], gain)]), rate)))
+    assert len(made) == len(chapter) and np.max(np.abs(made - streamed)) < 1e-5
+    assert 20 * np.log10(np.max(true_peaks(made))) <= -1.5 + 0.01
+    heard = pyloudnorm.Meter(rate).integrated_loudness(made.astype(np.float64))
+    assert heard == pytest.approx(-16, abs=0.3)  # pyloudnorm counts a last short block
+    meter = LoudnessMeter(rate)
+    meter.add(made)
+    assert levels.heard_lufs(gain) == pytest.approx(meter.integrated_lufs(), abs=0.05)
+    (tmp_path / "empty.pcm").write_bytes(b"")
+    empty = ChapterLevels(tmp_path / "empty.pcm", rate)
+    assert empty.gain_to(-16.0) == 0 and list(empty.limited(0.0)) == []
+
+
+@pytest.mark.parametrize("file_format", ["m4b", "mp3"])
+def test_a_book_joined_from_its_chapter_files_has_their_markers(speech, tmp_path, file_format):
+    samples, rate = speech
+    parts = []
+    for number, title in enumerate(["One", "Two", "Three"]):
+        chapter = ChapterAudio(title, [wav_file(tmp_path / f"{number}.wav", samples, rate)])
+        path = tmp_path / f"{number}.{file_format}"
+        write_book(path, [chapter], file_format=file_format, sample_rate=rate, title=title)
+        parts.append((title, path))
+    book = tmp_path / f"book.{file_format}"
+    starts = join_chapters(book, parts, file_format=file_format, title="T", author="A")
+    spans = [packet_span(path) for _, path in parts]
+    # Each chapter starts where the one before it ends: its packets' length (an AAC file's
+    # priming, before time 0, is the first chapter's only).
+    assert starts[0] == 0 and starts[1] == pytest.approx(float(spans[0][0] + spans[0][1]))
+    assert starts[2] - starts[1] == pytest.approx(float(spans[1][1]))
+    with av.open(str(book)) as container:
+        marks = sorted((float(c["start"] * c["time_base"]), c["metadata"]["title"])
+                       for c in container.chapters())  # fmt: skip
+        assert container.metadata.get("title") == "T" or file_format == "mp3"
+    assert [title for _, title in marks] == ["One", "Two", "Three"]
+    assert [start for start, _ in marks] == pytest.approx(starts, abs=0.002)
+    decoded, _ = decode_file(book)
+    assert len(decoded) / rate == pytest.approx(3 * len(samples) / rate, abs=0.2)
 
 
 def test_a_book_that_fails_to_write_leaves_nothing(speech, tmp_path):
