@@ -8,6 +8,7 @@ from tests.fakes import FakeEngine, collect, make_synthesizer
 from voxserve.audio.frames import AudioChunk
 from voxserve.request import SpeechRequest
 from voxserve.synthesis.cache import SegmentCache
+from voxserve.synthesis.scheduler import background
 
 
 class CountingObserver:
@@ -34,6 +35,24 @@ async def test_a_repeated_phrase_is_not_synthesized_again():
     assert engine.calls == ["One moment, please.", "Let me look.", "Something new."]
     assert synthesizer.cache.hits == 1
     assert np.array_equal(first[:1000], again[:1000])
+
+
+async def test_a_background_job_reads_the_cache_but_does_not_fill_it():
+    engine = FakeEngine()
+    synthesizer = make_synthesizer(engine, first_fragment_small=False)
+    request = SpeechRequest(input="Said once in a book.")
+    token = background.set(True)
+    try:
+        await collect(synthesizer, request)
+    finally:
+        background.reset(token)
+    await collect(synthesizer, request)  # live: spoken again, and kept
+    token = background.set(True)
+    try:
+        await collect(synthesizer, request)  # a job: served from what the live request kept
+    finally:
+        background.reset(token)
+    assert engine.calls == ["Said once in a book."] * 2 and synthesizer.cache.hits == 1
 
 
 async def test_other_options_are_other_entries():

@@ -32,7 +32,7 @@ FRAME = 32
 CANDIDATE_MARGIN = 0.5
 """A frame whose samples are all under half the ceiling (-6 dB) has its true peak under it."""
 _REACH = 16  # samples either side of a frame that its oversampling reads (the filter's span)
-_BATCH = 2048  # frames oversampled at a time (about 2 MB of work arrays)
+_BATCH = 2048  # frames oversampled at a time (a few MB of work arrays)
 
 
 def true_peaks(samples: np.ndarray) -> np.ndarray:
@@ -82,9 +82,7 @@ class PeakLimiter:
         if end <= start:
             return np.zeros(0, np.float32)
         whole = len(self._buffer) // FRAME * FRAME
-        frames = np.arange(whole // FRAME)
-        needed = frame_needs(self._buffer[:whole], frames, frame_peaks(self._buffer[:whole]),
-                             self.ceiling)  # fmt: skip
+        needed = frame_needs(self._buffer[:whole], frame_peaks(self._buffer[:whole]), self.ceiling)
         gain = sample_gains(smoothed_gains(needed, self._half), needed, start, end)
         self.gain_reduction_db = min(self.gain_reduction_db, 20 * float(np.log10(gain.min())))
         limited = (self._buffer[start:end] * gain).astype(np.float32)
@@ -116,15 +114,13 @@ def frame_true_peaks(samples: np.ndarray, frames: np.ndarray) -> np.ndarray:
     return found
 
 
-def frame_needs(
-    samples: np.ndarray, frames: np.ndarray, peaks: np.ndarray, ceiling: float
-) -> np.ndarray:
-    """The gain that brings each of ``frames`` (their sample ``peaks``) to ``ceiling``: 1 for
-    those under it; only frames within 6 dB of it are oversampled."""
-    needed = np.ones(len(frames))
+def frame_needs(samples: np.ndarray, peaks: np.ndarray, ceiling: float) -> np.ndarray:
+    """The gain that brings each frame of ``samples`` (their sample ``peaks``) to ``ceiling``:
+    1 for those under it; only frames within 6 dB of it are oversampled."""
+    needed = np.ones(len(peaks))
     candidates = np.flatnonzero(peaks > ceiling * CANDIDATE_MARGIN)
     if len(candidates):
-        found = frame_true_peaks(samples, frames[candidates])
+        found = frame_true_peaks(samples, candidates)
         needed[candidates] = np.minimum(1.0, ceiling / np.maximum(found, 1e-12))
     return needed
 

@@ -60,15 +60,15 @@ class BookProgress:
 
 @dataclass(frozen=True)
 class ChapterDone:
-    """A chapter whose audio is all made (and its own file written, where asked for)."""
+    """A chapter whose audio is all made and its own file written."""
 
     number: int
     title: str
     start: float
     """Seconds into the book."""
     seconds: float
-    file: Path | None
-    """Its own file (in the work directory until the book is written), or None."""
+    file: Path
+    """Its own file (in the work directory until the book is written)."""
 
 
 def pieces(text: str, max_chars: int) -> list[str]:
@@ -128,8 +128,8 @@ async def render_book(
     a music file and how it sits under the speech (the book and each chapter file).
 
     Each chapter is brought to ``loudness`` on its own (so its file is right alone, and the book
-    is at the target too), and with ``chapters_dir`` its file is written as soon as its pieces
-    are made (``chapter_done`` is told), then moved there with the book."""
+    is at the target too); its file is written as soon as its pieces are made (``chapter_done``
+    is told), and with ``chapters_dir`` moved there with the book."""
     await asyncio.to_thread(work.mkdir, parents=True, exist_ok=True)
     limit = synthesizer.settings.max_input_chars
     cut = script_pieces if document.is_script else pieces

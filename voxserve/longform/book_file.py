@@ -32,9 +32,10 @@ from voxserve.longform.levels import ChapterLevels
 BOOK_FORMATS = {"m4b": ("ipod", "aac"), "mp4": ("mp4", "aac"), "mp3": ("mp3", "libmp3lame")}
 """Format -> (muxer, encoder)."""
 ENCODER_OPTIONS = {"aac": {"aac_coder": "fast"}, "libmp3lame": {"compression_level": "7"}}
-"""Encoding is a book's largest cost after speaking it (it is done twice: the book, each
-chapter's file): FFmpeg's AAC "fast" coder is four times quicker than its default on speech,
-and no worse (its error to the input is smaller on a Piper book); LAME's level 7 twice."""
+"""Encoding is a book's largest cost after speaking it (once per chapter file; the book only
+under a music bed): FFmpeg's AAC "fast" coder is four times quicker than its default on
+speech, and no worse (its error to the input is smaller on a Piper book); LAME's level 7
+twice."""
 BIT_RATE = 64_000
 """Speech in mono: transparent at 64 kb/s in AAC, and close in MP3."""
 _BLOCK = 65_536  # samples read from a chapter file at a time
@@ -125,18 +126,16 @@ def join_chapters(
                     audio = source.streams.audio[0]
                     if stream is None:
                         stream = book.add_stream_from_template(audio)
-                    first, length = None, 0
-                    for packet in source.demux(audio):
-                        if packet.dts is None:  # the demuxer's end-of-stream packet
-                            continue
-                        first = packet.pts if first is None else first
-                        cursor = packet.pts if cursor is None else cursor
+                    packets = _audio_packets(source)
+                    first = packets[0].pts if packets else 0
+                    cursor = first if cursor is None else cursor
+                    for packet in packets:
                         packet.pts = packet.dts = cursor + packet.pts - first
-                        length += packet.duration
                         packet.stream = stream
                         book.mux(packet)
+                    length = sum(packet.duration for packet in packets)
                     spans.append((first * audio.time_base, length * audio.time_base))
-                    cursor = (cursor or 0) + length
+                    cursor += length
             starts = book_starts(spans)
             if file_format != "mp3":
                 book.set_chapters([
@@ -154,10 +153,16 @@ def packet_span(path: Path) -> tuple[Fraction, Fraction]:
     """(first packet's time, length) of an encoded file's audio, in seconds: an AAC file's
     first packet is its encoder's priming, before time 0."""
     with av.open(str(path)) as source:
-        audio = source.streams.audio[0]
-        packets = [packet for packet in source.demux(audio) if packet.dts is not None]
+        packets = _audio_packets(source)
         first = packets[0].pts if packets else 0
-        return first * audio.time_base, sum(p.duration for p in packets) * audio.time_base
+        time_base = source.streams.audio[0].time_base
+        return first * time_base, sum(p.duration for p in packets) * time_base
+
+
+def _audio_packets(source: Any) -> list[Any]:
+    """An opened file's audio packets, in order (a chapter's are a few thousand)."""
+    # The last one the demuxer gives, without a time, only marks the end.
+    return [packet for packet in source.demux(source.streams.audio[0]) if packet.dts is not None]
 
 
 def book_starts(spans: Sequence[tuple[Fraction, Fraction]]) -> list[float]:

@@ -15,7 +15,7 @@ within one (its filters settle in a few milliseconds, the gain moves over 20): t
 writes measures within a few hundredths of a LU of the estimate (tests/longform).
 
 The chapter's samples are a 16-bit file beside its pieces, read through a memory map, so the
-memory a chapter holds is its frames' numbers: 8 bytes a frame, 20 MB for an hour.
+memory a chapter holds is its frames' numbers: 9 bytes a frame, about 22 MB for an hour.
 """
 
 from __future__ import annotations
